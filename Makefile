@@ -1,0 +1,63 @@
+# mbctl — see README.md. `make help` lists the targets.
+
+GO      ?= go
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BIN     := bin
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w \
+	-X github.com/man8s/mbctl/internal/buildinfo.version=$(VERSION) \
+	-X github.com/man8s/mbctl/internal/buildinfo.commit=$(COMMIT)
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+
+E2E_PKGS  := ./test/...
+UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /test/)
+
+.PHONY: all help deps build install test test-unit e2e bench lint demo clean
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+deps: ## install the Debian packages the tests and the demo need (as root)
+	@scripts/install-deps.sh
+
+build: ## build bin/mbctl and bin/man8s-init (static)
+	$(GOBUILD) -o $(BIN)/ ./cmd/mbctl ./cmd/man8s-init
+
+install: build ## install binaries, completions and systemd-configs under $(DESTDIR)$(PREFIX)
+	install -D -m 0755 $(BIN)/mbctl $(DESTDIR)$(PREFIX)/bin/mbctl
+	install -D -m 0755 $(BIN)/man8s-init $(DESTDIR)$(PREFIX)/lib/man8s/man8s-init
+	install -d $(DESTDIR)$(PREFIX)/share/man8s/systemd-configs
+	install -m 0644 systemd-configs/*.netdev systemd-configs/*.network systemd-configs/*.conf \
+		$(DESTDIR)$(PREFIX)/share/man8s/systemd-configs/
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(BIN)/mbctl completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/mbctl
+	$(BIN)/mbctl completion zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_mbctl
+	$(BIN)/mbctl completion fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/mbctl.fish
+
+test: deps ## every test, e2e included (root; installs missing packages)
+	$(GO) test -count=1 ./...
+
+test-unit: ## unit tests only (no root needed for most)
+	$(GO) test -count=1 $(UNIT_PKGS)
+
+e2e: deps ## the end-to-end suite against real nspawn, networkd, yggdrasil, registry
+	$(GO) test -count=1 -v $(E2E_PKGS)
+
+bench: ## benchmarks, with ratios against the reference tools
+	$(GO) test -run='^$$' -bench=. -benchmem $(UNIT_PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: deps build ## start a testbed, push a demo image, show what mbctl sees
+	$(GO) run ./test/demo -mbctl $(BIN)/mbctl
+
+clean:
+	rm -rf $(BIN)

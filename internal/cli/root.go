@@ -1,0 +1,198 @@
+// Package cli builds mbctl's command tree. Commands are thin: each parses its
+// flags into an options struct and calls into the internal packages, which
+// never print, prompt or exit themselves.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/man8s/mbctl/internal/config"
+	"github.com/man8s/mbctl/internal/iostreams"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// Factory holds what every command may need. It is built once per run.
+type Factory struct {
+	IO     *iostreams.IOStreams
+	Getenv func(string) string
+
+	// configPath is the --config flag value.
+	configPath string
+	verbose    bool
+
+	loadOnce sync.Once
+	cfg      config.Config
+	origin   config.Origin
+	cfgErr   error
+}
+
+// Config loads the configuration on first use. The file named by --config
+// or $MBCTL_CONFIG must exist; the default file may be missing.
+func (f *Factory) Config() (config.Config, config.Origin, error) {
+	f.loadOnce.Do(func() {
+		path := config.Path(f.configPath, f.Getenv)
+		required := path != config.DefaultPath
+		f.cfg, f.origin, f.cfgErr = config.Load(path, required)
+	})
+	return f.cfg, f.origin, f.cfgErr
+}
+
+// Logger returns the debug/notice logger: text to stderr, debug level with -v.
+func (f *Factory) Logger() *slog.Logger {
+	level := slog.LevelInfo
+	if f.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: level}))
+}
+
+// usageError marks errors in how mbctl was called (exit status 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// errNotImplemented is returned by verbs that a later release fills in.
+var errNotImplemented = errors.New("not implemented yet in this version of mbctl")
+
+// NewRootCmd returns the mbctl command tree.
+func NewRootCmd(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mbctl <group> <verb> [flags]",
+		Short: "Run OCI images as systemd-nspawn machines on their own network",
+		Long: `mbctl is the command-line tool of Man8S, a container runtime on systemd-nspawn.
+
+It pulls OCI/Docker images from any registry into nspawn machines configured
+by plain files, gives every machine its own network namespace with IPv4, IPv6
+and a stable Yggdrasil address derived from its name, and runs the app under
+man8s-init, a small init that sets up the network and stops the app with the
+right signal.
+
+The files are the machine: everything needed to rebuild one lives in its
+config dir (` + "`mbctl config show`" + ` prints where that is).`,
+		Example: `  # what address will machine "registry" get on this host's Yggdrasil subnet?
+  mbctl address get registry
+
+  # the effective configuration and where each value came from
+  mbctl config show`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versionString(),
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.ErrOut)
+	root.SetIn(f.IO.In)
+
+	pf := root.PersistentFlags()
+	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log debug messages to stderr")
+	pf.StringVar(&f.configPath, "config", "", "configuration file (default $"+config.EnvVar+" or "+config.DefaultPath+")")
+	_ = root.MarkPersistentFlagFilename("config", "toml")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{err}
+	})
+
+	root.AddGroup(
+		&cobra.Group{ID: "main", Title: "Commands:"},
+		&cobra.Group{ID: "other", Title: "Other commands:"},
+	)
+	for _, c := range []*cobra.Command{
+		newMachinesCmd(f),
+		newOCICmd(f),
+		newAddressCmd(f),
+		newCacheCmd(f),
+		newHostCmd(f),
+		newConfigCmd(f),
+	} {
+		c.GroupID = "main"
+		root.AddCommand(c)
+	}
+	version := newVersionCmd(f)
+	version.GroupID = "other"
+	root.AddCommand(version)
+	root.SetHelpCommandGroupID("other")
+	root.SetCompletionCommandGroupID("other")
+	return root
+}
+
+// groupCmd returns a command that only holds verbs. Called without a verb it
+// prints its help; with an unknown verb it fails with a usage error.
+func groupCmd(use, short, long string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " <verb>",
+		Short: short,
+		Long:  long,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown verb %q for %q", args[0], cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that names the arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s takes %d argument(s): %s (got %d)", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
+		}
+		return nil
+	}
+}
+
+// Main runs mbctl with args and returns the process exit status.
+func Main(args []string, ios *iostreams.IOStreams) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	f := &Factory{IO: ios, Getenv: os.Getenv}
+	root := NewRootCmd(f)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(ios.ErrOut, "mbctl: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		fmt.Fprintf(ios.ErrOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return exitUsage
+	}
+	return exitError
+}
+
+// isCobraUsageError recognises the errors cobra makes itself before a
+// command runs (they are plain errors without a type).
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,96 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
+)
+
+const networkdPath = "/lib/systemd/systemd-networkd"
+
+// networkdScript runs as root in a private mount namespace inside the host's
+// network namespace and turns into systemd-networkd. A tmpfs on /run/systemd
+// gives networkd its own state; /etc/systemd/network shows only our files;
+// a fresh read-only sysfs shows this namespace's links and tells networkd
+// not to wait for udev.
+const networkdScript = `set -e
+mount -t tmpfs -o mode=0755 tmpfs /run/systemd
+mkdir /run/systemd/netif
+chown systemd-network:systemd-network /run/systemd/netif
+mount --bind "$1" /etc/systemd/network
+mount -t sysfs -o ro sysfs /sys
+exec "$2"
+`
+
+// startNetworkd renders the shipped bridge configuration with this host's
+// values, runs networkd on it and waits until the bridge has its addresses.
+func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error {
+	confDir := filepath.Join(h.Dir, "network")
+	if err := h.renderNetworkConfig(confDir, leaseTime); err != nil {
+		return err
+	}
+	if _, err := os.Stat(networkdPath); err != nil {
+		return fmt.Errorf("systemd-networkd not found (apt-get install systemd): %w", err)
+	}
+	cmd := h.Command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", confDir, networkdPath)
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=debug")
+	p, err := startProc("systemd-networkd", cmd, filepath.Join(h.Dir, "networkd.log"))
+	if err != nil {
+		return err
+	}
+	h.networkd = p
+	if err := recordPID(h.Name, p.cmd.Process.Pid); err != nil {
+		return err
+	}
+	want := []netip.Addr{h.IPv4.Addr(), h.ULA.Addr(), h.YggGateway()}
+	waitCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-p.done:
+			cancel(p.exited())
+		case <-waitCtx.Done():
+		}
+	}()
+	if err := waitAddrs(waitCtx, h.Name, h.Bridge, want); err != nil {
+		return fmt.Errorf("systemd-networkd did not configure %s: %w (log: %s)", h.Bridge, err, p.log)
+	}
+	h.log.Debug("networkd configured the bridge", "bridge", h.Bridge, "addrs", want)
+	return nil
+}
+
+// renderNetworkConfig writes the shipped .netdev/.network into dir with
+// the placeholders replaced by this host's values.
+func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	pairs := []string{
+		systemdconfigs.BridgeIPv4, h.IPv4.String(),
+		systemdconfigs.BridgeULA, h.ULA.String(),
+		systemdconfigs.YggGateway, netip.PrefixFrom(h.YggGateway(), h.Ygg.Subnet.Bits()).String(),
+		"Name=" + systemdconfigs.BridgeName, "Name=" + h.Bridge,
+	}
+	if leaseTime > 0 {
+		secs := fmt.Sprint(int(leaseTime.Seconds()))
+		pairs = append(pairs, "DefaultLeaseTimeSec=86400", "DefaultLeaseTimeSec="+secs, "MaxLeaseTimeSec=86400", "MaxLeaseTimeSec="+secs)
+	}
+	r := strings.NewReplacer(pairs...)
+	return fs.WalkDir(systemdconfigs.Files, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(path) == ".conf" {
+			return err
+		}
+		data, err := fs.ReadFile(systemdconfigs.Files, path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, path), []byte(r.Replace(string(data))), 0o644)
+	})
+}

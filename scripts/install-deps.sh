@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mbctl's build, tests and demo need, if any is
+# missing. Package maintainer scripts are kept from starting services
+# (yggdrasil, docker-registry): the tests run their own, in namespaces.
+set -euo pipefail
+
+packages=(
+	systemd            # systemd-networkd, run by the testbed inside namespaces
+	systemd-container  # systemd-nspawn
+	yggdrasil          # the overlay network, run by the testbed
+	docker-registry    # the real distribution registry, the testbed's image source
+	skopeo umoci       # reference pull pipeline the e2e tests compare against
+	busybox-static     # static shell for test images and machines without one
+	apache2-utils      # htpasswd, for the authenticated test registry
+	iproute2 util-linux # ip; nsenter, unshare
+	ca-certificates make git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+policy=/usr/sbin/policy-rc.d
+own_policy=
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	own_policy=1
+fi
+trap '[ -n "$own_policy" ] && rm -f "$policy"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
