@@ -168,8 +168,12 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 func Main(args []string, ios *iostreams.IOStreams) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return run(ctx, args, &Factory{IO: ios, Getenv: os.Getenv})
+}
 
-	f := &Factory{IO: ios, Getenv: os.Getenv}
+// run executes one mbctl command line with f and returns the exit status.
+func run(ctx context.Context, args []string, f *Factory) int {
+	ios := f.IO
 	root := NewRootCmd(f)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)

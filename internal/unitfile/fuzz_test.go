@@ -66,9 +66,11 @@ func FuzzParse(f *testing.F) {
 		f.Add(s, uint8(0), "Exec", "Environment", "A=1")
 		f.Add(s, uint8(1), "Files", "Bind", "/a:/b")
 		f.Add(s, uint8(2), "Exec", "Parameters", "")
-		f.Add(s, uint8(4), "", "", "x")
-		f.Add(s, uint8(13), "", "", "")
-		f.Add(s, uint8(22), "", "", "y")
+		// op%3 picks Set, Add or Unset; op&4 an existing key, op>>3 which.
+		f.Add(s, uint8(4), "", "", "x")  // Add, first key
+		f.Add(s, uint8(5), "", "", "")   // Unset, first key
+		f.Add(s, uint8(12), "", "", "y") // Set, second key
+		f.Add(s, uint8(20), "", "", "")  // Unset, third key
 	})
 	f.Fuzz(func(t *testing.T, in string, op uint8, section, key, value string) {
 		file, err := Parse(strings.NewReader(in))

@@ -408,6 +408,18 @@ func TestEdit(t *testing.T) {
 			want: "[Exec]\r\nBoot=yes\r\nEnvironment=A=1\r\n\r\n[Files]\r\nBind=/a\r\n",
 		},
 		{
+			name: "unset keeps an ignored byte order mark",
+			in:   "[A]\n\xef\xbb\xbfK=1\n\xef\xbb\xbfL=2\n",
+			edit: func(f *File) error { f.Unset("A", "K"); return nil },
+			want: "[A]\n\xef\xbb\xbf\n\xef\xbb\xbfL=2\n",
+		},
+		{
+			name: "set keeps an ignored byte order mark inside a continuation",
+			in:   "[A]\nK=1\\\n\xef\xbb\xbf2\n\xef\xbb\xbfL=2\n",
+			edit: func(f *File) error { return f.Set("A", "K", "3") },
+			want: "[A]\nK=3\n\xef\xbb\xbf\n\xef\xbb\xbfL=2\n",
+		},
+		{
 			name: "byte order mark on a rewritten line is kept",
 			in:   "[Exec]\n\xef\xbb\xbf Boot = no\n",
 			edit: func(f *File) error { return f.Set("Exec", "Boot", "yes") },
