@@ -19,6 +19,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/man8s/mbctl/internal/ygg"
 )
 
 // DefaultPath is where mbctl looks for its configuration file when neither
@@ -253,7 +255,7 @@ func (c Config) validate() error {
 	if err := validateIfName(c.Network.Bridge); err != nil {
 		bad("network.bridge", "%w", err)
 	}
-	if err := validateEndpoint(c.Network.YggAdmin); err != nil {
+	if _, _, err := ygg.ParseEndpoint(c.Network.YggAdmin); err != nil {
 		bad("network.ygg_admin", "%w", err)
 	}
 	if c.Network.YggPrefix != "" {
@@ -303,20 +305,6 @@ func validateIfName(name string) error {
 		return fmt.Errorf("interface name %q must not contain '/', ':' or spaces", name)
 	}
 	return nil
-}
-
-func validateEndpoint(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not unix:///path or tcp://host:port", s)
-	}
-	switch {
-	case u.Scheme == "unix" && u.Path != "":
-		return nil
-	case u.Scheme == "tcp" && u.Port() != "":
-		return nil
-	}
-	return fmt.Errorf("%q is not unix:///path or tcp://host:port", s)
 }
 
 func validateMirror(s string) error {

@@ -96,7 +96,7 @@ type Client struct {
 // Yggdrasil's AdminListen setting: unix:///path/to/yggdrasil.sock (an
 // absolute path, or @name for an abstract socket) or tcp://host:port.
 func NewClient(endpoint string, opts ...Option) (*Client, error) {
-	network, address, err := parseEndpoint(endpoint)
+	network, address, err := ParseEndpoint(endpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,9 @@ func NewClient(endpoint string, opts ...Option) (*Client, error) {
 // Endpoint returns the endpoint the client was made for.
 func (c *Client) Endpoint() string { return c.endpoint }
 
-func parseEndpoint(endpoint string) (network, address string, err error) {
+// ParseEndpoint checks an admin endpoint (unix:///path, unix://@abstract or
+// tcp://host:port) and returns the network and address to dial.
+func ParseEndpoint(endpoint string) (network, address string, err error) {
 	const hint = "use unix:///path/to/yggdrasil.sock or tcp://host:port, as in yggdrasil's AdminListen"
 	scheme, rest, ok := strings.Cut(endpoint, "://")
 	if !ok {

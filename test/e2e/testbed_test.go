@@ -99,6 +99,12 @@ func TestAddressGetInTestbed(t *testing.T) {
 		t.Fatalf("no subnet in yggdrasilctl output:\n%s", self)
 	}
 	subnet := netip.MustParsePrefix(string(m[1]))
+	if subnet != h.Ygg.Subnet {
+		t.Errorf("our admin client read subnet %s, yggdrasilctl %s", h.Ygg.Subnet, subnet)
+	}
+	if a := regexp.MustCompile(`IPv6 address:\s+(\S+)`).FindSubmatch(self); a == nil || string(a[1]) != h.Ygg.Address.String() {
+		t.Errorf("our admin client read address %s; yggdrasilctl says:\n%s", h.Ygg.Address, self)
+	}
 	prefix := strings.TrimSuffix(subnet.Addr().String(), "::")
 
 	out, err := h.Command(t.Context(), bins.mbctl, "--config", conf, "address", "get", "TestBWContainer3").CombinedOutput()
