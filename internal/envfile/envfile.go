@@ -33,10 +33,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 // ErrInvalidKey is wrapped by the errors returned for a key that cannot be
@@ -301,74 +301,8 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 // readers see either the old or the new file. If path is a symbolic link, the
 // file it points to is replaced and the link is kept.
 func WriteFileAtomic(path string, f *File, perm os.FileMode) error {
-	if err := writeFileAtomic(path, f.Bytes(), perm); err != nil {
+	if err := fsutil.WriteFileAtomic(path, f.Bytes(), perm); err != nil {
 		return fmt.Errorf("writing env file: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	target, err := resolveLink(path)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(target)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(target)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), target); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// resolveLink returns the file that path names: path itself, or the target
-// of path if it is a symbolic link.
-func resolveLink(path string) (string, error) {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return path, nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if fi.Mode()&fs.ModeSymlink == 0 {
-		return path, nil
-	}
-	target, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", fmt.Errorf("resolving symbolic link: %w", err)
-	}
-	return target, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
