@@ -48,31 +48,6 @@ environment files.`, "IMAGE", "NAME"),
 	return cmd
 }
 
-func newOCICmd(f *Factory) *cobra.Command {
-	cmd := groupCmd("oci", "Work with OCI images without creating a machine",
-		`Low-level image commands: inspect an image in a registry, download and
-unpack it into a directory, or install man8s-init into a root filesystem.`)
-	cmd.AddCommand(
-		stubVerb("download IMAGE PATH", "Download IMAGE and unpack its root filesystem at PATH", "", "IMAGE", "PATH"),
-		stubVerb("inspect IMAGE", "Print an image's configuration and layers without downloading them", "", "IMAGE"),
-		stubVerb("man8init PATH", "Install man8s-init into the root filesystem at PATH", "", "PATH"),
-	)
-	return cmd
-}
-
-func newCacheCmd(f *Factory) *cobra.Command {
-	cmd := groupCmd("cache", "Manage the image content cache",
-		`Downloaded image blobs are kept in the cache dir (paths.cache) so that a
-second pull of the same image, or of one sharing layers, downloads only what
-is missing.`)
-	cmd.AddCommand(
-		stubVerb("list", "List cached images with their digests, sizes and last use", ""),
-		stubVerb("prune", "Delete blobs that no cached image needs", ""),
-		stubVerb("clear", "Delete the whole cache", ""),
-	)
-	return cmd
-}
-
 func newHostCmd(f *Factory) *cobra.Command {
 	cmd := groupCmd("host", "Check and prepare this host for Man8S",
 		`A Man8S host runs systemd-networkd with the machines' bridge and Yggdrasil,

@@ -1,0 +1,359 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+// ErrDigestMismatch is wrapped by the errors returned when a blob's content
+// does not hash to its digest.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ErrSizeMismatch is wrapped by the errors returned when a blob does not
+// have the size its descriptor says.
+var ErrSizeMismatch = errors.New("size mismatch")
+
+// ErrInvalidDigest is wrapped by the errors returned for a digest the cache
+// cannot store: anything but sha256 with 64 lower-case hex digits.
+var ErrInvalidDigest = errors.New("invalid digest")
+
+// validDigest reports whether d is a sha256 digest in canonical form, the
+// only kind the cache writes. Checking it also keeps a digest from an
+// untrusted manifest from naming a path outside blobs/.
+func validDigest(d v1.Hash) bool {
+	if d.Algorithm != "sha256" || len(d.Hex) != 64 {
+		return false
+	}
+	for i := 0; i < len(d.Hex); i++ {
+		b := d.Hex[i]
+		if (b < '0' || b > '9') && (b < 'a' || b > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkDigest(d v1.Hash) error {
+	if !validDigest(d) {
+		return fmt.Errorf("%w: %q", ErrInvalidDigest, d.String())
+	}
+	return nil
+}
+
+// Path returns the file of the blob d (DIR/blobs/sha256/HEX), whether or not
+// it exists. For a digest that is not a canonical sha256 digest it returns "".
+func (c *Cache) Path(d v1.Hash) string {
+	if !validDigest(d) {
+		return ""
+	}
+	return filepath.Join(c.dir, blobsDir, d.Algorithm, d.Hex)
+}
+
+func (c *Cache) blobDir() string { return filepath.Join(c.dir, blobsDir, "sha256") }
+
+// Stat reports whether the blob d is in the cache with the given size
+// (a negative size accepts any). A blob is renamed into place only after its
+// digest was verified and its data synced, so a file of the right size is
+// trusted without hashing it; see [Cache.Verify] for detecting corruption
+// that happened later.
+//
+// A file of a different size is hashed: if its content is corrupt it is
+// deleted, so that the caller fetches the blob again; if it is correct (the
+// caller's size is wrong) it is kept. Either way Stat returns false.
+func (c *Cache) Stat(d v1.Hash, size int64) bool {
+	p := c.Path(d)
+	if p == "" {
+		return false
+	}
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	if size < 0 || fi.Size() == size {
+		return true
+	}
+	_ = c.Verify(d, -1) // deletes the file if it is corrupt
+	return false
+}
+
+// Verify hashes the blob d and checks its size (a negative size skips the
+// size check). A blob whose size or digest is wrong is deleted and an error
+// wrapping [ErrSizeMismatch] or [ErrDigestMismatch] is returned; a missing
+// blob gives an error wrapping [fs.ErrNotExist].
+//
+// Policy: blobs are verified when they are written, so readers normally rely
+// on [Cache.Stat]. Verify is for "mbctl cache verify" and for callers that
+// want to rule out corruption since then before they use a blob.
+func (c *Cache) Verify(d v1.Hash, size int64) error {
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	p := c.Path(d)
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("verifying blob %s: %w", d, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("verifying blob %s: %w", d, err)
+	}
+	if size >= 0 && fi.Size() != size {
+		c.removeCorrupt(p, fi)
+		return fmt.Errorf("verifying blob %s: %w: %d bytes, want %d (deleted)", d, ErrSizeMismatch, fi.Size(), size)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("verifying blob %s: %w", d, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
+		c.removeCorrupt(p, fi)
+		return fmt.Errorf("verifying blob %s: %w: content hashes to sha256:%s (deleted)", d, ErrDigestMismatch, got)
+	}
+	return nil
+}
+
+// removeCorrupt deletes the blob file p if it is still the file fi that was
+// found corrupt, and not a good copy that another process has renamed over
+// it since. (A small window remains between the check and the unlink; the
+// worst it can do is delete a good blob, which is then fetched again.)
+func (c *Cache) removeCorrupt(p string, fi fs.FileInfo) {
+	cur, err := os.Lstat(p)
+	if err != nil || !os.SameFile(fi, cur) {
+		return
+	}
+	_ = os.Remove(p)
+}
+
+// ReadBlob returns the content of the blob d after checking its digest. It
+// is meant for manifests and configs, which are small; a corrupt blob is
+// deleted and an error wrapping [ErrDigestMismatch] is returned, a missing
+// one gives an error wrapping [fs.ErrNotExist].
+func (c *Cache) ReadBlob(d v1.Hash) ([]byte, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	p := c.Path(d)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", d, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", d, err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", d, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != d.Hex {
+		c.removeCorrupt(p, fi)
+		return nil, fmt.Errorf("reading blob %s: %w: content hashes to sha256:%s (deleted)", d, ErrDigestMismatch, got)
+	}
+	return data, nil
+}
+
+// BlobWriter writes one blob into the cache. It is an [io.Writer]: the
+// content goes to a temporary file and is hashed on the way. [BlobWriter.Commit]
+// puts the blob in place once its size and digest are right;
+// [BlobWriter.Abort] throws it away. Write, Commit and Abort must not be
+// called concurrently; [BlobWriter.Written] may be called from any goroutine.
+//
+// The usual pattern:
+//
+//	w, err := c.Create(d, size)
+//	if err != nil { ... }
+//	defer w.Abort() // no-op after a successful Commit
+//	if _, err := io.Copy(w, r); err != nil { ... }
+//	return w.Commit()
+type BlobWriter struct {
+	c       *Cache
+	digest  v1.Hash
+	size    int64
+	f       *os.File
+	h       hash.Hash
+	written atomic.Int64
+	err     error // first write error; Commit returns it
+	done    bool
+}
+
+// Create starts writing the blob d of the given size (a negative size is
+// not checked). The temporary file is DIR/blobs/sha256/.tmp-HEX-RANDOM;
+// several writers of the same blob, in one process or several, do not
+// disturb each other.
+//
+// Create does not check whether the blob is already present (use
+// [Cache.Stat]). The caller should hold the shared cache lock
+// ([Cache.Acquire]) until the image that uses the blob is tagged, or Prune
+// may delete it in between.
+func (c *Cache) Create(d v1.Hash, size int64) (*BlobWriter, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(c.blobDir(), tmpPrefix+d.Hex+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating blob %s: %w", d, err)
+	}
+	return &BlobWriter{c: c, digest: d, size: size, f: f, h: sha256.New()}, nil
+}
+
+// Write writes p to the blob. Writing more bytes than the blob's size is an
+// error wrapping [ErrSizeMismatch].
+func (w *BlobWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, fmt.Errorf("writing blob %s: %w", w.digest, os.ErrClosed)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := w.written.Load()
+	if w.size >= 0 && n+int64(len(p)) > w.size {
+		w.err = fmt.Errorf("writing blob %s: %w: more than the expected %d bytes", w.digest, ErrSizeMismatch, w.size)
+		return 0, w.err
+	}
+	m, err := w.f.Write(p)
+	w.h.Write(p[:m])
+	w.written.Add(int64(m))
+	if err != nil {
+		w.err = fmt.Errorf("writing blob %s: %w", w.digest, err)
+		return m, w.err
+	}
+	return m, nil
+}
+
+// Written returns the number of bytes written so far, for progress reports.
+// It is safe to call while another goroutine writes.
+func (w *BlobWriter) Written() int64 { return w.written.Load() }
+
+// Commit checks the blob's size and digest, syncs its data to disk and
+// renames it to its final name. If another writer has put the same blob in
+// place meanwhile, the rename replaces it with identical content, which is
+// success. On any error the temporary file is removed and nothing is left
+// behind; a wrong digest gives an error wrapping [ErrDigestMismatch] that
+// names the expected and the actual digest.
+func (w *BlobWriter) Commit() (err error) {
+	if w.done {
+		return fmt.Errorf("committing blob %s: %w", w.digest, os.ErrClosed)
+	}
+	w.done = true
+	tmp := w.f.Name()
+	defer func() {
+		if err != nil {
+			_ = w.f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if w.err != nil {
+		return w.err
+	}
+	if n := w.written.Load(); w.size >= 0 && n != w.size {
+		return fmt.Errorf("committing blob %s: %w: got %d bytes, want %d", w.digest, ErrSizeMismatch, n, w.size)
+	}
+	if got := hex.EncodeToString(w.h.Sum(nil)); got != w.digest.Hex {
+		return fmt.Errorf("committing blob %s: %w: content hashes to sha256:%s", w.digest, ErrDigestMismatch, got)
+	}
+	if !w.c.noSync {
+		// The data must be on disk before the name is: otherwise a crash
+		// could leave a complete-looking but empty or partial file under the
+		// digest's name, which Stat would trust.
+		if err := fdatasync(w.f); err != nil {
+			return fmt.Errorf("committing blob %s: syncing %s: %w", w.digest, tmp, err)
+		}
+	}
+	if err := w.f.Chmod(filePerm); err != nil {
+		return fmt.Errorf("committing blob %s: %w", w.digest, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("committing blob %s: %w", w.digest, err)
+	}
+	// The directory is not synced: if a crash loses the rename, the blob is
+	// simply missing and is fetched again.
+	if err := os.Rename(tmp, w.c.Path(w.digest)); err != nil {
+		return fmt.Errorf("committing blob %s: %w", w.digest, err)
+	}
+	return nil
+}
+
+// Abort removes the temporary file. It does nothing after Commit or a
+// previous Abort, so it can be deferred.
+func (w *BlobWriter) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	cerr := w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil {
+		return fmt.Errorf("aborting blob %s: %w", w.digest, err)
+	}
+	if cerr != nil {
+		return fmt.Errorf("aborting blob %s: %w", w.digest, cerr)
+	}
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if serr != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// WriteFrom writes the blob d of the given size from r and commits it. It
+// stops with ctx's error when ctx is cancelled. To follow its progress, wrap
+// r in a reader that counts. Like [Cache.Create] it writes the blob even if
+// it is already present.
+func (c *Cache) WriteFrom(ctx context.Context, d v1.Hash, size int64, r io.Reader) error {
+	w, err := c.Create(d, size)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	buf := make([]byte, 1<<20)
+	if _, err := io.CopyBuffer(w, ctxReader{ctx, r}, buf); err != nil {
+		if w.err != nil {
+			return w.err // already names the blob
+		}
+		return fmt.Errorf("writing blob %s: %w", d, err)
+	}
+	return w.Commit()
+}
+
+// ctxReader fails reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}

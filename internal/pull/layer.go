@@ -1,0 +1,107 @@
+package pull
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Read-ahead between decompression and unpacking: 16 chunks of 1 MiB.
+const (
+	chunkSize   = 1 << 20
+	chunksAhead = 16
+)
+
+// layerStream turns one compressed layer blob into its tar stream. In a
+// goroutine of its own it reads the blob, decompresses it and hashes the
+// result for the DiffID; the consumer reads the tar stream on its own core.
+// The blob's own digest was verified when it entered the cache (or when it
+// was taken from it), so it is not hashed again here.
+type layerStream struct {
+	*readAhead
+	diff     hash.Hash
+	counted  *countingReader
+	closeDec func()
+}
+
+// openLayerStream starts decompressing r (compression "gzip", "zstd" or
+// "none"). maxSize bounds the uncompressed size, so a decompression bomb
+// cannot fill the disk.
+func openLayerStream(r io.Reader, compression string, maxSize int64) (*layerStream, error) {
+	ls := &layerStream{diff: sha256.New(), closeDec: func() {}}
+	r = bufio.NewReaderSize(r, chunkSize)
+	var dec io.Reader
+	switch compression {
+	case "gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("reading gzip header: %w", err)
+		}
+		dec, ls.closeDec = zr, func() { zr.Close() }
+	case "zstd":
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		if err != nil {
+			return nil, fmt.Errorf("starting zstd: %w", err)
+		}
+		dec, ls.closeDec = zr, zr.Close
+	case "none":
+		dec = r
+	default:
+		return nil, fmt.Errorf("unsupported layer compression %q", compression)
+	}
+	ls.counted = &countingReader{r: dec, limit: maxSize}
+	ls.readAhead = newReadAhead(io.TeeReader(ls.counted, ls.diff), chunkSize, chunksAhead)
+	return ls, nil
+}
+
+// finish drains what the unpacker left (tar padding), stops the producer and
+// checks the DiffID.
+func (ls *layerStream) finish(blob, diffID v1.Hash) error {
+	_, drainErr := io.Copy(io.Discard, ls.readAhead)
+	ls.Close()
+	if drainErr != nil {
+		return fmt.Errorf("reading layer %s: %w", blob, drainErr)
+	}
+	if got := digestOf(ls.diff); got != diffID {
+		return fmt.Errorf("layer %s: uncompressed content hashes to %s, but the image config says %s (rootfs.diff_ids)", blob, got, diffID)
+	}
+	return nil
+}
+
+// Close stops the producer goroutine; safe to call more than once.
+func (ls *layerStream) Close() error {
+	err := ls.readAhead.Close()
+	ls.closeDec()
+	ls.closeDec = func() {}
+	return err
+}
+
+func digestOf(h hash.Hash) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
+}
+
+// errTooLarge reports an uncompressed layer over the size limit.
+var errTooLarge = errors.New("uncompressed layer exceeds the size limit (a decompression bomb?)")
+
+// countingReader counts bytes and fails past limit (0: no limit).
+type countingReader struct {
+	r     io.Reader
+	n     int64
+	limit int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.limit > 0 && c.n > c.limit {
+		return n, errTooLarge
+	}
+	return n, err
+}

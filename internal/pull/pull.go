@@ -1,0 +1,347 @@
+// Package pull turns a resolved image into a root filesystem: it fetches the
+// layer blobs into the content cache in parallel and applies each layer as
+// soon as it and the layers before it are there, decompressing on one core
+// while the unpacker writes files on the other. Every blob is verified once,
+// on its way into the cache (or, for a blob already cached, before use), and
+// every layer's uncompressed content against the config's DiffID.
+package pull
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/cache"
+	"github.com/man8s/mbctl/internal/registry"
+	"github.com/man8s/mbctl/internal/unpack"
+)
+
+// DefaultJobs is how many layers download at once unless Options.Jobs says.
+const DefaultJobs = 4
+
+// DefaultMaxLayerSize bounds one layer's uncompressed size.
+const DefaultMaxLayerSize = 256 << 30
+
+// Options tune Unpack and Download. Zero values get the defaults.
+type Options struct {
+	// Jobs is the number of parallel layer downloads (default DefaultJobs).
+	Jobs int
+	// MaxLayerSize bounds a layer's uncompressed size (default
+	// DefaultMaxLayerSize).
+	MaxLayerSize int64
+	// Progress receives progress events; nil means none.
+	Progress Progress
+	// Log receives debug messages; nil means none.
+	Log *slog.Logger
+}
+
+// Progress receives events from a pull. Fetching is called from several
+// goroutines at once; the others from one.
+type Progress interface {
+	// Begin is called once with the layers to fetch and apply.
+	Begin(layers []registry.Layer)
+	// Cached reports that layer i was already in the cache.
+	Cached(i int)
+	// Fetching reports n more bytes of layer i downloaded.
+	Fetching(i int, n int64)
+	// Fetched reports that layer i is downloaded and verified.
+	Fetched(i int)
+	// Applied reports that layer i is unpacked.
+	Applied(i int, stats unpack.Stats)
+}
+
+// Result describes a finished pull.
+type Result struct {
+	// Ref is the reference pulled, Digest its image manifest digest,
+	// Source the endpoint that served it.
+	Ref    string
+	Digest v1.Hash
+	Source string
+	// Layers is the number of layers; Fetched of them were downloaded,
+	// FetchedBytes in all; the others came from the cache.
+	Layers       int
+	Fetched      int
+	FetchedBytes int64
+	// Stats sums what the layers put into the root filesystem.
+	Stats unpack.Stats
+}
+
+// Unpack applies im's layers into dir, an existing empty directory, using
+// and filling the content cache c.
+func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string, opts Options) (*Result, error) {
+	opts = opts.withDefaults()
+	release, err := c.Acquire(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("locking the image cache %s: %w", c.Dir(), err)
+	}
+	defer release()
+
+	if err := storeMetadata(ctx, c, im); err != nil {
+		return nil, err
+	}
+	res := &Result{Ref: registry.DisplayName(im.Ref), Digest: im.Digest, Source: im.Source, Layers: len(im.Layers)}
+	opts.Progress.Begin(im.Layers)
+
+	// Downloads run in the background, at most opts.Jobs at a time; ready[i]
+	// is closed when layer i's blob is in the cache, verified. A failed
+	// download cancels the applier and a failed apply the downloads.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ready := make([]chan struct{}, len(im.Layers))
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
+	fetch, fctx := errgroup.WithContext(ctx)
+	fetch.SetLimit(opts.Jobs)
+	var fetched, fetchedBytes atomic.Int64
+	launched := make(chan struct{})
+	go func() {
+		defer close(launched)
+		for i, l := range im.Layers {
+			fetch.Go(func() error {
+				if err := fctx.Err(); err != nil {
+					return err
+				}
+				n, err := ensureBlob(fctx, c, im, l, i, opts)
+				if err != nil {
+					return fmt.Errorf("fetching layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
+				}
+				if n > 0 {
+					fetched.Add(1)
+					fetchedBytes.Add(n)
+				}
+				close(ready[i])
+				return nil
+			})
+		}
+	}()
+
+	applyErr := applyLayers(fctx, c, im, dir, ready, opts, &res.Stats)
+	if applyErr != nil {
+		cancel(applyErr)
+	}
+	<-launched
+	fetchErr := fetch.Wait()
+	switch {
+	case applyErr != nil && !errors.Is(applyErr, context.Canceled):
+		return nil, applyErr
+	case fetchErr != nil:
+		// A failed download cancelled the applier: report the cause.
+		return nil, fetchErr
+	case applyErr != nil:
+		return nil, applyErr
+	}
+	res.Fetched, res.FetchedBytes = int(fetched.Load()), fetchedBytes.Load()
+
+	desc := v1.Descriptor{MediaType: im.MediaType, Digest: im.Digest, Size: int64(len(im.RawManifest))}
+	if err := c.Tag(res.Ref, desc); err != nil {
+		return nil, fmt.Errorf("recording %s in the image cache: %w", res.Ref, err)
+	}
+	return res, nil
+}
+
+// Download unpacks im into dest, which must not exist. The work happens in a
+// staging directory next to dest that is renamed into place at the end; on
+// any failure or cancellation it is removed and dest never appears.
+func Download(ctx context.Context, c *cache.Cache, im *registry.Image, dest string, opts Options) (res *Result, err error) {
+	dest = filepath.Clean(dest)
+	if _, err := os.Lstat(dest); err == nil {
+		return nil, fmt.Errorf("%s already exists: choose a new path or remove it first", dest)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	parent := filepath.Dir(dest)
+	if fi, err := os.Stat(parent); err != nil {
+		return nil, fmt.Errorf("the directory for %s: %w", dest, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", parent)
+	}
+	staging, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".mbctl-staging-")
+	if err != nil {
+		return nil, fmt.Errorf("creating a staging directory next to %s: %w", dest, err)
+	}
+	defer func() {
+		if err != nil {
+			if rmErr := os.RemoveAll(staging); rmErr != nil {
+				err = errors.Join(err, fmt.Errorf("removing staging directory %s: %w", staging, rmErr))
+			}
+		}
+	}()
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return nil, err
+	}
+	if res, err = Unpack(ctx, c, im, staging, opts); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, dest, unix.RENAME_NOREPLACE); err != nil {
+		return nil, fmt.Errorf("moving the unpacked image to %s: %w", dest, err)
+	}
+	return res, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Jobs <= 0 {
+		o.Jobs = DefaultJobs
+	}
+	if o.MaxLayerSize <= 0 {
+		o.MaxLayerSize = DefaultMaxLayerSize
+	}
+	if o.Progress == nil {
+		o.Progress = nopProgress{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// storeMetadata puts the manifest and config into the cache, so that the
+// cached image is complete and `mbctl cache list` can describe it.
+func storeMetadata(ctx context.Context, c *cache.Cache, im *registry.Image) error {
+	for _, b := range []struct {
+		what   string
+		digest v1.Hash
+		data   []byte
+	}{
+		{"manifest", im.Digest, im.RawManifest},
+		{"config", im.Manifest.Config.Digest, im.RawConfig},
+	} {
+		if c.Stat(b.digest, int64(len(b.data))) {
+			continue
+		}
+		if err := c.WriteFrom(ctx, b.digest, int64(len(b.data)), bytes.NewReader(b.data)); err != nil {
+			return fmt.Errorf("storing the image %s in the cache: %w", b.what, err)
+		}
+	}
+	return nil
+}
+
+// ensureBlob makes layer l's blob present and verified in the cache and
+// returns how many bytes it downloaded (0 when it was cached).
+func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l registry.Layer, i int, opts Options) (int64, error) {
+	if c.Stat(l.Digest, l.Size) {
+		// Cached blobs are re-hashed before use (this runs while earlier
+		// layers are being applied); a corrupt one is deleted by Verify
+		// and downloaded again below.
+		err := c.Verify(l.Digest, l.Size)
+		if err == nil {
+			opts.Progress.Cached(i)
+			return 0, nil
+		}
+		opts.Log.Warn("cached layer blob is corrupt; downloading it again", "digest", l.Digest, "err", err)
+	}
+	rc, err := im.OpenLayer(ctx, l)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	w, err := c.Create(l.Digest, l.Size)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(w, &progressReader{ctx: ctx, r: rc, i: i, p: opts.Progress})
+	if err != nil {
+		return 0, errors.Join(err, w.Abort())
+	}
+	if err := w.Commit(); err != nil {
+		return 0, err
+	}
+	opts.Progress.Fetched(i)
+	return n, nil
+}
+
+// applyLayers applies the layers in order, each as soon as its blob is ready.
+func applyLayers(ctx context.Context, c *cache.Cache, im *registry.Image, dir string, ready []chan struct{}, opts Options, total *unpack.Stats) (err error) {
+	u, err := unpack.New(dir, unpack.Options{Log: opts.Log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := u.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	for i, l := range im.Layers {
+		select {
+		case <-ready[i]:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		st, err := applyLayer(ctx, u, c.Path(l.Digest), l, opts.MaxLayerSize)
+		if err != nil {
+			return fmt.Errorf("applying layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
+		}
+		addStats(total, st)
+		opts.Progress.Applied(i, st)
+	}
+	return nil
+}
+
+func applyLayer(ctx context.Context, u *unpack.Unpacker, blobPath string, l registry.Layer, maxSize int64) (unpack.Stats, error) {
+	f, err := os.Open(blobPath)
+	if err != nil {
+		return unpack.Stats{}, err
+	}
+	defer f.Close()
+	ls, err := openLayerStream(f, l.Compression, maxSize)
+	if err != nil {
+		return unpack.Stats{}, err
+	}
+	defer ls.Close()
+	st, err := u.Apply(ctx, ls)
+	if err != nil {
+		return st, err
+	}
+	return st, ls.finish(l.Digest, l.DiffID)
+}
+
+// progressReader reports bytes read and stops on cancellation.
+type progressReader struct {
+	ctx context.Context
+	r   io.Reader
+	i   int
+	p   Progress
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	if err := pr.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := pr.r.Read(b)
+	if n > 0 {
+		pr.p.Fetching(pr.i, int64(n))
+	}
+	return n, err
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Begin([]registry.Layer)    {}
+func (nopProgress) Cached(int)                {}
+func (nopProgress) Fetching(int, int64)       {}
+func (nopProgress) Fetched(int)               {}
+func (nopProgress) Applied(int, unpack.Stats) {}
+
+func addStats(total *unpack.Stats, s unpack.Stats) {
+	total.Entries += s.Entries
+	total.Files += s.Files
+	total.Dirs += s.Dirs
+	total.Symlinks += s.Symlinks
+	total.Hardlinks += s.Hardlinks
+	total.Devices += s.Devices
+	total.Whiteouts += s.Whiteouts
+	total.Bytes += s.Bytes
+}

@@ -1,0 +1,251 @@
+package registry
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// distroCABundles returns the CA bundles of the common distributions, the
+// list Go's crypto/x509 reads on Linux when SSL_CERT_FILE is not set.
+func distroCABundles() []string {
+	return []string{
+		"/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Arch, Gentoo
+		"/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+		"/etc/ssl/ca-bundle.pem",                            // openSUSE
+		"/etc/pki/tls/cacert.pem",                           // OpenELEC
+		"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+		"/etc/ssl/cert.pem",                                 // Alpine
+	}
+}
+
+// netPolicy decides which hosts may be reached over plain HTTP and which
+// skip TLS verification.
+type netPolicy struct {
+	// insecure holds the Options.Insecure entries, lower case: "host" (any
+	// port) or "host:port".
+	insecure []string
+	// plainMirrors holds the host[:port] of mirrors configured with an
+	// http:// URL.
+	plainMirrors map[string]bool
+}
+
+// isLoopback reports whether host (without port) is localhost, in
+// 127.0.0.0/8 or ::1.
+func isLoopback(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// listedInsecure reports whether hostport ("host" or "host:port") matches
+// an Options.Insecure entry. defaultPort is used when hostport has none.
+func (p netPolicy) listedInsecure(hostport, defaultPort string) bool {
+	hostport = strings.ToLower(hostport)
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), defaultPort
+	}
+	for _, e := range p.insecure {
+		if eh, ep, err := net.SplitHostPort(e); err == nil {
+			if eh == host && ep == port {
+				return true
+			}
+		} else if strings.TrimSuffix(strings.TrimPrefix(e, "["), "]") == host {
+			return true
+		}
+	}
+	return false
+}
+
+// plainHTTPAllowed reports whether hostport may be reached over plain
+// HTTP: loopback hosts, Options.Insecure entries and http:// mirrors.
+func (p netPolicy) plainHTTPAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return isLoopback(host) || p.plainMirrors[strings.ToLower(hostport)] || p.listedInsecure(hostport, "80")
+}
+
+// skipVerify reports whether TLS certificates of hostport go unverified:
+// only for Options.Insecure entries, as docker's insecure-registries.
+func (p netPolicy) skipVerify(hostport string) bool {
+	return p.listedInsecure(hostport, "443")
+}
+
+// plainHTTPError is returned for a plain HTTP request the policy forbids.
+type plainHTTPError struct{ host string }
+
+func (e *plainHTTPError) Error() string {
+	return fmt.Sprintf("refusing plain HTTP to %s: only loopback registries and those in registries.insecure may be reached without TLS; add %q there if it has no HTTPS", e.host, e.host)
+}
+
+// policyTransport sends requests through one shared *http.Transport, or
+// through a second one that skips TLS verification for insecure hosts, and
+// refuses plain HTTP the policy does not allow. It sees every request:
+// registries, mirrors, token servers and blob redirects.
+type policyTransport struct {
+	policy   netPolicy
+	verified *http.Transport
+	// unverified is nil when no registry is listed as insecure.
+	unverified *http.Transport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch req.URL.Scheme {
+	case "http":
+		if !t.policy.plainHTTPAllowed(req.URL.Host) {
+			closeBody(req)
+			return nil, &plainHTTPError{host: req.URL.Host}
+		}
+		return t.verified.RoundTrip(req)
+	case "https":
+		if t.unverified != nil && t.policy.skipVerify(req.URL.Host) {
+			return t.unverified.RoundTrip(req)
+		}
+		return t.verified.RoundTrip(req)
+	default:
+		closeBody(req)
+		return nil, fmt.Errorf("unsupported URL scheme %q for %s", req.URL.Scheme, req.URL.Host)
+	}
+}
+
+// closeBody closes a request body, as a RoundTripper must on error.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// newPolicyTransport builds the transport for o. jobs sizes the idle
+// connection pool.
+func newPolicyTransport(o Options, policy netPolicy, jobs int, log *slog.Logger) (*policyTransport, error) {
+	roots, err := rootCAs(o.CAFile, log)
+	if err != nil {
+		return nil, err
+	}
+	t := &policyTransport{
+		policy:   policy,
+		verified: newHTTPTransport(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, jobs),
+	}
+	if len(policy.insecure) > 0 {
+		t.unverified = newHTTPTransport(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, jobs) //nolint:gosec // registries.insecure asks for it
+	}
+	return t, nil
+}
+
+// newHTTPTransport returns an *http.Transport with the proxy from the
+// environment and enough idle connections per host for parallel layer
+// downloads.
+func newHTTPTransport(tc *tls.Config, jobs int) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig:       tc,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   max(8, 2*jobs),
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// rootCAs returns the system roots plus the certificates in $SSL_CERT_FILE
+// and caFile. Go replaces the distribution's bundle by $SSL_CERT_FILE;
+// here both are trusted. An unreadable $SSL_CERT_FILE is logged and
+// skipped; an unreadable caFile is an error.
+func rootCAs(caFile string, log *slog.Logger) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		log.Debug("no system certificate pool; trusting only the configured CAs", "err", err)
+		pool = x509.NewCertPool()
+	}
+	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
+		for _, bundle := range distroCABundles() {
+			if b, err := os.ReadFile(bundle); err == nil && pool.AppendCertsFromPEM(b) {
+				break
+			}
+		}
+		b, err := os.ReadFile(f)
+		switch {
+		case err != nil:
+			log.Warn("ignoring SSL_CERT_FILE", "err", err)
+		case !pool.AppendCertsFromPEM(b):
+			log.Warn("ignoring SSL_CERT_FILE: no PEM certificate in it", "path", f)
+		}
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the registry CA file (registries.ca_file): %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("registry CA file %s (registries.ca_file) holds no PEM certificate", caFile)
+		}
+	}
+	return pool, nil
+}
+
+// mirrorEndpoint is a parsed Options.Mirrors entry.
+type mirrorEndpoint struct {
+	// label is the entry as configured, without a trailing slash.
+	label string
+	// host is the mirror's host[:port].
+	host string
+	// plain is true for an http:// mirror.
+	plain bool
+}
+
+// parseMirror parses a mirror endpoint "https://host[:port]" or
+// "http://host[:port]"; a path "/" or "/v2" is allowed, other paths are
+// not (the repository path is the same as on the origin).
+func parseMirror(s string) (mirrorEndpoint, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return mirrorEndpoint{}, fmt.Errorf("mirror %q: want an endpoint like https://mirror.example.com", safeURL(s))
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return mirrorEndpoint{}, fmt.Errorf("mirror %q: credentials, query or fragment are not allowed in a mirror URL; log in to the mirror with docker or podman instead", safeURL(s))
+	}
+	switch strings.TrimSuffix(u.Path, "/") {
+	case "", "/v2":
+	default:
+		return mirrorEndpoint{}, fmt.Errorf("mirror %q: path prefixes are not supported; the mirror must serve the registry's repository paths under /v2/", s)
+	}
+	return mirrorEndpoint{
+		label: u.Scheme + "://" + u.Host,
+		host:  strings.ToLower(u.Host),
+		plain: u.Scheme == "http",
+	}, nil
+}
+
+// safeURL returns s without user info, query and fragment, for errors.
+func safeURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		// Keep what surely is not a secret: the part before any '@' or '?'.
+		if i := strings.IndexAny(s, "@?#"); i >= 0 {
+			return s[:i] + "..."
+		}
+		return s
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
