@@ -107,13 +107,13 @@ func (h dirHandle) release() {
 
 // openDir resolves unsafeDir, a clean path, to a directory inside the root.
 // With create, missing directories are created (0755, owned by the
-// unpacking user, root);
-// without, a missing directory is errNotExist.
+// unpacking user); without, a missing directory is errNotExist.
 //
 // The common case, a path of real directories, is walked one component at
 // a time from the deepest directory of u.dirs that is an ancestor, with
-// openat(O_NOFOLLOW|O_DIRECTORY), and the directories opened are appended
-// to u.dirs. Tar streams list a directory's entries together, so most
+// openChild (no symbolic link, no mount point), and the directories opened
+// are appended to u.dirs, which afterwards is exactly the chain from the
+// root to unsafeDir. Tar streams list a directory's entries together, so most
 // entries find their parent open already. If a component is a symbolic
 // link (or not a directory), the whole path is resolved again from the
 // root by the kernel (openat2 RESOLVE_IN_ROOT; mkdirInRoot where something
