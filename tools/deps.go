@@ -5,7 +5,6 @@ package tools
 
 import (
 	_ "github.com/google/go-cmp/cmp"
-	_ "github.com/cyphar/filepath-securejoin"
 	_ "github.com/google/go-containerregistry/pkg/v1/remote"
 	_ "github.com/klauspost/compress/gzip"
 	_ "github.com/klauspost/compress/zstd"

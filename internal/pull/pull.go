@@ -177,13 +177,16 @@ func Download(ctx context.Context, c *cache.Cache, im *registry.Image, dest stri
 			}
 		}
 	}()
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return nil, err
-	}
+	// The staging dir stays 0700 (MkdirTemp's mode) while it fills, so no
+	// local user reaches a setuid binary or device node of a half-written
+	// image; the finished root filesystem gets the usual 0755.
 	if res, err = Unpack(ctx, c, im, staging, opts); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
 		return nil, err
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, dest, unix.RENAME_NOREPLACE); err != nil {
@@ -284,7 +287,7 @@ func applyLayers(ctx context.Context, c *cache.Cache, im *registry.Image, dir st
 		if err != nil {
 			return fmt.Errorf("applying layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
 		}
-		addStats(total, st)
+		total.Add(st)
 		opts.Progress.Applied(i, st)
 	}
 	return nil
@@ -334,14 +337,3 @@ func (nopProgress) Cached(int)                {}
 func (nopProgress) Fetching(int, int64)       {}
 func (nopProgress) Fetched(int)               {}
 func (nopProgress) Applied(int, unpack.Stats) {}
-
-func addStats(total *unpack.Stats, s unpack.Stats) {
-	total.Entries += s.Entries
-	total.Files += s.Files
-	total.Dirs += s.Dirs
-	total.Symlinks += s.Symlinks
-	total.Hardlinks += s.Hardlinks
-	total.Devices += s.Devices
-	total.Whiteouts += s.Whiteouts
-	total.Bytes += s.Bytes
-}

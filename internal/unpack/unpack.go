@@ -73,9 +73,22 @@ type Stats struct {
 	Bytes int64
 }
 
+// Add adds the counts of o to s.
+func (s *Stats) Add(o Stats) {
+	s.Entries += o.Entries
+	s.Files += o.Files
+	s.Dirs += o.Dirs
+	s.Symlinks += o.Symlinks
+	s.Hardlinks += o.Hardlinks
+	s.Devices += o.Devices
+	s.Whiteouts += o.Whiteouts
+	s.Bytes += o.Bytes
+}
+
 // Unpacker applies layers, in order, to one root directory. It holds the
-// root open from New until Close. An Unpacker is not safe for concurrent
-// use.
+// root open from New until Close, and expects nothing else to change the
+// tree below the root meanwhile (it keeps directories open between
+// entries). An Unpacker is not safe for concurrent use.
 type Unpacker struct {
 	root   *os.File // the root directory, opened O_DIRECTORY
 	rootFd int
