@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mbctl's build, tests and demo need, if any is
-# missing. Package maintainer scripts are kept from starting services
+# missing; `install-deps.sh bench` adds what the pull benchmark compares
+# against. Package maintainer scripts are kept from starting services
 # (yggdrasil, docker-registry): the tests run their own, in namespaces.
 set -euo pipefail
 
@@ -15,6 +16,13 @@ packages=(
 	iproute2 util-linux # ip; nsenter, unshare
 	ca-certificates make git
 )
+if [ "${1:-}" = bench ]; then
+	packages+=(
+		podman            # case (e) of the benchmark
+		debootstrap       # builds the benchmark's Debian layer (once)
+		e2fsprogs mount   # a fresh ext4 file system for the measurements
+	)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,4 +48,4 @@ fi
 trap '[ -n "$own_policy" ] && rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null

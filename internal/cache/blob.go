@@ -211,6 +211,25 @@ func (c *Cache) Create(d v1.Hash, size int64) (*BlobWriter, error) {
 	return &BlobWriter{c: c, digest: d, size: size, f: f, h: sha256.New()}, nil
 }
 
+// CreateVerified is Create for content whose digest the caller verifies as
+// it reads it (go-containerregistry's remote layers do: their last Read
+// fails on a mismatch). Commit then checks the size only, so the bytes are
+// not hashed twice. The caller must Abort, never Commit, after its reader
+// reported an error.
+func (c *Cache) CreateVerified(d v1.Hash, size int64) (*BlobWriter, error) {
+	w, err := c.Create(d, size)
+	if err != nil {
+		return nil, err
+	}
+	w.h = nil
+	return w, nil
+}
+
+// TempName is the temporary file being written. A reader may follow it
+// while it grows (Written says how far): Commit renames it and Abort
+// removes it, which leaves an open descriptor readable.
+func (w *BlobWriter) TempName() string { return w.f.Name() }
+
 // Write writes p to the blob. Writing more bytes than the blob's size is an
 // error wrapping [ErrSizeMismatch].
 func (w *BlobWriter) Write(p []byte) (int, error) {
@@ -226,7 +245,9 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	m, err := w.f.Write(p)
-	w.h.Write(p[:m])
+	if w.h != nil {
+		w.h.Write(p[:m])
+	}
 	w.written.Add(int64(m))
 	if err != nil {
 		w.err = fmt.Errorf("writing blob %s: %w", w.digest, err)
@@ -263,8 +284,10 @@ func (w *BlobWriter) Commit() (err error) {
 	if n := w.written.Load(); w.size >= 0 && n != w.size {
 		return fmt.Errorf("committing blob %s: %w: got %d bytes, want %d", w.digest, ErrSizeMismatch, n, w.size)
 	}
-	if got := hex.EncodeToString(w.h.Sum(nil)); got != w.digest.Hex {
-		return fmt.Errorf("committing blob %s: %w: content hashes to sha256:%s", w.digest, ErrDigestMismatch, got)
+	if w.h != nil {
+		if got := hex.EncodeToString(w.h.Sum(nil)); got != w.digest.Hex {
+			return fmt.Errorf("committing blob %s: %w: content hashes to sha256:%s", w.digest, ErrDigestMismatch, got)
+		}
 	}
 	if !w.c.noSync {
 		// The data must be on disk before the name is: otherwise a crash

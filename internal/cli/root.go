@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,6 +169,15 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 func Main(args []string, ios *iostreams.IOStreams) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// MBCTL_CPUPROFILE=FILE writes a CPU profile, for performance work.
+	if path := os.Getenv("MBCTL_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			defer f.Close()
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	return run(ctx, args, &Factory{IO: ios, Getenv: os.Getenv})
 }
 

@@ -19,9 +19,9 @@ const (
 	chunksAhead = 16
 )
 
-// layerStream turns one compressed layer blob into its tar stream. In a
-// goroutine of its own it reads the blob, decompresses it and hashes the
-// result for the DiffID; the consumer reads the tar stream on its own core.
+// layerStream turns one compressed layer blob into its tar stream. A
+// goroutine of its own reads and decompresses the blob; the consumer hashes
+// the result for the DiffID and unpacks it on another core.
 // The blob's own digest was verified when it entered the cache (or when it
 // was taken from it), so it is not hashed again here.
 type layerStream struct {
@@ -57,7 +57,7 @@ func openLayerStream(r io.Reader, compression string, maxSize int64) (*layerStre
 		return nil, fmt.Errorf("unsupported layer compression %q", compression)
 	}
 	ls.counted = &countingReader{r: dec, limit: maxSize}
-	ls.readAhead = newReadAhead(io.TeeReader(ls.counted, ls.diff), chunkSize, chunksAhead)
+	ls.readAhead = newReadAhead(ls.counted, ls.diff, chunkSize, chunksAhead)
 	return ls, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
@@ -92,14 +93,16 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 	res := &Result{Ref: registry.DisplayName(im.Ref), Digest: im.Digest, Source: im.Source, Layers: len(im.Layers)}
 	opts.Progress.Begin(im.Layers)
 
-	// Downloads run in the background, at most opts.Jobs at a time; ready[i]
-	// is closed when layer i's blob is in the cache, verified. A failed
-	// download cancels the applier and a failed apply the downloads.
+	// Downloads run in the background, at most opts.Jobs at a time, each
+	// into the cache; the applier takes the layers in order and starts on
+	// each as soon as its download has started. A failed download cancels
+	// the applier and a failed apply the downloads.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	ready := make([]chan struct{}, len(im.Layers))
-	for i := range ready {
-		ready[i] = make(chan struct{})
+	blobs := make([]*blob, len(im.Layers))
+	for i := range blobs {
+		blobs[i] = newBlob()
+		defer blobs[i].close()
 	}
 	fetch, fctx := errgroup.WithContext(ctx)
 	fetch.SetLimit(opts.Jobs)
@@ -109,24 +112,25 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 		defer close(launched)
 		for i, l := range im.Layers {
 			fetch.Go(func() error {
-				if err := fctx.Err(); err != nil {
-					return err
-				}
-				n, err := ensureBlob(fctx, c, im, l, i, opts)
+				n, err := ensureBlob(fctx, c, im, l, i, blobs[i], opts)
 				if err != nil {
-					return fmt.Errorf("fetching layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
+					err = fmt.Errorf("fetching layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
+					blobs[i].failed(err)
+					return err
 				}
 				if n > 0 {
 					fetched.Add(1)
 					fetchedBytes.Add(n)
 				}
-				close(ready[i])
 				return nil
 			})
 		}
 	}()
+	for _, b := range blobs {
+		defer b.failOnDone(fctx)()
+	}
 
-	applyErr := applyLayers(fctx, c, im, dir, ready, opts, &res.Stats)
+	applyErr := applyLayers(fctx, im, dir, blobs, opts, &res.Stats)
 	if applyErr != nil {
 		cancel(applyErr)
 	}
@@ -232,9 +236,13 @@ func storeMetadata(ctx context.Context, c *cache.Cache, im *registry.Image) erro
 	return nil
 }
 
-// ensureBlob makes layer l's blob present and verified in the cache and
-// returns how many bytes it downloaded (0 when it was cached).
-func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l registry.Layer, i int, opts Options) (int64, error) {
+// ensureBlob makes layer l's blob present and verified in the cache,
+// reporting its progress to b, and returns how many bytes it downloaded
+// (0 when it was cached).
+func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l registry.Layer, i int, b *blob, opts Options) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	if c.Stat(l.Digest, l.Size) {
 		// Cached blobs are re-hashed before use (this runs while earlier
 		// layers are being applied); a corrupt one is deleted by Verify
@@ -242,32 +250,44 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 		err := c.Verify(l.Digest, l.Size)
 		if err == nil {
 			opts.Progress.Cached(i)
+			b.ready(c.Path(l.Digest))
 			return 0, nil
 		}
 		opts.Log.Warn("cached layer blob is corrupt; downloading it again", "digest", l.Digest, "err", err)
 	}
+	start := time.Now()
 	rc, err := im.OpenLayer(ctx, l)
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	w, err := c.Create(l.Digest, l.Size)
+	// OpenLayer's stream checks the digest itself (its last Read fails on
+	// a mismatch), so the cache does not hash it again.
+	w, err := c.CreateVerified(l.Digest, l.Size)
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(w, &progressReader{ctx: ctx, r: rc, i: i, p: opts.Progress})
+	if err := b.started(w.TempName()); err != nil {
+		return 0, errors.Join(err, w.Abort())
+	}
+	n, err := io.Copy(growWriter{w: w, b: b}, &progressReader{ctx: ctx, r: rc, i: i, p: opts.Progress})
 	if err != nil {
 		return 0, errors.Join(err, w.Abort())
 	}
 	if err := w.Commit(); err != nil {
 		return 0, err
 	}
+	b.ready(c.Path(l.Digest))
+	opts.Log.Debug("layer downloaded", "layer", i+1, "digest", l.Digest, "bytes", n, "took", time.Since(start))
 	opts.Progress.Fetched(i)
 	return n, nil
 }
 
-// applyLayers applies the layers in order, each as soon as its blob is ready.
-func applyLayers(ctx context.Context, c *cache.Cache, im *registry.Image, dir string, ready []chan struct{}, opts Options, total *unpack.Stats) (err error) {
+// applyLayers applies the layers in order. The next layer's stream is
+// opened while the current one is applied, so its decompression starts
+// early, into a bounded read-ahead, on whatever CPU time the current layer
+// leaves.
+func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats) (err error) {
 	u, err := unpack.New(dir, unpack.Options{Log: opts.Log})
 	if err != nil {
 		return err
@@ -277,38 +297,69 @@ func applyLayers(ctx context.Context, c *cache.Cache, im *registry.Image, dir st
 			err = cerr
 		}
 	}()
-	for i, l := range im.Layers {
-		select {
-		case <-ready[i]:
-		case <-ctx.Done():
-			return context.Cause(ctx)
+	open := func(i int) <-chan openedLayer {
+		ch := make(chan openedLayer, 1)
+		go func() {
+			r, err := blobs[i].open()
+			if err != nil {
+				ch <- openedLayer{err: err}
+				return
+			}
+			ls, err := openLayerStream(r, im.Layers[i].Compression, opts.MaxLayerSize)
+			ch <- openedLayer{ls: ls, r: r, err: err}
+		}()
+		return ch
+	}
+	next := open(0)
+	defer func() {
+		// A layer opened ahead of a failure: wait for it and let it go.
+		if next != nil {
+			o := <-next
+			o.close()
 		}
-		st, err := applyLayer(ctx, u, c.Path(l.Digest), l, opts.MaxLayerSize)
+	}()
+	for i, l := range im.Layers {
+		waitStart := time.Now()
+		cur := <-next
+		next = nil
+		if cur.err != nil {
+			cur.close()
+			return fmt.Errorf("reading layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, cur.err)
+		}
+		if i+1 < len(im.Layers) {
+			next = open(i + 1)
+		}
+		applyStart := time.Now()
+		st, err := u.Apply(ctx, cur.ls)
+		if err == nil {
+			err = cur.ls.finish(l.Digest, l.DiffID)
+		}
+		cur.close()
+		blobs[i].close()
 		if err != nil {
 			return fmt.Errorf("applying layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
 		}
+		opts.Log.Debug("layer applied", "layer", i+1, "digest", l.Digest, "waited", applyStart.Sub(waitStart), "took", time.Since(applyStart), "entries", st.Entries)
 		total.Add(st)
 		opts.Progress.Applied(i, st)
 	}
 	return nil
 }
 
-func applyLayer(ctx context.Context, u *unpack.Unpacker, blobPath string, l registry.Layer, maxSize int64) (unpack.Stats, error) {
-	f, err := os.Open(blobPath)
-	if err != nil {
-		return unpack.Stats{}, err
+// openedLayer is a layer's stream, started ahead of its turn.
+type openedLayer struct {
+	ls  *layerStream
+	r   io.ReadCloser
+	err error
+}
+
+func (o openedLayer) close() {
+	if o.ls != nil {
+		o.ls.Close()
 	}
-	defer f.Close()
-	ls, err := openLayerStream(f, l.Compression, maxSize)
-	if err != nil {
-		return unpack.Stats{}, err
+	if o.r != nil {
+		o.r.Close()
 	}
-	defer ls.Close()
-	st, err := u.Apply(ctx, ls)
-	if err != nil {
-		return st, err
-	}
-	return st, ls.finish(l.Digest, l.DiffID)
 }
 
 // progressReader reports bytes read and stops on cancellation.

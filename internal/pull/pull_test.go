@@ -248,3 +248,31 @@ func assertNoStaging(t *testing.T, dir string) {
 		}
 	}
 }
+
+// A blob the registry serves corrupted is caught, although the applier
+// follows the download before it is verified: the pull fails and leaves
+// nothing behind, and nothing enters the cache.
+func TestCorruptDownloadFails(t *testing.T) {
+	fx := newFixture(t, threeLayers(t))
+	l := fx.im.Layers[2]
+	data := filepath.Join(fx.reg.StorageDir(), "docker/registry/v2/blobs/sha256", l.Digest.Hex[:2], l.Digest.Hex, "data")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-10] ^= 0xff
+	if err := os.WriteFile(data, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(fx.dir, "rootfs")
+	if _, err := Download(t.Context(), fx.cache, fx.im, dest, Options{}); err == nil {
+		t.Fatal("a corrupt blob was accepted")
+	}
+	if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s exists after a failed pull", dest)
+	}
+	assertNoStaging(t, fx.dir)
+	if fx.cache.Stat(l.Digest, l.Size) {
+		t.Error("the corrupt blob is in the cache")
+	}
+}

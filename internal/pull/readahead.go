@@ -7,10 +7,15 @@ import (
 )
 
 // readAhead reads r in a goroutine of its own, up to n chunks of size bytes
-// ahead of the consumer, so that producing the stream (decompression,
-// hashing) and consuming it (writing files) run on different cores. Memory
-// is bounded by n*size. Close stops the goroutine; it does not close r.
+// ahead of the consumer, so that producing the stream (decompression) and
+// consuming it (writing files) run on different cores. Memory is bounded by
+// n*size. Each chunk is written to sink, if set, on the consumer's side as
+// it is taken: hashing the stream there balances the two cores, since
+// decompressing is the heavier half. Close stops the goroutine; it does not
+// close r.
 type readAhead struct {
+	sink io.Writer
+
 	free   chan []byte
 	filled chan chunk
 	stop   chan struct{}
@@ -28,8 +33,9 @@ type chunk struct {
 	err error
 }
 
-func newReadAhead(r io.Reader, size, n int) *readAhead {
+func newReadAhead(r io.Reader, sink io.Writer, size, n int) *readAhead {
 	ra := &readAhead{
+		sink:   sink,
 		free:   make(chan []byte, n),
 		filled: make(chan chunk, n),
 		stop:   make(chan struct{}),
@@ -78,6 +84,9 @@ func (ra *readAhead) Read(p []byte) (int, error) {
 		}
 		c := <-ra.filled
 		ra.buf, ra.cur, ra.err = c.buf, c.buf[:c.n], c.err
+		if ra.sink != nil && c.n > 0 {
+			ra.sink.Write(ra.cur) // a hash.Hash: never fails
+		}
 	}
 	n := copy(p, ra.cur)
 	ra.cur = ra.cur[n:]

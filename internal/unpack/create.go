@@ -33,18 +33,28 @@ func (u *Unpacker) regular(ctx context.Context, hdr *tar.Header, unsafePath, uns
 	// here before keeps the old contents, and never a write through a
 	// symbolic link.
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(h.fd, name, flags, 0o600)
+	// Most files need no fchown and fchmod: created by root:root (and not
+	// in a setgid directory) with a mode the umask does not touch, they
+	// are born as the layer says.
+	_, sgidParent := u.sgid[unsafeDir]
+	fast := u.fastMeta && h.exact && !sgidParent && hdr.Uid == u.uid && hdr.Gid == u.gid &&
+		meta.mode&^0o777 == 0 && meta.mode&u.umask == 0 && !hasXattrs(hdr)
+	createMode := uint32(0o600)
+	if fast {
+		createMode = meta.mode
+	}
+	fd, err := unix.Openat(h.fd, name, flags, createMode)
 	if err == unix.EEXIST {
 		if err := u.replace(h, unsafePath, name); err != nil {
 			return err
 		}
-		fd, err = unix.Openat(h.fd, name, flags, 0o600)
+		fd, err = unix.Openat(h.fd, name, flags, createMode)
 	}
 	if err != nil {
 		return fmt.Errorf("creating file: %w", err)
 	}
 	n, err := u.copyData(ctx, fd, r)
-	if err == nil {
+	if err == nil && !fast {
 		err = u.setMetaFd(fd, hdr, meta)
 	}
 	if cerr := unix.Close(fd); err == nil && cerr != nil {
@@ -154,6 +164,7 @@ func (u *Unpacker) directory(hdr *tar.Header, unsafePath, unsafeDir, name string
 		_ = unix.Close(fd)
 		return err
 	}
+	u.noteDirMode(unsafePath, h.exact, meta.mode)
 	// The layer's next entries are most likely inside this directory.
 	if h.cached && len(u.dirs) < maxCachedDirs {
 		u.dirs = append(u.dirs, cachedDir{path: unsafePath, fd: fd})
@@ -179,6 +190,7 @@ func (u *Unpacker) rootEntry(hdr *tar.Header) error {
 	if err := u.setMetaFd(u.rootFd, hdr, meta); err != nil {
 		return err
 	}
+	u.noteDirMode("", true, meta.mode)
 	u.dirTimes = append(u.dirTimes, dirTime{unsafePath: "", ts: meta.ts})
 	u.stats.Dirs++
 	return nil

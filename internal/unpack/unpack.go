@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -99,6 +100,17 @@ type Unpacker struct {
 	warned map[string]struct{}
 	procOK bool // /proc/self/fd was checked to be procfs
 
+	// Fast path for the common regular file (see regular): when fastMeta
+	// is set, a file owned by uid:gid, without xattrs or special mode bits
+	// and with a mode the umask leaves alone, is created with its final
+	// mode and needs no fchown or fchmod. It requires knowing which
+	// directories pass their group on (setgid), so it is only on for a
+	// root that was empty, and goes off for good if a setgid directory is
+	// reached through a symbolic link.
+	fastMeta bool
+	umask    uint32
+	sgid     map[string]struct{} // setgid directories, by clean path
+
 	// dirs is a chain of open directories below the root, each one the
 	// parent of the next, reached without crossing a symbolic link; see
 	// openDir.
@@ -137,7 +149,7 @@ func New(root string, opts Options) (*Unpacker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Unpacker{
+	u := &Unpacker{
 		root:   os.NewFile(uintptr(fd), root),
 		rootFd: fd,
 		uid:    unix.Geteuid(),
@@ -146,7 +158,45 @@ func New(root string, opts Options) (*Unpacker, error) {
 		buf:    make([]byte, copyBufSize),
 		warned: make(map[string]struct{}),
 		upper:  make(map[string]struct{}),
-	}, nil
+		sgid:   make(map[string]struct{}),
+	}
+	u.umask, u.fastMeta = processUmask()
+	if u.fastMeta {
+		var st unix.Stat_t
+		names, err := u.root.Readdirnames(1)
+		u.fastMeta = len(names) == 0 && errors.Is(err, io.EOF) &&
+			unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
+	}
+	return u, nil
+}
+
+// processUmask reads the process's umask without changing it (umask(2)
+// can only be read by setting it, which would race with other goroutines).
+func processUmask() (uint32, bool) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(m), err == nil
+		}
+	}
+	return 0, false
+}
+
+// noteDirMode records whether the directory at unsafePath, reached exactly
+// or through a symbolic link (exact false), now has the setgid bit.
+func (u *Unpacker) noteDirMode(unsafePath string, exact bool, mode uint32) {
+	switch {
+	case mode&unix.S_ISGID == 0:
+		delete(u.sgid, unsafePath)
+	case exact:
+		u.sgid[unsafePath] = struct{}{}
+	default:
+		u.fastMeta = false
+	}
 }
 
 // Close releases the root and every cached directory.

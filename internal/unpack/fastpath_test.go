@@ -1,0 +1,66 @@
+package unpack
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Regular files that skip fchown/fchmod (the fast path) must end up exactly
+// as the layer says, also where a setgid directory would pass its group on
+// or the umask would take bits away.
+func TestRegularFileOwnerAndModeExact(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name     string
+		layers   [][]ent
+		path     string
+		uid, gid uint32
+		mode     os.FileMode
+	}{
+		{"plain", [][]ent{{file("f", "x")}}, "f", 0, 0, 0o644},
+		{"umask bits", [][]ent{{file("f", "x").with(func(e *ent) { e.mode = 0o666 })}}, "f", 0, 0, 0o666},
+		{"in a setgid dir", [][]ent{{
+			dir("g").with(func(e *ent) { e.mode = 0o2775; e.gid = 42 }),
+			file("g/f", "x"),
+		}}, "g/f", 0, 0, 0o644},
+		{"setgid dir from a lower layer", [][]ent{
+			{dir("g").with(func(e *ent) { e.mode = 0o2775; e.gid = 42 })},
+			{file("g/f", "x")},
+		}, "g/f", 0, 0, 0o644},
+		{"setgid root", [][]ent{{
+			dir("./").with(func(e *ent) { e.mode = 0o2755; e.gid = 42 }),
+			file("f", "x"),
+		}}, "f", 0, 0, 0o644},
+		{"setgid dir made through a symlink", [][]ent{{
+			dir("real"),
+			symlink("link", "real"),
+			dir("link/g").with(func(e *ent) { e.mode = 0o2775; e.gid = 42 }),
+			file("real/g/f", "x"),
+		}}, "real/g/f", 0, 0, 0o644},
+		{"setgid bit removed by a later layer", [][]ent{
+			{dir("g").with(func(e *ent) { e.mode = 0o2775; e.gid = 42 })},
+			{dir("g"), file("g/f", "x")},
+		}, "g/f", 0, 0, 0o644},
+		{"other owner", [][]ent{{file("f", "x").with(func(e *ent) { e.uid, e.gid = 7, 8 })}}, "f", 7, 8, 0o644},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			if err := e.apply(t, tt.layers...); err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(e.path(tt.path), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != tt.uid || st.Gid != tt.gid {
+				t.Errorf("owner %d:%d, want %d:%d", st.Uid, st.Gid, tt.uid, tt.gid)
+			}
+			if got := os.FileMode(st.Mode & 0o7777); got != tt.mode {
+				t.Errorf("mode %o, want %o", got, tt.mode)
+			}
+		})
+	}
+}
