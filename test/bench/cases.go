@@ -95,7 +95,6 @@ type bench struct {
 	opts         options
 	started      time.Time
 	work         string
-	out          string // where the cases write: work, or a fresh file system in it
 	fixture      *Fixture
 	fixtureBuilt bool
 	tools        map[string]toolInfo
@@ -112,10 +111,10 @@ type bench struct {
 	podmanDriver        string
 	loadStart           string
 
-	// outputs are the cases' directories, removed after all measurements:
-	// deleting a tree of ~18k files just before the next case makes ext4
-	// skip the freshly freed inodes (recently_deleted) and slows down
-	// whichever tool comes next, several times over on this VM.
+	// outputs are the cases' directories without -fresh-fs, removed after
+	// all measurements: deleting a tree of ~18k files just before the next
+	// case makes ext4 skip the freshly freed inodes (recently_deleted) and
+	// slows down whichever tool comes next, several times over on this VM.
 	outputs []string
 }
 
@@ -590,7 +589,7 @@ func runMbctlWarm(ctx context.Context, b *bench, dir string) (measurement, error
 	if _, err := runTimed(ctx, spec); err != nil {
 		return measurement{}, fmt.Errorf("filling the cache: %w", err)
 	}
-	unix.Sync()
+	syncAll()
 
 	layersBefore, blobsBefore, err := b.countBlobGETs()
 	if err != nil {
@@ -717,12 +716,33 @@ func (b *bench) measure(ctx context.Context, cases []*benchCase) *Report {
 	return b.report(cases)
 }
 
-// measureOne runs case c once in a fresh dir and records the result.
+// measureOne runs case c once in a fresh dir and records the result. With
+// -fresh-fs the dir is a new ext4 file system of its own, unmounted and
+// deleted right after the case (see freshfs.go).
 func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
-	dir, err := os.MkdirTemp(b.out, c.ID+"-")
+	dir, err := os.MkdirTemp(b.work, c.ID+"-")
 	if err != nil {
 		c.res.Error = err.Error()
 		return
+	}
+	if b.opts.freshFS && !b.opts.keep {
+		fs, err := newFreshFS(ctx, dir, 16<<30)
+		if err != nil {
+			c.res.Error = err.Error()
+			return
+		}
+		defer func() {
+			syncAll()
+			if err := errors.Join(unmountUnder(fs.mnt), fs.close(), os.Remove(dir)); err != nil {
+				logf("warning: %v", err)
+			}
+		}()
+		dir = fs.mnt
+	} else {
+		defer func() {
+			b.outputs = append(b.outputs, dir)
+			syncAll() // write back this case's output before the next one starts
+		}()
 	}
 	m, err := c.run(ctx, b, dir)
 	if err != nil {
@@ -748,8 +768,6 @@ func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
 			}
 		}
 	}
-	b.outputs = append(b.outputs, dir)
-	unix.Sync() // write back this case's output before the next one starts
 }
 
 // close removes the cases' outputs (unless -keep) and stops the registry.
@@ -792,4 +810,13 @@ func hostInfo(loadStart string) Host {
 		h.MemoryBytes = int64(si.Totalram) * int64(si.Unit)
 	}
 	return h
+}
+
+// syncAll writes back everything dirty. The cases write into a file system
+// on a loop device, whose writeback dirties the backing file's pages on the
+// outer file system: a second sync(2) writes those back too, so no case
+// pays for the previous one's writeback.
+func syncAll() {
+	unix.Sync()
+	unix.Sync()
 }

@@ -58,7 +58,7 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.mirror, "mirror", "", "Debian mirror for debootstrap (default: the one apt's sources use for "+fixtureSuite+")")
 	flag.StringVar(&o.goTree, "gotree", "/usr/local/go", "the many-file tree (a Go toolchain) of layer 2, placed at /usr/local/go")
-	flag.BoolVar(&o.freshFS, "fresh-fs", true, "write the cases' outputs into a new ext4 file system on a loop device (repeatable figures; see freshfs.go)")
+	flag.BoolVar(&o.freshFS, "fresh-fs", true, "run every case in a new ext4 file system on a loop device, deleted after it (repeatable figures; see freshfs.go)")
 	flag.BoolVar(&o.rebuild, "rebuild", false, "rebuild the fixture even if a usable one is present")
 	flag.StringVar(&o.podmanDriver, "podman-driver", "auto", "podman storage driver for case (e): overlay, vfs, or auto (overlay if it works here, else vfs)")
 	flag.Parse()
@@ -115,18 +115,7 @@ func run(ctx context.Context, o options) (retErr error) {
 	if err != nil {
 		return err
 	}
-	out := work
-	if o.freshFS && !o.keep {
-		fs, err := newFreshFS(ctx, work, 48<<30)
-		if err != nil {
-			return errors.Join(err, removeTree(work))
-		}
-		// Runs after b.close below: the outputs go first, then the mount.
-		defer func() { retErr = errors.Join(retErr, fs.close()) }()
-		out = fs.mnt
-		logf("cases write into a fresh ext4 file system at %s", fs.mnt)
-	}
-	b := &bench{opts: o, started: start.UTC().Truncate(time.Second), work: work, out: out, fixture: fix, fixtureBuilt: built, tools: map[string]toolInfo{}}
+	b := &bench{opts: o, started: start.UTC().Truncate(time.Second), work: work, fixture: fix, fixtureBuilt: built, tools: map[string]toolInfo{}}
 	defer func() {
 		err := b.close()
 		if o.keep {

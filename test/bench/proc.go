@@ -276,6 +276,17 @@ func unescapeMountinfo(s string) string {
 // detached, nothing is removed.
 func removeTree(dir string) error {
 	dir = filepath.Clean(dir)
+	if err := unmountUnder(dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// unmountUnder detaches everything mounted at or below dir.
+func unmountUnder(dir string) error {
 	mps, err := mountsUnder(dir)
 	if err != nil {
 		return fmt.Errorf("listing mounts below %s: %w", dir, err)
@@ -286,10 +297,7 @@ func removeTree(dir string) error {
 		}
 	}
 	if mps, err := mountsUnder(dir); err != nil || len(mps) > 0 {
-		return fmt.Errorf("not removing %s: still mounted below it: %v %v", dir, mps, err)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("removing %s: %w", dir, err)
+		return fmt.Errorf("still mounted below %s: %v %v", dir, mps, err)
 	}
 	return nil
 }
