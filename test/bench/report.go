@@ -24,6 +24,7 @@ type Report struct {
 	Host             Host              `json:"host"`
 	Rounds           int               `json:"rounds"`
 	PageCacheDropped bool              `json:"page_cache_dropped"`
+	FreshFS          bool              `json:"fresh_fs_per_case"`
 	FixturesDir      string            `json:"fixtures_dir"`
 	FixtureBuiltNow  bool              `json:"fixture_built_now"`
 	Fixture          *Fixture          `json:"fixture"`
@@ -116,6 +117,7 @@ func median(xs []float64) float64 {
 // report assembles the results.
 func (b *bench) report(cases []*benchCase) *Report {
 	rep := &Report{
+		FreshFS: b.opts.freshFS && !b.opts.keep,
 		Started: b.started, Host: hostInfo(b.loadStart), Rounds: b.opts.rounds, FixturesDir: b.opts.fixtures,
 		FixtureBuiltNow: b.fixtureBuilt, Fixture: b.fixture, Image: b.ref, ImageDigest: b.imageDigest,
 		Tools: map[string]string{}, PodmanDriver: b.podmanDriver,
@@ -263,8 +265,13 @@ func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "tools    %s\n", strings.Join(tools, ", "))
 	fmt.Fprintf(w, "method   %d rounds; within a round the cases alternate (order rotated each round); wall clock\n", rep.Rounds)
 	fmt.Fprintf(w, "         per command, median of the rounds. Page cache NOT dropped: the blobs on disk and in the\n")
-	fmt.Fprintf(w, "         registry are read from memory. Each case writes into a fresh empty dir on the filesystem\n")
-	fmt.Fprintf(w, "         of -workdir, then sync(2), untimed; outputs are removed only after all rounds.\n\n")
+	if rep.FreshFS {
+		fmt.Fprintf(w, "         registry are read from memory. Each case writes into a new ext4 file system of its own\n")
+		fmt.Fprintf(w, "         (loop device), synced, unmounted and deleted after it, untimed.\n\n")
+	} else {
+		fmt.Fprintf(w, "         registry are read from memory. Each case writes into a fresh empty dir on the filesystem\n")
+		fmt.Fprintf(w, "         of -workdir, then sync(2), untimed; outputs are removed only after all rounds.\n\n")
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"case", "what"}
