@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/testbed/tree"
 )
 
 // paxXattrPrefix is the PAX record prefix of extended attributes, as GNU tar
@@ -267,36 +269,13 @@ func (lw *layerWriter) addPath(p, name string) error {
 // readXattrs returns the extended attributes of p (not following a symlink)
 // as PAX records.
 func readXattrs(p string) (map[string]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if err != nil || size == 0 {
-		if err != nil && !errors.Is(err, unix.ENOTSUP) {
-			return nil, fmt.Errorf("listing xattrs of %s: %w", p, err)
-		}
-		return nil, nil
+	xattrs, err := tree.Xattrs(p)
+	if err != nil || xattrs == nil {
+		return nil, err
 	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, fmt.Errorf("listing xattrs of %s: %w", p, err)
-	}
-	recs := map[string]string{}
-	for _, key := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if key == "" {
-			continue
-		}
-		vsize, err := unix.Lgetxattr(p, key, nil)
-		if err != nil {
-			if errors.Is(err, unix.ENODATA) {
-				continue
-			}
-			return nil, fmt.Errorf("reading xattr %s of %s: %w", key, p, err)
-		}
-		val := make([]byte, vsize)
-		vsize, err = unix.Lgetxattr(p, key, val)
-		if err != nil {
-			return nil, fmt.Errorf("reading xattr %s of %s: %w", key, p, err)
-		}
-		recs[paxXattrPrefix+key] = string(val[:vsize])
+	recs := make(map[string]string, len(xattrs))
+	for k, v := range xattrs {
+		recs[paxXattrPrefix+k] = v
 	}
 	return recs, nil
 }

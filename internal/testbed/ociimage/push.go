@@ -105,6 +105,16 @@ func parseRef(ref string) (name.Reference, error) {
 // Push uploads img to ref (e.g. "127.0.0.1:5000/app:latest") and returns
 // the manifest digest.
 func Push(ctx context.Context, img v1.Image, ref string, opts ...PushOption) (v1.Hash, error) {
+	return push(ctx, img, ref, opts)
+}
+
+// pushable is an image or an index.
+type pushable interface {
+	remote.Taggable
+	Digest() (v1.Hash, error)
+}
+
+func push(ctx context.Context, t pushable, ref string, opts []PushOption) (v1.Hash, error) {
 	r, err := parseRef(ref)
 	if err != nil {
 		return v1.Hash{}, err
@@ -113,11 +123,11 @@ func Push(ctx context.Context, img v1.Image, ref string, opts ...PushOption) (v1
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	d, err := img.Digest()
+	d, err := t.Digest()
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("computing digest of image for %s: %w", ref, err)
+		return v1.Hash{}, fmt.Errorf("computing digest for %s: %w", ref, err)
 	}
-	if err := remote.Write(r, img, ropts...); err != nil {
+	if err := remote.Push(r, t, ropts...); err != nil {
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", ref, err)
 	}
 	return d, nil
@@ -170,20 +180,5 @@ func PushIndex(ctx context.Context, ref string, images map[string]v1.Image, opts
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	r, err := parseRef(ref)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	ropts, err := remoteOptions(ctx, opts)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	d, err := idx.Digest()
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("computing digest of index for %s: %w", ref, err)
-	}
-	if err := remote.WriteIndex(r, idx, ropts...); err != nil {
-		return v1.Hash{}, fmt.Errorf("pushing index %s: %w", ref, err)
-	}
-	return d, nil
+	return push(ctx, idx, ref, opts)
 }

@@ -67,7 +67,7 @@ func Snapshot(root string) (map[string]Node, error) {
 			UID:  st.Uid,
 			GID:  st.Gid,
 		}
-		if n.Xattrs, err = xattrs(path); err != nil {
+		if n.Xattrs, err = hexXattrs(path); err != nil {
 			return err
 		}
 		switch {
@@ -192,7 +192,10 @@ func hashFile(path string) (string, error) {
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
-func xattrs(path string) (map[string]string, error) {
+// Xattrs returns the extended attributes of path, all namespaces, without
+// following a symbolic link; nil when there are none or the file system has
+// none. An attribute removed while it is read is left out.
+func Xattrs(path string) (map[string]string, error) {
 	size, err := unix.Llistxattr(path, nil)
 	if errors.Is(err, unix.ENOTSUP) || size == 0 {
 		return nil, nil
@@ -211,6 +214,9 @@ func xattrs(path string) (map[string]string, error) {
 			continue
 		}
 		vsize, err := unix.Lgetxattr(path, name, nil)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading xattr %s of %s: %w", name, path, err)
 		}
@@ -218,7 +224,20 @@ func xattrs(path string) (map[string]string, error) {
 		if vsize, err = unix.Lgetxattr(path, name, val); err != nil {
 			return nil, fmt.Errorf("reading xattr %s of %s: %w", name, path, err)
 		}
-		out[name] = fmt.Sprintf("%x", val[:vsize])
+		out[name] = string(val[:vsize])
+	}
+	return out, nil
+}
+
+// hexXattrs is Xattrs with the values hex-encoded, for printable diffs.
+func hexXattrs(path string) (map[string]string, error) {
+	raw, err := Xattrs(path)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		out[k] = fmt.Sprintf("%x", v)
 	}
 	return out, nil
 }
