@@ -42,7 +42,7 @@ func helper(t *testing.T, mode, dir, arg string) *exec.Cmd {
 func TestHelperProcess(t *testing.T) {
 	mode := os.Getenv(envHelper)
 	if mode == "" {
-		t.Skip("helper process for the multi-process tests")
+		return // an ordinary test run: nothing to do
 	}
 	if err := runHelper(mode, os.Getenv(envDir), os.Getenv(envArg)); err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
