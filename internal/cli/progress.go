@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -85,19 +86,24 @@ type barProgress struct {
 
 func (p *barProgress) Begin(layers []registry.Layer) {
 	p.layers = layers
-	p.p = mpb.New(mpb.WithOutput(p.out), mpb.WithWidth(32))
+	p.p = mpb.New(mpb.WithOutput(p.out), mpb.WithWidth(32), mpb.WithAutoRefresh())
 	for i, l := range layers {
 		p.bars = append(p.bars, p.p.AddBar(l.Size,
 			mpb.PrependDecorators(decor.Name(fmt.Sprintf("layer %d/%d %s ", i+1, len(layers), shortDigest(l.Digest.String())))),
-			mpb.AppendDecorators(decor.OnComplete(decor.CountersKibiByte("% .1f / % .1f"), "done")),
+			mpb.AppendDecorators(
+				decor.OnComplete(decor.CountersKibiByte("% .1f / % .1f  "), "done"),
+				decor.OnComplete(decor.AverageSpeed(decor.SizeB1024(0), "% .1f"), ""),
+			),
 		))
 	}
+	start := time.Now()
 	p.unpacked = p.p.AddBar(int64(len(layers)),
 		mpb.PrependDecorators(decor.Name("unpacked "), decor.CountersNoUnit("%d/%d layers ")),
-		mpb.AppendDecorators(
-			decor.Any(func(decor.Statistics) string { return humanBytes(p.downloaded.Load()) + " downloaded, " }),
-			decor.AverageSpeed(decor.SizeB1024(0), "% .1f"),
-		),
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
+			n := p.downloaded.Load()
+			perSecond := int64(float64(n) / max(time.Since(start).Seconds(), 0.001))
+			return fmt.Sprintf("%s downloaded, %s/s", humanBytes(n), humanBytes(perSecond))
+		})),
 	)
 }
 
