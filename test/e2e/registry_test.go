@@ -21,6 +21,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/registry"
+	"github.com/man8s/mbctl/internal/testbed/tree"
 )
 
 // markedImage is a one-layer image whose /marker file says which it is.
@@ -272,4 +273,63 @@ func hasStaging(t *testing.T, dir string) bool {
 		}
 	}
 	return false
+}
+
+// Proof: two mbctl processes pulling the same image into one cache at once
+// both succeed, and the cache holds the image once, intact.
+func TestConcurrentDownloadsShareTheCache(t *testing.T) {
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/shared/app:1"
+	var layers []v1.Layer
+	for i := range 4 {
+		data := make([]byte, 4<<20)
+		rand.NewChaCha8([32]byte{byte(i)}).Read(data)
+		l, err := ociimage.Layer(ociimage.File(fmt.Sprintf("blob%d", i), data, 0o644))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := ociimage.Image(ociimage.AppConfig{}, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	conf := writeConfig(t, work, "")
+	var cmds []*exec.Cmd
+	var outs []*strings.Builder
+	for i := range 2 {
+		cmd := exec.CommandContext(t.Context(), bins.mbctl, "--config", conf, "oci", "download", "--quiet", ref, filepath.Join(work, fmt.Sprintf("rootfs%d", i)))
+		out := &strings.Builder{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, out)
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("download %d: %v\n%s", i, err, outs[i])
+		}
+	}
+	out, err := mbctlCmd(t, conf, nil, "cache", "list", "--json")
+	if err != nil || strings.Count(out, `"ref"`) != 1 {
+		t.Errorf("cache list: %v\n%s", err, out)
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(work, "cache", "blobs", "sha256", ".tmp-*")); len(tmp) > 0 {
+		t.Errorf("temp blobs left: %v", tmp)
+	}
+	// The cached blobs are intact: a third pull fetches nothing and
+	// unpacks the same content.
+	if out, err := mbctlCmd(t, conf, nil, "oci", "download", ref, filepath.Join(work, "rootfs-warm")); err != nil || !strings.Contains(out, "0 downloaded") {
+		t.Errorf("warm download: %v\n%s", err, out)
+	}
+	a, _ := tree.Snapshot(filepath.Join(work, "rootfs0"))
+	b, _ := tree.Snapshot(filepath.Join(work, "rootfs-warm"))
+	for _, d := range tree.Diff(a, b) {
+		t.Error(d)
+	}
 }
