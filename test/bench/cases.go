@@ -731,9 +731,10 @@ func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
 			c.res.Error = err.Error()
 			return
 		}
+		caseDir := dir
 		defer func() {
 			syncAll()
-			if err := errors.Join(unmountUnder(fs.mnt), fs.close(), os.Remove(dir)); err != nil {
+			if err := errors.Join(unmountUnder(fs.mnt), fs.close(), os.Remove(caseDir)); err != nil {
 				logf("warning: %v", err)
 			}
 		}()
