@@ -93,8 +93,8 @@ This does not install man8s-init or create a machine; see 'mbctl machines pull'.
 				return fmt.Errorf("downloading %s: %w", args[0], err)
 			}
 			if !quiet {
-				fmt.Fprintf(f.IO.ErrOut, "unpacked %d layers (%d downloaded, %s; %d from the cache): %d entries, %s, in %.1fs\n",
-					res.Layers, res.Fetched, humanBytes(res.FetchedBytes), res.Layers-res.Fetched,
+				fmt.Fprintf(f.IO.ErrOut, "unpacked %d %s (%d downloaded, %s; %d from the cache): %d entries, %s, in %.1fs\n",
+					res.Layers, plural(res.Layers, "layer", "layers"), res.Fetched, humanBytes(res.FetchedBytes), res.Layers-res.Fetched,
 					res.Stats.Entries, humanBytes(res.Stats.Bytes), time.Since(start).Seconds())
 			}
 			_, err = fmt.Fprintf(f.IO.Out, "%s@%s\n", res.Ref, res.Digest)
@@ -194,4 +194,11 @@ func quoteArgv(argv []string) string {
 		q[i] = fmt.Sprintf("%q", a)
 	}
 	return "[" + strings.Join(q, " ") + "]"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

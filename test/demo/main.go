@@ -1,8 +1,9 @@
 // Command demo shows Man8S on one sandboxed host, with nothing installed or
 // changed outside a network namespace and a temp dir: it starts a testbed
 // host (systemd-networkd with the shipped bridge configuration, yggdrasil)
-// and a registry on loopback, pushes a demo image, and asks mbctl where the
-// demo machine will live. Run it with `make demo` (as root).
+// and a registry on loopback, pushes a demo image, asks mbctl where the
+// demo machine will live and pulls the image with it. Run it with
+// `make demo` (as root).
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -106,6 +108,18 @@ func run(ctx context.Context, mbctl string, keep, verbose bool) (err error) {
 		fmt.Printf("  $ mbctl %s\n  %s\n", strings.Join(args, " "), strings.TrimSpace(string(out)))
 		if err != nil {
 			return fmt.Errorf("mbctl %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	step("pulling the demo image with mbctl oci download")
+	rootfs := filepath.Join(dir, "rootfs")
+	pull := exec.CommandContext(ctx, mbctl, "--config", conf, "oci", "download", ref, rootfs)
+	pull.Stdout, pull.Stderr = os.Stdout, os.Stdout
+	if err := pull.Run(); err != nil {
+		return fmt.Errorf("mbctl oci download: %w", err)
+	}
+	for _, p := range []string{"bin/busybox", "bin/sh", "etc/os-release"} {
+		if fi, err := os.Lstat(filepath.Join(rootfs, p)); err == nil {
+			fmt.Printf("  %-16s %s\n", "/"+p, fi.Mode())
 		}
 	}
 	if keep {
