@@ -16,4 +16,5 @@ import (
 	_ "golang.org/x/sync/errgroup"
 	_ "golang.org/x/sys/unix"
 	_ "golang.org/x/term"
+	_ "mvdan.cc/sh/v3/syntax"
 )
