@@ -1,23 +1,25 @@
 // Command man8s-init is the init Man8S installs into every machine at
-// /man8s-init/man8s-init. It loads the machine's environment, configures its
-// network and supervises the application.
-//
-// This build is a placeholder that only reports its version.
+// /man8s-init/man8s-init. Under systemd-nspawn's stub init (ProcessTwo=yes)
+// it loads /man8env.env, restores /run and /tmp, waits for the declared
+// dependencies and supervises the application: it reaps zombies, forwards
+// signals and turns nspawn's stop (SIGTERM, then SIGHUP) into the image's
+// own stop signal. See internal/initd.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
 	"github.com/man8s/mbctl/internal/buildinfo"
+	"github.com/man8s/mbctl/internal/initd"
 )
 
 func main() {
-	bi := buildinfo.Get()
-	fmt.Printf("man8s-init %s (commit %s, %s)\n", bi.Version, bi.Commit, bi.GoVersion)
 	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+		bi := buildinfo.Get()
+		fmt.Printf("man8s-init %s (commit %s, %s)\n", bi.Version, bi.Commit, bi.GoVersion)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "man8s-init: not implemented yet in this version")
-	os.Exit(1)
+	os.Exit(initd.Run(context.Background(), initd.Options{}))
 }
