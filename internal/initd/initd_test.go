@@ -141,4 +141,3 @@ func TestMergeEnv(t *testing.T) {
 		t.Errorf("mergeEnv = %v, want %v", got, want)
 	}
 }
-

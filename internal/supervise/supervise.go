@@ -129,10 +129,21 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		killTimer *time.Timer
 		kill      <-chan time.Time
 		done      = ctx.Done()
+		// A SIGHUP is held back for hupGrace: nspawn's stub init sends
+		// SIGTERM and then SIGHUP, and Go hands signals that are pending
+		// together over in signal-number order, SIGHUP first. A SIGTERM
+		// within the grace period turns the held SIGHUP into part of
+		// the stop request, which is not forwarded.
+		hupHeld  bool
+		hupTimer *time.Timer
+		hup      <-chan time.Time
 	)
 	defer func() {
 		if killTimer != nil {
 			killTimer.Stop()
+		}
+		if hupTimer != nil {
+			hupTimer.Stop()
 		}
 	}()
 	stop := func(reason string) {
@@ -156,6 +167,11 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		case <-done:
 			done = nil
 			stop("context cancelled")
+		case <-hup:
+			hup, hupHeld = nil, false
+			if !stopping {
+				signalApp(log, pid, syscall.SIGHUP)
+			}
 		case <-kill:
 			kill = nil
 			log.Warn("stop timeout expired; killing the application's process group", "timeout", opts.StopTimeout)
@@ -173,9 +189,19 @@ func Run(ctx context.Context, opts Options) (int, error) {
 			switch {
 			case !ok || sig == syscall.SIGCHLD:
 			case sig == syscall.SIGTERM:
+				if hupHeld {
+					log.Info("SIGHUP next to the stop request not forwarded")
+					hup, hupHeld = nil, false
+				}
 				stop("SIGTERM")
 			case sig == syscall.SIGHUP && stopping:
 				log.Info("SIGHUP after stop request not forwarded")
+			case sig == syscall.SIGHUP:
+				if !hupHeld {
+					hupHeld = true
+					hupTimer = time.NewTimer(hupGrace)
+					hup = hupTimer.C
+				}
 			case isForwarded(sig):
 				signalApp(log, pid, sig)
 			default:
@@ -187,6 +213,10 @@ func Run(ctx context.Context, opts Options) (int, error) {
 
 // start forks and execs the application in its own process group. On failure it
 // returns the exit status a shell would give.
+// hupGrace is how long a SIGHUP waits for a SIGTERM that would make it part
+// of a stop request (see Run).
+const hupGrace = 50 * time.Millisecond
+
 func start(opts Options) (int, int, error) {
 	path, err := lookPath(opts.Argv[0], opts.Env, opts.Dir)
 	if err != nil {

@@ -332,19 +332,29 @@ func TestStop(t *testing.T) {
 	tests := []struct {
 		name       string
 		stopSignal syscall.Signal
+		first      []os.Signal // sent, then received by the app, before send
 		send       []os.Signal // before the final SIGUSR2 that ends the app
 		want       []string    // signals the app must see, each once, SIGUSR2 last
 	}{
-		{"default stop signal", 0, []os.Signal{syscall.SIGTERM}, []string{"SIGTERM", "SIGUSR2"}},
-		{"stop signal once", syscall.SIGQUIT, []os.Signal{syscall.SIGTERM, syscall.SIGTERM}, []string{"SIGQUIT", "SIGUSR2"}},
-		{"stub init poweroff", syscall.SIGQUIT, []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGHUP}, []string{"SIGQUIT", "SIGUSR2"}},
-		{"SIGHUP before stop", syscall.SIGQUIT, []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGHUP}, []string{"SIGHUP", "SIGQUIT", "SIGUSR2"}},
-		{"forwarded", syscall.SIGQUIT, []os.Signal{syscall.SIGUSR1, syscall.SIGQUIT, syscall.SIGCHLD, syscall.SIGPIPE}, []string{"SIGUSR1", "SIGQUIT", "SIGUSR2"}},
+		{"default stop signal", 0, nil, []os.Signal{syscall.SIGTERM}, []string{"SIGTERM", "SIGUSR2"}},
+		{"stop signal once", syscall.SIGQUIT, nil, []os.Signal{syscall.SIGTERM, syscall.SIGTERM}, []string{"SIGQUIT", "SIGUSR2"}},
+		{"stub init poweroff", syscall.SIGQUIT, nil, []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGHUP}, []string{"SIGQUIT", "SIGUSR2"}},
+		// Go delivers signals pending together in number order: the stub
+		// init's SIGTERM+SIGHUP may arrive as SIGHUP, SIGTERM.
+		{"stub init poweroff, reordered", syscall.SIGQUIT, nil, []os.Signal{syscall.SIGHUP, syscall.SIGTERM}, []string{"SIGQUIT", "SIGUSR2"}},
+		{"SIGHUP well before stop", syscall.SIGQUIT, []os.Signal{syscall.SIGHUP}, []os.Signal{syscall.SIGTERM, syscall.SIGHUP}, []string{"SIGHUP", "SIGQUIT", "SIGUSR2"}},
+		{"forwarded", syscall.SIGQUIT, nil, []os.Signal{syscall.SIGUSR1, syscall.SIGQUIT, syscall.SIGCHLD, syscall.SIGPIPE}, []string{"SIGUSR1", "SIGQUIT", "SIGUSR2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := startApp(t, "record", Options{StopSignal: tt.stopSignal})
 			a.file("ready")
+			for _, sig := range tt.first {
+				a.send(sig)
+			}
+			if len(tt.first) > 0 {
+				waitFor(t, "the first signals", func() bool { return len(a.signals()) >= len(tt.first) })
+			}
 			for _, sig := range tt.send {
 				a.send(sig)
 			}

@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/man8s/mbctl/internal/testbed"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+)
+
+// stopApp records the signals it gets; it exits on SIGQUIT.
+const stopApp = `trap 'echo HUP >> /signals' HUP
+trap 'echo TERM >> /signals' TERM
+trap 'echo QUIT >> /signals; exit 0' QUIT
+echo ready > /ready
+while true; do sleep 0.1; done
+`
+
+// Proof (issue 5, stop): under systemd-nspawn, stopping the machine the way
+// systemd does (SIGTERM to nspawn, KillSignal=SIGRTMIN+3) reaches an app
+// whose image says StopSignal=SIGQUIT as exactly one SIGQUIT: no SIGTERM,
+// no SIGHUP; the machine ends with the app's exit status.
+func TestInitTranslatesTheStopSignal(t *testing.T) {
+	testbed.RequireT(t, "systemd-nspawn", busybox)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := ociimage.Rootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+	initBin, err := os.ReadFile(filepath.Join(bins.dir, "man8s-init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(rootfs, "man8s-init/man8s-init"), string(initBin), 0o755)
+	writeFile(t, filepath.Join(rootfs, "app.sh"), stopApp, 0o755)
+	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\nMAN8S_STOP_SIGNAL=SIGQUIT\nMAN8S_STOP_TIMEOUT=20\n", 0o644)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", "stoptest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
+		"/man8s-init/man8s-init")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(rootfs, "ready")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the app never started\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the machine did not end cleanly: %v\n%s", err, out.String())
+	}
+	got, _ := os.ReadFile(filepath.Join(rootfs, "signals"))
+	if string(got) != "QUIT\n" {
+		t.Errorf("the app received %q, want exactly one SIGQUIT\n%s", got, out.String())
+	}
+	if !strings.Contains(out.String(), "man8s-init: app: exited with status 0") {
+		t.Errorf("man8s-init did not report the app's exit:\n%s", out.String())
+	}
+}
