@@ -43,13 +43,11 @@ func (u *Unpacker) regular(ctx context.Context, hdr *tar.Header, unsafePath, uns
 	if fast {
 		createMode = meta.mode
 	}
-	fd, err := unix.Openat(h.fd, name, flags, createMode)
-	if err == unix.EEXIST {
-		if err := u.replace(h, unsafePath, name); err != nil {
-			return err
-		}
+	var fd int
+	err = u.createReplacing(h, unsafePath, name, func() (err error) {
 		fd, err = unix.Openat(h.fd, name, flags, createMode)
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("creating file: %w", err)
 	}
@@ -211,13 +209,9 @@ func (u *Unpacker) symlink(hdr *tar.Header, unsafePath, unsafeDir, name string) 
 		return err
 	}
 	defer h.release()
-	err = unix.Symlinkat(hdr.Linkname, h.fd, name)
-	if err == unix.EEXIST {
-		if err := u.replace(h, unsafePath, name); err != nil {
-			return err
-		}
-		err = unix.Symlinkat(hdr.Linkname, h.fd, name)
-	}
+	err = u.createReplacing(h, unsafePath, name, func() error {
+		return unix.Symlinkat(hdr.Linkname, h.fd, name)
+	})
 	if err != nil {
 		return fmt.Errorf("creating symbolic link: %w", err)
 	}
@@ -227,6 +221,19 @@ func (u *Unpacker) symlink(hdr *tar.Header, unsafePath, unsafeDir, name string) 
 	u.stats.Symlinks++
 	u.markUpper(unsafePath)
 	return nil
+}
+
+// createReplacing runs mk, which creates name in h; if something is in the
+// way (EEXIST) it is replaced and mk runs once more.
+func (u *Unpacker) createReplacing(h dirHandle, unsafePath, name string, mk func() error) error {
+	err := mk()
+	if err == unix.EEXIST {
+		if err := u.replace(h, unsafePath, name); err != nil {
+			return err
+		}
+		err = mk()
+	}
+	return err
 }
 
 // device creates a character or block device or a FIFO.
@@ -255,13 +262,9 @@ func (u *Unpacker) device(hdr *tar.Header, unsafePath, unsafeDir, name string) e
 		return err
 	}
 	defer h.release()
-	err = unix.Mknodat(h.fd, name, typ|0o600, int(dev))
-	if err == unix.EEXIST {
-		if err := u.replace(h, unsafePath, name); err != nil {
-			return err
-		}
-		err = unix.Mknodat(h.fd, name, typ|0o600, int(dev))
-	}
+	err = u.createReplacing(h, unsafePath, name, func() error {
+		return unix.Mknodat(h.fd, name, typ|0o600, int(dev))
+	})
 	if err != nil {
 		return fmt.Errorf("creating device node: %w", err)
 	}
