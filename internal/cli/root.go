@@ -140,7 +140,7 @@ config dir (` + "`mbctl config show`" + ` prints where that is).`,
 // prints its help; with an unknown verb it fails with a usage error.
 func groupCmd(use, short, long string) *cobra.Command {
 	return &cobra.Command{
-		Use:   use,
+		Use:   use + " <verb>",
 		Short: short,
 		Long:  long,
 		Args: func(cmd *cobra.Command, args []string) error {
