@@ -114,7 +114,11 @@ func linkNamespaces(a, b, ifname string, addrA, addrB netip.Prefix) error {
 		if err != nil {
 			return fmt.Errorf("finding %s in %s: %w", ifname, side.ns, err)
 		}
-		if err := side.h.AddrReplace(link, toNetlinkAddr(side.addr)); err != nil {
+		addr, err := toNetlinkAddr(side.addr)
+		if err != nil {
+			return err
+		}
+		if err := side.h.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("adding %s to %s in %s: %w", side.addr, ifname, side.ns, err)
 		}
 		if err := side.h.LinkSetUp(link); err != nil {
@@ -124,13 +128,12 @@ func linkNamespaces(a, b, ifname string, addrA, addrB netip.Prefix) error {
 	return nil
 }
 
-func toNetlinkAddr(p netip.Prefix) *netlink.Addr {
+func toNetlinkAddr(p netip.Prefix) (*netlink.Addr, error) {
 	a, err := netlink.ParseAddr(p.String())
 	if err != nil {
-		// A netip.Prefix always formats as a valid CIDR.
-		panic(fmt.Sprintf("netlink cannot parse %s: %v", p, err))
+		return nil, fmt.Errorf("address %s: %w", p, err)
 	}
-	return a
+	return a, nil
 }
 
 // waitAddrs polls until link ifname in namespace ns holds every address in
