@@ -35,17 +35,14 @@ type pullProgress interface {
 	Done(ok bool)
 }
 
-type quietProgress struct{}
+// quietProgress shows nothing.
+type quietProgress struct{ pull.NopProgress }
 
-func (quietProgress) Begin([]registry.Layer)    {}
-func (quietProgress) Cached(int)                {}
-func (quietProgress) Fetching(int, int64)       {}
-func (quietProgress) Fetched(int)               {}
-func (quietProgress) Applied(int, unpack.Stats) {}
-func (quietProgress) Done(bool)                 {}
+func (quietProgress) Done(bool) {}
 
 // lineProgress writes one stable line per layer event, for logs and pipes.
 type lineProgress struct {
+	pull.NopProgress
 	out    io.Writer
 	mu     sync.Mutex
 	layers []registry.Layer
@@ -63,8 +60,7 @@ func (p *lineProgress) layer(i int) string {
 	return fmt.Sprintf("layer %d/%d %s", i+1, len(p.layers), shortDigest(p.layers[i].Digest.String()))
 }
 
-func (p *lineProgress) Cached(i int)        { p.printf("%s: in the cache\n", p.layer(i)) }
-func (p *lineProgress) Fetching(int, int64) {}
+func (p *lineProgress) Cached(i int) { p.printf("%s: in the cache\n", p.layer(i)) }
 func (p *lineProgress) Fetched(i int) {
 	p.printf("%s: downloaded %s\n", p.layer(i), humanBytes(p.layers[i].Size))
 }

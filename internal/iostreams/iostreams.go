@@ -17,8 +17,6 @@ type IOStreams struct {
 	Out    io.Writer
 	ErrOut io.Writer
 
-	stdinTTY  bool
-	stdoutTTY bool
 	stderrTTY bool
 }
 
@@ -28,8 +26,6 @@ func System() *IOStreams {
 		In:        os.Stdin,
 		Out:       os.Stdout,
 		ErrOut:    os.Stderr,
-		stdinTTY:  term.IsTerminal(int(os.Stdin.Fd())),
-		stdoutTTY: term.IsTerminal(int(os.Stdout.Fd())),
 		stderrTTY: term.IsTerminal(int(os.Stderr.Fd())),
 	}
 }
@@ -40,19 +36,8 @@ func Test() (ios *IOStreams, in, out, errOut *bytes.Buffer) {
 	return &IOStreams{In: in, Out: out, ErrOut: errOut}, in, out, errOut
 }
 
-// IsStdinTTY reports whether standard input is a terminal (prompts allowed).
-func (s *IOStreams) IsStdinTTY() bool { return s.stdinTTY }
-
-// IsStdoutTTY reports whether standard output is a terminal (tables, colour).
-func (s *IOStreams) IsStdoutTTY() bool { return s.stdoutTTY }
-
 // IsStderrTTY reports whether standard error is a terminal (progress bars).
 func (s *IOStreams) IsStderrTTY() bool { return s.stderrTTY }
 
-// SetTTY overrides terminal detection for all three streams (tests).
-func (s *IOStreams) SetTTY(in, out, errOut bool) {
-	s.stdinTTY, s.stdoutTTY, s.stderrTTY = in, out, errOut
-}
-
-// CanPrompt reports whether mbctl may ask the user a question.
-func (s *IOStreams) CanPrompt() bool { return s.stdinTTY && s.stdoutTTY }
+// SetStderrTTY overrides terminal detection for standard error (tests).
+func (s *IOStreams) SetStderrTTY(tty bool) { s.stderrTTY = tty }

@@ -207,7 +207,7 @@ func (o Options) withDefaults() Options {
 		o.MaxLayerSize = DefaultMaxLayerSize
 	}
 	if o.Progress == nil {
-		o.Progress = nopProgress{}
+		o.Progress = NopProgress{}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -381,10 +381,12 @@ func (pr *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-type nopProgress struct{}
+// NopProgress is a Progress that ignores every event; embed it to implement
+// only some of them.
+type NopProgress struct{}
 
-func (nopProgress) Begin([]registry.Layer)    {}
-func (nopProgress) Cached(int)                {}
-func (nopProgress) Fetching(int, int64)       {}
-func (nopProgress) Fetched(int)               {}
-func (nopProgress) Applied(int, unpack.Stats) {}
+func (NopProgress) Begin([]registry.Layer)    {}
+func (NopProgress) Cached(int)                {}
+func (NopProgress) Fetching(int, int64)       {}
+func (NopProgress) Fetched(int)               {}
+func (NopProgress) Applied(int, unpack.Stats) {}

@@ -151,7 +151,7 @@ func TestCorruptCachedBlobIsFetchedAgain(t *testing.T) {
 
 // cancelOn cancels a context at the first event it is told to watch.
 type cancelOn struct {
-	nopProgress
+	NopProgress
 	cancel   context.CancelFunc
 	fetching bool
 	applied  bool

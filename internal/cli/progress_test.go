@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/man8s/mbctl/internal/iostreams"
+	"github.com/man8s/mbctl/internal/registry"
+	"github.com/man8s/mbctl/internal/unpack"
+)
+
+func TestPullProgress(t *testing.T) {
+	layers := []registry.Layer{
+		{Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}, Size: 2048},
+		{Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("b", 64)}, Size: 10},
+	}
+	play := func(p pullProgress) {
+		p.Begin(layers)
+		p.Fetching(0, 2048)
+		p.Fetched(0)
+		p.Cached(1)
+		p.Applied(0, unpack.Stats{Entries: 3, Bytes: 2048})
+		p.Applied(1, unpack.Stats{Entries: 1})
+		p.Done(true)
+	}
+	tests := []struct {
+		name  string
+		tty   bool
+		quiet bool
+		want  []string
+	}{
+		{"pipe: one line per event", false, false, []string{
+			"layer 1/2 sha256:aaaaaaaaaaaa: downloaded 2.0 KiB\n",
+			"layer 2/2 sha256:bbbbbbbbbbbb: in the cache\n",
+			"layer 1/2 sha256:aaaaaaaaaaaa: unpacked 3 entries, 2.0 KiB\n",
+		}},
+		{"terminal: bars", true, false, []string{"layer 1/2 sha256:aaaaaaaaaaaa", "unpacked"}},
+		{"quiet", true, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ios, _, _, errOut := iostreams.Test()
+			ios.SetStderrTTY(tt.tty)
+			play(newPullProgress(&Factory{IO: ios}, tt.quiet))
+			for _, w := range tt.want {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, errOut.String())
+				}
+			}
+			if tt.want == nil && errOut.Len() > 0 {
+				t.Errorf("quiet progress printed %q", errOut.String())
+			}
+		})
+	}
+}
