@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +19,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 
+	"github.com/man8s/mbctl/internal/registry"
 	"github.com/man8s/mbctl/internal/ygg"
 )
 
@@ -268,8 +268,8 @@ func (c Config) validate() error {
 	}
 	for host, mirrors := range c.Registries.Mirrors {
 		for _, m := range mirrors {
-			if err := validateMirror(m); err != nil {
-				bad("registries.mirrors", "mirror %q for %s: %w", m, host, err)
+			if err := registry.ValidateMirror(m); err != nil {
+				bad("registries.mirrors."+host, "%w", err)
 			}
 		}
 	}
@@ -303,14 +303,6 @@ func validateIfName(name string) error {
 	}
 	if strings.ContainsAny(name, "/ \t\n:") || name == "." || name == ".." {
 		return fmt.Errorf("interface name %q must not contain '/', ':' or spaces", name)
-	}
-	return nil
-}
-
-func validateMirror(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return errors.New("want an endpoint like https://mirror.example.com")
 	}
 	return nil
 }

@@ -79,6 +79,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", "[paths\n", []string{"t.toml", "line 1"}},
 		{"template", "[machines]\ndefault_template = \"docker\"\n", []string{"t.toml:2", "unknown template"}},
 		{"mirror", "[registries.mirrors]\n\"docker.io\" = [\"mirror\"]\n", []string{"registries.mirrors", `mirror "mirror"`}},
+		{"mirror with a path", "[registries.mirrors]\n\"docker.io\" = [\"https://m.example/dockerhub\"]\n", []string{"t.toml:2", "path prefixes are not supported"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -213,6 +213,13 @@ type mirrorEndpoint struct {
 	plain bool
 }
 
+// ValidateMirror checks a mirror endpoint as Resolve will use it, for the
+// configuration to reject a bad one when it is read.
+func ValidateMirror(s string) error {
+	_, err := parseMirror(s)
+	return err
+}
+
 // parseMirror parses a mirror endpoint "https://host[:port]" or
 // "http://host[:port]"; a path "/" or "/v2" is allowed, other paths are
 // not (the repository path is the same as on the origin).
