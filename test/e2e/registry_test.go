@@ -38,6 +38,27 @@ func markedImage(t *testing.T, marker, platform string) v1.Image {
 	return img
 }
 
+// randomImage is an image of n layers, each one file of size random
+// (incompressible) bytes, so that blobs stay as large as asked.
+func randomImage(t *testing.T, n, size int) v1.Image {
+	t.Helper()
+	var layers []v1.Layer
+	for i := range n {
+		data := make([]byte, size)
+		rand.NewChaCha8([32]byte{byte(i)}).Read(data)
+		l, err := ociimage.Layer(ociimage.File(fmt.Sprintf("blob%d", i), data, 0o644))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := ociimage.Image(ociimage.AppConfig{}, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // mbctlCmd runs the built mbctl with the given config and environment.
 func mbctlCmd(t *testing.T, conf string, env []string, args ...string) (string, error) {
 	t.Helper()
@@ -166,17 +187,7 @@ func TestDownloadUsesMirror(t *testing.T) {
 func TestDownloadInterruptedLeavesNothing(t *testing.T) {
 	reg := registry.StartT(t, registry.Options{})
 	ref := reg.Addr() + "/big/app:1"
-	data := make([]byte, 8<<20)
-	rand.NewChaCha8([32]byte{1}).Read(data) // incompressible: the blob stays large
-	l, err := ociimage.Layer(ociimage.File("blob", data, 0o644))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := ociimage.Image(ociimage.AppConfig{}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
+	if _, err := ociimage.Push(t.Context(), randomImage(t, 1, 8<<20), ref); err != nil {
 		t.Fatal(err)
 	}
 	stalled := make(chan struct{}, 1)
@@ -280,21 +291,7 @@ func hasStaging(t *testing.T, dir string) bool {
 func TestConcurrentDownloadsShareTheCache(t *testing.T) {
 	reg := registry.StartT(t, registry.Options{})
 	ref := reg.Addr() + "/shared/app:1"
-	var layers []v1.Layer
-	for i := range 4 {
-		data := make([]byte, 4<<20)
-		rand.NewChaCha8([32]byte{byte(i)}).Read(data)
-		l, err := ociimage.Layer(ociimage.File(fmt.Sprintf("blob%d", i), data, 0o644))
-		if err != nil {
-			t.Fatal(err)
-		}
-		layers = append(layers, l)
-	}
-	img, err := ociimage.Image(ociimage.AppConfig{}, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
+	if _, err := ociimage.Push(t.Context(), randomImage(t, 4, 4<<20), ref); err != nil {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
