@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/ygg"
+
+	"github.com/man8s/mbctl/internal/testbed/proc"
 )
 
 // Options configure one testbed host. Zero values get defaults.
@@ -64,8 +66,8 @@ type Host struct {
 
 	log       *slog.Logger
 	ownDir    bool
-	networkd  *proc
-	yggdrasil *proc
+	networkd  *proc.Proc
+	yggdrasil *proc.Proc
 }
 
 // NewHost starts a single testbed host.
@@ -200,9 +202,9 @@ func (h *Host) YggGateway() netip.Addr {
 // namespace and, if it made it, its directory. It is safe to call twice.
 func (h *Host) Close() error {
 	var errs []error
-	for _, p := range []**proc{&h.networkd, &h.yggdrasil} {
+	for _, p := range []**proc.Proc{&h.networkd, &h.yggdrasil} {
 		if *p != nil {
-			errs = append(errs, (*p).stop(5*time.Second))
+			errs = append(errs, (*p).Stop(5*time.Second))
 			*p = nil
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
+
+	"github.com/man8s/mbctl/internal/testbed/proc"
 )
 
 const networkdPath = "/lib/systemd/systemd-networkd"
@@ -41,12 +43,13 @@ func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error
 	}
 	cmd := h.Command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", confDir, networkdPath)
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=debug")
-	p, err := startProc("systemd-networkd", cmd, filepath.Join(h.Dir, "networkd.log"))
+	logPath := filepath.Join(h.Dir, "networkd.log")
+	p, err := proc.Start("systemd-networkd", cmd, logPath)
 	if err != nil {
 		return err
 	}
 	h.networkd = p
-	if err := recordPID(h.Name, p.cmd.Process.Pid); err != nil {
+	if err := recordPID(h.Name, p.Pid()); err != nil {
 		return err
 	}
 	want := []netip.Addr{h.IPv4.Addr(), h.ULA.Addr(), h.YggGateway()}
@@ -54,13 +57,13 @@ func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error
 	defer cancel(nil)
 	go func() {
 		select {
-		case <-p.done:
-			cancel(p.exited())
+		case <-p.Done():
+			cancel(p.Exited())
 		case <-waitCtx.Done():
 		}
 	}()
 	if err := waitAddrs(waitCtx, h.Name, h.Bridge, want); err != nil {
-		return fmt.Errorf("systemd-networkd did not configure %s: %w (log: %s)", h.Bridge, err, p.log)
+		return fmt.Errorf("systemd-networkd did not configure %s: %w (log: %s)", h.Bridge, err, logPath)
 	}
 	h.log.Debug("networkd configured the bridge", "bridge", h.Bridge, "addrs", want)
 	return nil

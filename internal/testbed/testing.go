@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/man8s/mbctl/internal/testbed/proc"
 )
 
 // RequireT checks that the testbed can run here: root, and each of tools
@@ -76,7 +78,7 @@ func NewPairT(t testing.TB, a, b Options) (*Host, *Host) {
 func closeT(t testing.TB, h *Host) {
 	if t.Failed() {
 		for _, name := range []string{"networkd.log", "yggdrasil.log"} {
-			t.Logf("%s %s (tail):\n%s", h.Name, name, tail(filepath.Join(h.Dir, name), 4000))
+			t.Logf("%s %s (tail):\n%s", h.Name, name, proc.Tail(filepath.Join(h.Dir, name), 4000))
 		}
 	}
 	if err := h.Close(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/ygg"
+
+	"github.com/man8s/mbctl/internal/testbed/proc"
 )
 
 // startYggdrasil runs the Debian yggdrasil in the host's namespace with no
@@ -44,12 +46,12 @@ func (h *Host) startYggdrasil(ctx context.Context, listen, peers []string) error
 	if err := os.WriteFile(confPath, data, 0o600); err != nil {
 		return fmt.Errorf("writing %s: %w", confPath, err)
 	}
-	p, err := startProc("yggdrasil", h.Command(context.WithoutCancel(ctx), bin, "-useconffile", confPath), filepath.Join(h.Dir, "yggdrasil.log"))
+	p, err := proc.Start("yggdrasil", h.Command(context.WithoutCancel(ctx), bin, "-useconffile", confPath), filepath.Join(h.Dir, "yggdrasil.log"))
 	if err != nil {
 		return err
 	}
 	h.yggdrasil = p
-	if err := recordPID(h.Name, p.cmd.Process.Pid); err != nil {
+	if err := recordPID(h.Name, p.Pid()); err != nil {
 		return err
 	}
 
@@ -64,7 +66,7 @@ func (h *Host) startYggdrasil(ctx context.Context, listen, peers []string) error
 			h.log.Debug("yggdrasil ready", "address", self.Address, "subnet", self.Subnet)
 			return nil
 		}
-		if exitErr := p.exited(); exitErr != nil {
+		if exitErr := p.Exited(); exitErr != nil {
 			return exitErr
 		}
 		select {

@@ -28,8 +28,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/man8s/mbctl/internal/testbed/proc"
 )
 
 // DefaultBinary is the registry executable looked up on PATH when
@@ -84,10 +85,7 @@ type Registry struct {
 	logPath    string
 	client     *http.Client
 
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd.Wait returns
-	// waitErr is written once before exited is closed.
-	waitErr error
+	proc *proc.Proc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -202,32 +200,18 @@ var errAddrInUse = errors.New("address already in use")
 // run starts the registry process once and waits until it answers. On error
 // the process has been stopped.
 func (r *Registry) run(ctx context.Context, binPath, cfgPath string) error {
-	logFile, err := os.OpenFile(r.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("opening registry log: %w", err)
+	var startOffset int64
+	if fi, err := os.Stat(r.logPath); err == nil {
+		startOffset = fi.Size()
 	}
-	defer logFile.Close() // the child has its own descriptor
-	startOffset, err := logFile.Seek(0, io.SeekEnd)
-	if err != nil {
-		return fmt.Errorf("seeking registry log: %w", err)
-	}
-
 	cmd := exec.Command(binPath, "serve", cfgPath)
 	cmd.Dir = r.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
 	cmd.Env = registryEnv()
-	// Kill the registry if the process that started it dies without Close.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("running %s: %w", binPath, err)
+	p, err := proc.Start("registry", cmd, r.logPath)
+	if err != nil {
+		return err
 	}
-	r.cmd = cmd
-	r.exited = make(chan struct{})
-	go func() {
-		r.waitErr = cmd.Wait()
-		close(r.exited)
-	}()
+	r.proc = p
 
 	if err := r.waitReady(ctx); err != nil {
 		stopErr := r.stop()
@@ -263,8 +247,8 @@ func (r *Registry) waitReady(ctx context.Context) error {
 		}
 		lastErr = err
 		select {
-		case <-r.exited:
-			return fmt.Errorf("registry exited before answering: %v", r.waitErr)
+		case <-r.proc.Done():
+			return errors.New("registry exited before answering")
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for registry on %s: %w (last probe: %v)", r.addr, ctx.Err(), lastErr)
 		case <-ticker.C:
@@ -365,32 +349,8 @@ func (r *Registry) Close() error {
 
 // stop terminates the process started by run and waits for it.
 func (r *Registry) stop() error {
-	if r.cmd == nil || r.cmd.Process == nil {
+	if r.proc == nil {
 		return nil
 	}
-	select {
-	case <-r.exited:
-		return nil
-	default:
-	}
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stopping registry pid %d: %w", r.cmd.Process.Pid, err)
-	}
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-r.exited:
-		return nil
-	case <-timer.C:
-	}
-	if err := r.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("killing registry pid %d: %w", r.cmd.Process.Pid, err)
-	}
-	timer.Reset(stopTimeout)
-	select {
-	case <-r.exited:
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("registry pid %d did not exit after SIGKILL", r.cmd.Process.Pid)
-	}
+	return r.proc.Stop(stopTimeout)
 }

@@ -117,7 +117,7 @@ func TestCloseStopsProcessAndRemovesDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := r.cmd.Process.Pid
+	pid := r.proc.Pid()
 	dir := r.Dir()
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
