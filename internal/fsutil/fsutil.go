@@ -1,5 +1,6 @@
-// Package fsutil holds small file-system helpers shared by the file-format
-// packages.
+// Package fsutil holds file-system helpers shared by several packages: atomic
+// writes of the machine files and tree copies that keep every attribute
+// (protected /run and /tmp, volume content).
 package fsutil
 
 import (
