@@ -1,0 +1,91 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/man8s/mbctl/internal/config"
+	"github.com/man8s/mbctl/internal/envfile"
+)
+
+// Keys of man8env.env that describe the machine (DESIGN.md, issue 3).
+const (
+	KeyName       = "MAN8S_CONTAINER_NAME"
+	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
+	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
+	KeyImage      = "MAN8S_OCI_IMAGE_URL"
+	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
+	KeyInitMode   = "MAN8S_INIT_MODE"
+	KeyCreated    = "MAN8S_MBCTL_CREATED_AT"
+)
+
+// Info describes a machine as its files say.
+type Info struct {
+	Name       string    `json:"name"`
+	State      State     `json:"state"`
+	Image      string    `json:"image,omitempty"`
+	Digest     string    `json:"digest,omitempty"`
+	YggAddress string    `json:"ygg_address,omitempty"`
+	Template   string    `json:"template,omitempty"`
+	InitMode   string    `json:"init_mode,omitempty"`
+	Created    time.Time `json:"created,omitzero"`
+	Paths      Paths     `json:"paths"`
+	// Missing names the machine's paths that do not exist (a partial
+	// machine, e.g. after a crash or a manual deletion).
+	Missing []string `json:"missing,omitempty"`
+}
+
+// Describe reads machine p's files. A missing env file leaves the fields
+// it would fill empty; other read errors are returned.
+func Describe(p Paths, st State) (Info, error) {
+	in := Info{Name: p.Name, State: st, Paths: p}
+	for _, e := range p.Entries() {
+		if _, err := os.Lstat(e.Path); errors.Is(err, fs.ErrNotExist) {
+			in.Missing = append(in.Missing, e.What)
+		}
+	}
+	env, err := envfile.ReadFile(p.Env)
+	if errors.Is(err, fs.ErrNotExist) {
+		return in, nil
+	}
+	if err != nil {
+		return in, fmt.Errorf("machine %s: %w", p.Name, err)
+	}
+	get := func(k string) string { v, _ := env.Get(k); return v }
+	in.Image, in.Digest = get(KeyImage), get(KeyDigest)
+	in.YggAddress, in.Template, in.InitMode = get(KeyYggAddress), get(KeyTemplate), get(KeyInitMode)
+	if t, err := time.Parse(time.RFC3339, get(KeyCreated)); err == nil {
+		in.Created = t
+	}
+	return in, nil
+}
+
+// Names returns the machines found under dirs: every directory in the
+// machines dir and every config dir, valid names only, sorted.
+func Names(dirs config.Paths) ([]string, error) {
+	seen := map[string]bool{}
+	for _, d := range []string{dirs.Machines, dirs.Configs} {
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing machines in %s: %w", d, err)
+		}
+		for _, e := range ents {
+			if ValidateName(e.Name()) == nil && (e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
+				seen[e.Name()] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, nil
+}
