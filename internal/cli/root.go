@@ -19,6 +19,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/config"
 	"github.com/man8s/mbctl/internal/iostreams"
+	"github.com/man8s/mbctl/internal/machine"
 )
 
 // Exit codes.
@@ -36,6 +37,10 @@ type Factory struct {
 	// configPath is the --config flag value.
 	configPath string
 	verbose    bool
+
+	// Prober finds running machines; the zero value looks at this host.
+	Prober machine.Prober
+	prompt *prompter
 
 	loadOnce sync.Once
 	cfg      config.Config

@@ -28,9 +28,9 @@ mbctl keeps your comments when it rewrites them.`)
 			`Download IMAGE, unpack it as machine NAME's root filesystem, ask where each
 of the image's volumes should live, and write the machine's settings and
 environment files.`, "IMAGE", "NAME"),
-		stubVerb("list", "List machines with their state, image and Yggdrasil address", ""),
-		stubVerb("show NAME", "Show a machine's paths, settings, environment and state", "", "NAME"),
-		stubVerb("remove NAME", "Delete a stopped machine and its files", "", "NAME"),
+		newMachinesListCmd(f),
+		newMachinesShowCmd(f),
+		newMachinesRemoveCmd(f),
 		stubVerb("run NAME", "Run a machine in the foreground (Ctrl-C stops it)", "", "NAME"),
 		stubVerb("start NAME", "Start a machine as a systemd service", "", "NAME"),
 		stubVerb("stop NAME", "Stop a running machine", "", "NAME"),

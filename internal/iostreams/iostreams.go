@@ -18,6 +18,7 @@ type IOStreams struct {
 	ErrOut io.Writer
 
 	stderrTTY bool
+	stdinTTY  bool
 }
 
 // System returns the process's own streams.
@@ -27,6 +28,7 @@ func System() *IOStreams {
 		Out:       os.Stdout,
 		ErrOut:    os.Stderr,
 		stderrTTY: term.IsTerminal(int(os.Stderr.Fd())),
+		stdinTTY:  term.IsTerminal(int(os.Stdin.Fd())),
 	}
 }
 
@@ -41,3 +43,10 @@ func (s *IOStreams) IsStderrTTY() bool { return s.stderrTTY }
 
 // SetStderrTTY overrides terminal detection for standard error (tests).
 func (s *IOStreams) SetStderrTTY(tty bool) { s.stderrTTY = tty }
+
+// IsStdinTTY reports whether standard input is a terminal a person can
+// answer questions on.
+func (s *IOStreams) IsStdinTTY() bool { return s.stdinTTY }
+
+// SetStdinTTY overrides terminal detection for standard input (tests).
+func (s *IOStreams) SetStdinTTY(tty bool) { s.stdinTTY = tty }

@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// prompter asks questions on the terminal. Answers are read line by line
+// from the command's standard input; a cancelled context (Ctrl-C) ends the
+// wait at once.
+type prompter struct {
+	in  *bufio.Reader
+	out io.Writer
+}
+
+func (f *Factory) prompter() *prompter {
+	if f.prompt == nil {
+		f.prompt = &prompter{in: bufio.NewReader(f.IO.In), out: f.IO.ErrOut}
+	}
+	return f.prompt
+}
+
+// errNoAnswer is returned when standard input ends before an answer.
+var errNoAnswer = errors.New("no answer: standard input ended")
+
+// ask prints question and returns the answer line without surrounding
+// blanks.
+func (p *prompter) ask(ctx context.Context, question string) (string, error) {
+	fmt.Fprint(p.out, question)
+	type line struct {
+		s   string
+		err error
+	}
+	ch := make(chan line, 1)
+	go func() {
+		s, err := p.in.ReadString('\n')
+		if err == io.EOF && s != "" {
+			err = nil
+		}
+		ch <- line{s, err}
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(p.out)
+		return "", ctx.Err()
+	case l := <-ch:
+		if errors.Is(l.err, io.EOF) {
+			fmt.Fprintln(p.out)
+			return "", errNoAnswer
+		}
+		return strings.TrimSpace(l.s), l.err
+	}
+}
+
+// confirm asks a yes/no question; the default is no.
+func (p *prompter) confirm(ctx context.Context, question string) (bool, error) {
+	for {
+		a, err := p.ask(ctx, question+" [y/N] ")
+		if err != nil {
+			return false, err
+		}
+		switch strings.ToLower(a) {
+		case "y", "yes":
+			return true, nil
+		case "", "n", "no":
+			return false, nil
+		}
+		fmt.Fprintln(p.out, "Please answer y or n.")
+	}
+}
