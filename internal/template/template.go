@@ -1,0 +1,438 @@
+// Package template generates the two files that configure a machine from
+// its image: container.nspawn (systemd-nspawn's settings) and man8env.env
+// (the application's environment, read by man8s-init). See DESIGN.md, "The
+// settings file" and "man8env.env".
+//
+// Both files start with a header saying where they came from and that they
+// may be edited; comments are on lines of their own, since systemd reads
+// "Key=value # text" as part of the value.
+package template
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/man8s/mbctl/internal/appargs"
+	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/initdetect"
+	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/signals"
+	"github.com/man8s/mbctl/internal/unitfile"
+)
+
+// NetworkIsolated is the template of a machine in its own network
+// namespace, attached to the host's bridge by a veth pair.
+const NetworkIsolated = "network_isolated"
+
+// aliases maps accepted template names to canonical ones.
+var aliases = map[string]string{
+	NetworkIsolated: NetworkIsolated,
+	"netns-init":    NetworkIsolated,
+}
+
+// Templates lists the canonical template names.
+func Templates() []string { return []string{NetworkIsolated} }
+
+// ParseTemplate returns the canonical name of the template named s (a
+// canonical name or an alias).
+func ParseTemplate(s string) (string, error) {
+	if c, ok := aliases[s]; ok {
+		return c, nil
+	}
+	return "", fmt.Errorf("unknown template %q (known: %s; alias netns-init)", s, strings.Join(Templates(), ", "))
+}
+
+// EnvPath is where man8env.env is bound inside the machine.
+const EnvPath = "/man8env.env"
+
+// InitPath is man8s-init inside the machine.
+const InitPath = "/man8s-init/man8s-init"
+
+// Bind is a host directory or file bound into the machine, rendered as
+// Bind=Host:Container:idmap.
+type Bind struct {
+	Host, Container string
+}
+
+// Params is everything the two files are made from.
+type Params struct {
+	// Name is the machine name.
+	Name string
+	// Template is "network_isolated" (or an alias of it).
+	Template string
+	// Bridge is the host bridge the machine is attached to
+	// (config network.bridge).
+	Bridge string
+	// YggAddress is the machine's Yggdrasil address.
+	YggAddress netip.Addr
+	// ImageRef is the reference the user pulled; ImageDigest the manifest
+	// digest ("sha256:...").
+	ImageRef, ImageDigest string
+	// Image is the image's configuration.
+	Image v1.Config
+	// Mode is the chosen init mode: Supervise or ExecPID1.
+	Mode initdetect.Mode
+	// KillSignal is the settings' KillSignal= (see initdetect.KillSignal).
+	KillSignal string
+	// EnvFile is the host path of man8env.env, bound to /man8env.env.
+	EnvFile string
+	// Binds are the volumes, in order.
+	Binds []Bind
+	// Version is mbctl's version; Created when the files were made.
+	Version string
+	Created time.Time
+}
+
+// Keys of man8env.env written by mbctl.
+const (
+	KeyName       = "MAN8S_CONTAINER_NAME"
+	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
+	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
+	KeyImageURL   = "MAN8S_OCI_IMAGE_URL"
+	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
+	KeyArgs       = "MAN8S_APPLICATION_ARGS"
+	KeyUser       = "MAN8S_APPLICATION_USER"
+	KeyStopSignal = "MAN8S_STOP_SIGNAL"
+	KeyInitMode   = "MAN8S_INIT_MODE"
+	KeyVersion    = "MAN8S_MBCTL_VERSION"
+	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
+)
+
+// mbctlKeys are the keys Env writes itself, which an image must not set.
+var mbctlKeys = []string{KeyName, KeyTemplate, KeyYggAddress, KeyImageURL, KeyDigest, KeyArgs,
+	KeyUser, KeyStopSignal, KeyInitMode, KeyVersion, KeyCreatedAt}
+
+// settingsEnv are the image's variables that go to the settings file's
+// Environment= instead of man8env.env.
+var settingsEnv = []string{"PATH", "TERM", "HOME", "LANG"}
+
+// check validates what both files need and returns the canonical template.
+func (p Params) check() (string, error) {
+	if err := machine.ValidateName(p.Name); err != nil {
+		return "", err
+	}
+	tmpl, err := ParseTemplate(p.Template)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range []struct{ what, v string }{
+		{"image reference", p.ImageRef}, {"image digest", p.ImageDigest}, {"mbctl version", p.Version},
+	} {
+		if s.v == "" || strings.ContainsAny(s.v, "\n\r\x00") || strings.TrimSpace(s.v) != s.v {
+			return "", fmt.Errorf("%s %q: empty, or holds a line break, NUL or surrounding whitespace", s.what, s.v)
+		}
+	}
+	if p.Created.IsZero() {
+		return "", fmt.Errorf("creation time is not set")
+	}
+	if p.Mode != initdetect.Supervise && p.Mode != initdetect.ExecPID1 {
+		return "", fmt.Errorf("init mode %q: want %s or %s (choose it with initdetect.Choose)", p.Mode, initdetect.Supervise, initdetect.ExecPID1)
+	}
+	return tmpl, nil
+}
+
+// header returns the comment lines both files start with.
+func (p Params) header(what string) string {
+	return fmt.Sprintf("# %s of machine %s.\n# Generated by mbctl %s from %s at %s; edit freely.\n",
+		what, p.Name, p.Version, p.ImageRef, p.Created.UTC().Format(time.RFC3339))
+}
+
+// imageEnv returns the image's environment as keys in order of first
+// appearance and the value of each key's last assignment. An entry without
+// '=' or with a key or value that cannot be carried is an error naming it.
+func imageEnv(c v1.Config) ([]string, map[string]string, error) {
+	var keys []string
+	vals := map[string]string{}
+	for i, kv := range c.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, nil, fmt.Errorf("image Env[%d] %q is not KEY=VALUE", i, k)
+		}
+		if _, seen := vals[k]; !seen {
+			keys = append(keys, k)
+		}
+		vals[k] = v
+	}
+	return keys, vals, nil
+}
+
+// Settings returns the machine's container.nspawn.
+func Settings(p Params) (*unitfile.File, error) {
+	if _, err := p.check(); err != nil {
+		return nil, fmt.Errorf("generating settings: %w", err)
+	}
+	f, err := settings(p)
+	if err != nil {
+		return nil, fmt.Errorf("generating settings of machine %s: %w", p.Name, err)
+	}
+	return f, nil
+}
+
+func settings(p Params) (*unitfile.File, error) {
+	var b strings.Builder
+	var errs []error
+	line := func(key, value string) {
+		if err := unitfile.ValidateValue(key, value); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		fmt.Fprintf(&b, "%s=%s\n", key, value)
+	}
+	comment := func(s string) { fmt.Fprintf(&b, "# %s\n", s) }
+
+	b.WriteString(p.header("systemd-nspawn settings (man systemd.nspawn)"))
+	comment(`Comments go on lines of their own: systemd reads "Key=value # text" as the value.`)
+
+	b.WriteString("\n[Exec]\n")
+	line("Boot", "no")
+	switch p.Mode {
+	case initdetect.Supervise:
+		comment("Init mode supervise: nspawn's stub init is PID 1 and man8s-init, as PID 2,")
+		comment("supervises the app and stops it with the image's stop signal.")
+		line("ProcessTwo", "yes")
+	case initdetect.ExecPID1:
+		comment("Init mode exec-pid1: man8s-init is PID 1, sets up, then execs the image's init.")
+		line("ProcessTwo", "no")
+	}
+	kill, err := normalSignal(p.KillSignal)
+	if err != nil {
+		return nil, fmt.Errorf("KillSignal: %w", err)
+	}
+	comment("Sent to PID 1 when the machine is stopped; without it nspawn sends SIGKILL.")
+	line("KillSignal", kill)
+	line("Parameters", InitPath)
+	line("ResolvConf", "copy-stub")
+	line("Timezone", "copy")
+	line("LinkJournal", "no")
+	line("PrivateUsers", "pick")
+	keys, vals, err := imageEnv(p.Image)
+	if err != nil {
+		return nil, err
+	}
+	first := true
+	for _, k := range keys {
+		if !slices.Contains(settingsEnv, k) {
+			continue
+		}
+		if first {
+			comment("From the image; its other variables are in man8env.env.")
+			first = false
+		}
+		q, err := unitfile.QuoteEnvironment(k, vals[k])
+		if err != nil {
+			return nil, fmt.Errorf("image Env: %w", err)
+		}
+		line("Environment", q)
+	}
+	wd := p.Image.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	wd = path.Clean("/" + wd)
+	line("WorkingDirectory", wd)
+
+	b.WriteString("\n[Network]\n")
+	if err := checkBridge(p.Bridge); err != nil {
+		return nil, err
+	}
+	comment("A veth pair whose host side joins the machines' bridge; man8s-init configures host0.")
+	line("VirtualEthernet", "yes")
+	line("Bridge", p.Bridge)
+
+	b.WriteString("\n[Files]\n")
+	line("PrivateUsersOwnership", "map")
+	comment("The application's environment, read by man8s-init.")
+	envBind, err := bindValue(Bind{Host: p.EnvFile, Container: EnvPath})
+	if err != nil {
+		return nil, fmt.Errorf("env file: %w", err)
+	}
+	line("Bind", envBind)
+	for i, bd := range p.Binds {
+		if i == 0 {
+			comment("Volumes of the image.")
+		}
+		v, err := bindValue(bd)
+		if err != nil {
+			return nil, fmt.Errorf("volume %d: %w", i+1, err)
+		}
+		line("Bind", v)
+	}
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	f, err := unitfile.Parse(strings.NewReader(b.String()))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the generated file: %w", err)
+	}
+	return f, nil
+}
+
+// normalSignal returns the systemd name of the signal named s.
+func normalSignal(s string) (string, error) {
+	sig, err := signals.Parse(s)
+	if err != nil {
+		return "", err
+	}
+	return signals.Name(sig), nil
+}
+
+func checkBridge(name string) error {
+	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/: \t\n\r\x00") {
+		return fmt.Errorf("bridge %q is not an interface name", name)
+	}
+	return nil
+}
+
+// bindValue renders b as a Bind= value with the idmap option. Both paths
+// must be absolute and free of control characters; ':' and '\' are escaped
+// with a backslash, as systemd-nspawn's Bind= parser expects.
+func bindValue(b Bind) (string, error) {
+	esc := func(what, p string) (string, error) {
+		if !path.IsAbs(p) {
+			return "", fmt.Errorf("bind %s path %q is not absolute", what, p)
+		}
+		for _, c := range p {
+			if c < ' ' || c == 0x7f {
+				return "", fmt.Errorf("bind %s path %q holds a control character", what, p)
+			}
+		}
+		r := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+		return r.Replace(path.Clean(p)), nil
+	}
+	host, err := esc("host", b.Host)
+	if err != nil {
+		return "", err
+	}
+	cont, err := esc("machine", b.Container)
+	if err != nil {
+		return "", err
+	}
+	return host + ":" + cont + ":idmap", nil
+}
+
+// Env returns the machine's man8env.env.
+func Env(p Params) (*envfile.File, error) {
+	tmpl, err := p.check()
+	if err != nil {
+		return nil, fmt.Errorf("generating env file: %w", err)
+	}
+	f, err := env(p, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("generating env file of machine %s: %w", p.Name, err)
+	}
+	return f, nil
+}
+
+func env(p Params, tmpl string) (*envfile.File, error) {
+	if !p.YggAddress.IsValid() {
+		return nil, fmt.Errorf("no Yggdrasil address")
+	}
+	args, err := applicationArgs(p.Image)
+	if err != nil {
+		return nil, err
+	}
+	stop := "SIGTERM"
+	if p.Image.StopSignal != "" {
+		if stop, err = normalSignal(p.Image.StopSignal); err != nil {
+			return nil, fmt.Errorf("image StopSignal: %w", err)
+		}
+	}
+	keys, vals, err := imageEnv(p.Image)
+	if err != nil {
+		return nil, err
+	}
+
+	var b strings.Builder
+	var errs []error
+	line := func(key, value string) {
+		if err := envfile.ValidateKey(key); err != nil {
+			errs = append(errs, fmt.Errorf("image Env: %w", err))
+			return
+		}
+		if err := envfile.ValidateValue(key, value); err != nil {
+			errs = append(errs, fmt.Errorf("image Env: %w", err))
+			return
+		}
+		fmt.Fprintf(&b, "%s=%s\n", key, value)
+	}
+	b.WriteString(p.header("Application environment"))
+	b.WriteString("# One KEY=VALUE per line, taken literally: no quotes, no $expansion.\n")
+	b.WriteString("\n# Man8S, written by mbctl; man8s-init reads them.\n")
+	fixed := []struct{ k, v string }{
+		{KeyName, p.Name},
+		{KeyTemplate, tmpl},
+		{KeyYggAddress, p.YggAddress.String()},
+		{KeyImageURL, p.ImageRef},
+		{KeyDigest, p.ImageDigest},
+		{KeyArgs, args},
+	}
+	if p.Image.User != "" {
+		fixed = append(fixed, struct{ k, v string }{KeyUser, p.Image.User})
+	}
+	fixed = append(fixed, []struct{ k, v string }{
+		{KeyStopSignal, stop},
+		{KeyInitMode, string(p.Mode)},
+		{KeyVersion, p.Version},
+		{KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
+	}...)
+	for _, kv := range fixed {
+		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "%s=%s\n", kv.k, kv.v)
+	}
+	first := true
+	for _, k := range keys {
+		if slices.Contains(settingsEnv, k) {
+			continue
+		}
+		if slices.Contains(mbctlKeys, k) {
+			return nil, fmt.Errorf("image Env sets %s, which mbctl writes itself", k)
+		}
+		if first {
+			b.WriteString("\n# Environment of the image.\n")
+			first = false
+		}
+		line(k, vals[k])
+	}
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	f, err := envfile.Parse(strings.NewReader(b.String()))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the generated file: %w", err)
+	}
+	return f, nil
+}
+
+// applicationArgs returns MAN8S_APPLICATION_ARGS: the image's Entrypoint
+// followed by its Cmd, quoted so that `sh -c "exec $ARGS"` runs exactly
+// that argv. A word that cannot be carried in the env file is an error
+// naming the image field.
+func applicationArgs(c v1.Config) (string, error) {
+	argv := slices.Concat(c.Entrypoint, c.Cmd)
+	if len(argv) == 0 {
+		return "", fmt.Errorf("the image has neither Entrypoint nor Cmd: nothing to run")
+	}
+	for _, f := range []struct {
+		name  string
+		words []string
+	}{{"Entrypoint", c.Entrypoint}, {"Cmd", c.Cmd}} {
+		for i, w := range f.words {
+			if strings.ContainsAny(w, "\n\r\x00") {
+				return "", fmt.Errorf("image %s[%d] holds a line break or NUL, which %s cannot carry", f.name, i, KeyArgs)
+			}
+		}
+	}
+	args, err := appargs.Quote(argv)
+	if err != nil {
+		return "", fmt.Errorf("image Entrypoint and Cmd: %w", err)
+	}
+	return args, nil
+}
