@@ -61,6 +61,7 @@ type Network struct {
 type Machines struct {
 	DefaultTemplate string `toml:"default_template" comment:"template for new machines"`
 	Busybox         string `toml:"busybox" comment:"static busybox installed into machines as a debug shell (also searched on PATH)"`
+	Init            string `toml:"init" comment:"man8s-init binary installed into machines (default: beside mbctl, then PREFIX/lib/man8s)"`
 }
 
 // Registries configures how images are fetched.
@@ -265,6 +266,9 @@ func (c Config) validate() error {
 	}
 	if !slices.Contains(Templates(), c.Machines.DefaultTemplate) {
 		bad("machines.default_template", "unknown template %q (known: %s)", c.Machines.DefaultTemplate, strings.Join(Templates(), ", "))
+	}
+	if c.Machines.Init != "" && !filepath.IsAbs(c.Machines.Init) {
+		bad("machines.init", "%q is not an absolute path", c.Machines.Init)
 	}
 	for host, mirrors := range c.Registries.Mirrors {
 		for _, m := range mirrors {

@@ -77,6 +77,7 @@ func TestParseErrors(t *testing.T) {
 		{"long bridge", "[network]\nbridge = \"a-very-long-bridge-name\"\n", []string{"network.bridge", "1 to 15"}},
 		{"wrong type", "[paths]\ncache = 3\n", []string{"t.toml:2", "paths.cache"}},
 		{"syntax", "[paths\n", []string{"t.toml", "line 1"}},
+		{"relative init", "[machines]\ninit = \"bin/man8s-init\"\n", []string{"t.toml:2", "machines.init", "not an absolute path"}},
 		{"template", "[machines]\ndefault_template = \"docker\"\n", []string{"t.toml:2", "unknown template"}},
 		{"mirror", "[registries.mirrors]\n\"docker.io\" = [\"mirror\"]\n", []string{"registries.mirrors", `mirror "mirror"`}},
 		{"mirror with a path", "[registries.mirrors]\n\"docker.io\" = [\"https://m.example/dockerhub\"]\n", []string{"t.toml:2", "path prefixes are not supported"}},
