@@ -24,10 +24,7 @@ and man8env.env (the application's environment). Edit those files by hand;
 mbctl keeps your comments when it rewrites them.`)
 	cmd.Aliases = []string{"machine", "m"}
 	cmd.AddCommand(
-		stubVerb("pull IMAGE NAME", "Create machine NAME from an OCI image",
-			`Download IMAGE, unpack it as machine NAME's root filesystem, ask where each
-of the image's volumes should live, and write the machine's settings and
-environment files.`, "IMAGE", "NAME"),
+		newMachinesPullCmd(f),
 		newMachinesListCmd(f),
 		newMachinesShowCmd(f),
 		newMachinesRemoveCmd(f),

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFileAtomic writes data to a temp file next to path (mode perm, which
@@ -79,4 +80,27 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// Within reports whether path is dir or below it. Both must be clean and
+// absolute.
+func Within(path, dir string) bool {
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
+}
+
+// RemoveNoFollow deletes path: a directory with everything in it (symlinks
+// inside are deleted, not followed), anything else, a symlink included,
+// with unlink. A missing path is not an error.
+func RemoveNoFollow(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.RemoveAll(path)
+	}
+	return os.Remove(path)
 }

@@ -122,8 +122,3 @@ func (p Paths) CheckFree() error {
 	}
 	return nil
 }
-
-// within reports whether path is dir or below it (both clean, absolute).
-func within(path, dir string) bool {
-	return path == dir || strings.HasPrefix(path, dir+"/") || dir == "/"
-}

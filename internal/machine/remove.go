@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/man8s/mbctl/internal/fsutil"
 	"github.com/man8s/mbctl/internal/unitfile"
 )
 
@@ -79,7 +80,7 @@ func customVolumes(p Paths) []string {
 			if err != nil || host == "" || host == p.Env {
 				continue
 			}
-			if !within(host, p.ConfigDir) && !within(host, p.StorageDir) {
+			if !fsutil.Within(host, p.ConfigDir) && !fsutil.Within(host, p.StorageDir) {
 				out = append(out, host)
 			}
 		}
@@ -92,27 +93,11 @@ func customVolumes(p Paths) []string {
 func (plan *RemovePlan) Execute() error {
 	var errs []error
 	for _, e := range plan.Delete {
-		if err := removeNoFollow(e.Path); err != nil {
+		if err := fsutil.RemoveNoFollow(e.Path); err != nil {
 			errs = append(errs, fmt.Errorf("deleting %s %s: %w", e.What, e.Path, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// removeNoFollow deletes path: a directory with everything in it (symlinks
-// inside are deleted, not followed), anything else with unlink.
-func removeNoFollow(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return os.RemoveAll(path)
-	}
-	return os.Remove(path)
 }
 
 // ParseBind splits an nspawn Bind= value "SRC[:DST[:OPTIONS]]" into the host

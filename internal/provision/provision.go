@@ -1,0 +1,524 @@
+// Package provision creates a machine from an image: it composes the pull
+// engine, init detection, the file templates and the man8s-init installer,
+// and takes everything back when any step fails or is cancelled.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/cache"
+	"github.com/man8s/mbctl/internal/config"
+	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/initdetect"
+	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/man8init"
+	"github.com/man8s/mbctl/internal/protect"
+	"github.com/man8s/mbctl/internal/pull"
+	"github.com/man8s/mbctl/internal/registry"
+	"github.com/man8s/mbctl/internal/template"
+	"github.com/man8s/mbctl/internal/unitfile"
+	"github.com/man8s/mbctl/internal/ygg"
+)
+
+// Options say what machine Create makes and from what.
+type Options struct {
+	Name string
+	// Dirs are the configured host directories.
+	Dirs config.Paths
+	// Bridge is the host bridge the machine is attached to.
+	Bridge string
+	// Template is the settings template (template.ParseTemplate).
+	Template string
+	// Image is the resolved image (config fetched, layers not yet); Ref is
+	// the reference as the user gave it.
+	Image *registry.Image
+	Ref   string
+	// Subnet is the host's Yggdrasil subnet.
+	Subnet netip.Prefix
+	// Mode is the requested init mode (initdetect.Auto to detect).
+	Mode initdetect.Mode
+	// Volumes say where each volume lives; Kind must be set, Host only for
+	// custom volumes.
+	Volumes []machine.Volume
+	// Cache is the content cache; Pull tunes the download.
+	Cache *cache.Cache
+	Pull  pull.Options
+	// Init is what gets installed at /man8s-init.
+	Init man8init.Sources
+	// Version is mbctl's version; Now the creation time (default now).
+	Version string
+	Now     time.Time
+	Log     *slog.Logger
+
+	// beforeStep, for tests, runs before each step; an error aborts there.
+	beforeStep func(step string) error
+}
+
+// Created describes a new machine.
+type Created struct {
+	Paths      machine.Paths
+	YggAddress netip.Addr
+	Detection  initdetect.Detection
+	Mode       initdetect.Mode
+	ModeReason string
+	Volumes    []machine.Volume
+	Pull       *pull.Result
+	Init       man8init.Result
+	Protect    protect.Result
+}
+
+// Steps of Create, in order (the names tests interrupt at).
+var createSteps = []string{"prepare", "unpack", "detect", "volumes", "files", "init", "protect", "install"}
+
+// Create makes machine o.Name: it unpacks the image into a staging dir,
+// detects the image's init, copies the volumes' image content into their
+// host dirs, writes container.nspawn and man8env.env, installs man8s-init,
+// protects /run and /tmp, then moves everything into place and creates the
+// settings and machinectl links.
+//
+// On any error or cancellation everything this call created is removed,
+// and nothing else: the host is as it was before.
+func Create(ctx context.Context, o Options) (res *Created, err error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if err := machine.ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	p := machine.PathsFor(o.Dirs, o.Name)
+	res = &Created{Paths: p}
+	if res.YggAddress, err = ygg.Address(o.Subnet, o.Name); err != nil {
+		return nil, err
+	}
+	vols, err := placeVolumes(o.Volumes, p)
+	if err != nil {
+		return nil, err
+	}
+	res.Volumes = vols
+
+	var u undo
+	defer func() {
+		if err != nil {
+			if uerr := u.run(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleaning up after the failure: %w", uerr))
+			}
+		}
+	}()
+	step := func(name string) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if o.beforeStep != nil {
+			return o.beforeStep(name)
+		}
+		return nil
+	}
+
+	// prepare: the parent dirs, then staging dirs beside each final one.
+	if err := step("prepare"); err != nil {
+		return nil, err
+	}
+	if err := p.CheckFree(); err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			if err := machine.CheckCustomDir(v.Host, p); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+			}
+		}
+	}
+	for _, d := range []struct {
+		path string
+		mode fs.FileMode
+	}{
+		// The machines dir holds setuid files and device nodes of images:
+		// only root may enter it. The config dirs hold secrets.
+		{o.Dirs.Machines, 0o700}, {o.Dirs.Configs, 0o700}, {o.Dirs.Storage, 0o700},
+		{o.Dirs.Nspawn, 0o755}, {o.Dirs.Machinectl, 0o700},
+	} {
+		if err := u.mkdirAll(d.path, d.mode); err != nil {
+			return nil, err
+		}
+	}
+	stage := func(final string) (string, error) {
+		parent := filepath.Dir(final)
+		if err := u.mkdirAll(parent, 0o755); err != nil {
+			return "", err
+		}
+		dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
+		if err != nil {
+			return "", fmt.Errorf("creating a staging dir next to %s: %w", final, err)
+		}
+		u.add(dir)
+		return dir, nil
+	}
+	rootfs, err := stage(p.Rootfs)
+	if err != nil {
+		return nil, err
+	}
+	confDir, err := stage(p.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	storDir, err := stage(p.StorageDir)
+	if err != nil {
+		return nil, err
+	}
+	// staged maps each final dir to the staging dir standing in for it.
+	staged := map[string]string{p.ConfigDir: confDir, p.StorageDir: storDir}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			if staged[v.Host], err = stage(v.Host); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// stagedPath maps a final host path to where it is being built.
+	stagedPath := func(final string) string {
+		for f, s := range staged {
+			if fsutil.Within(final, f) {
+				return s + strings.TrimPrefix(final, f)
+			}
+		}
+		return final
+	}
+
+	if err := step("unpack"); err != nil {
+		return nil, err
+	}
+	if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, rootfs, o.Pull); err != nil {
+		return nil, err
+	}
+
+	if err := step("detect"); err != nil {
+		return nil, err
+	}
+	cfg := o.Image.Config.Config
+	argv := slices.Concat(cfg.Entrypoint, cfg.Cmd)
+	if res.Detection, err = initdetect.Detect(rootfs, argv); err != nil {
+		return nil, err
+	}
+	res.Mode, res.ModeReason = initdetect.Choose(o.Mode, res.Detection)
+
+	if err := step("volumes"); err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeSkip {
+			continue
+		}
+		if err := copyVolume(rootfs, v.Path, stagedPath(v.Host)); err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+		}
+	}
+
+	if err := step("files"); err != nil {
+		return nil, err
+	}
+	params := template.Params{
+		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
+		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: cfg,
+		Mode: res.Mode, KillSignal: initdetect.KillSignal(res.Mode, res.Detection),
+		EnvFile: p.Env, Version: o.Version, Created: o.Now,
+	}
+	for _, v := range vols {
+		if v.Kind != machine.VolumeSkip {
+			params.Binds = append(params.Binds, template.Bind{Host: v.Host, Container: v.Path})
+		}
+	}
+	settings, err := template.Settings(params)
+	if err != nil {
+		return nil, err
+	}
+	env, err := template.Env(params)
+	if err != nil {
+		return nil, err
+	}
+	if err := unitfile.WriteFileAtomic(stagedPath(p.Settings), settings, 0o644); err != nil {
+		return nil, err
+	}
+	// The environment may hold secrets: root only.
+	if err := envfile.WriteFileAtomic(stagedPath(p.Env), env, 0o600); err != nil {
+		return nil, err
+	}
+
+	if err := step("init"); err != nil {
+		return nil, err
+	}
+	if res.Init, err = man8init.Install(rootfs, o.Init); err != nil {
+		return nil, err
+	}
+
+	if err := step("protect"); err != nil {
+		return nil, err
+	}
+	if res.Protect, err = protect.Protect(rootfs); err != nil {
+		return nil, err
+	}
+
+	// install: rename every staging dir into place, then the links. The
+	// rootfs goes last among the dirs: until then no machine of that name
+	// is visible to nspawn.
+	if err := step("install"); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(rootfs, 0o755); err != nil {
+		return nil, err
+	}
+	moves := [][2]string{{confDir, p.ConfigDir}, {storDir, p.StorageDir}}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			moves = append(moves, [2]string{staged[v.Host], v.Host})
+		}
+	}
+	moves = append(moves, [2]string{rootfs, p.Rootfs})
+	for _, m := range moves {
+		if err := u.rename(m[0], m[1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range [][2]string{{p.Settings, p.SettingsLink}, {p.Rootfs, p.ImageLink}} {
+		if err := u.symlink(l[0], l[1]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// placeVolumes checks the volumes and fills in their host dirs.
+func placeVolumes(vols []machine.Volume, p machine.Paths) ([]machine.Volume, error) {
+	out := make([]machine.Volume, 0, len(vols))
+	seen := map[string]bool{}
+	for _, v := range vols {
+		clean, err := machine.CleanVolumePath(v.Path)
+		if err != nil {
+			return nil, err
+		}
+		if seen[clean] {
+			return nil, fmt.Errorf("volume %s given twice", clean)
+		}
+		seen[clean] = true
+		v.Path = clean
+		switch v.Kind {
+		case machine.VolumeConfig, machine.VolumeData, machine.VolumeSkip:
+			v = v.Place(p)
+		case machine.VolumeCustom:
+			if v.Host == "" {
+				return nil, fmt.Errorf("volume %s: no host dir given", clean)
+			}
+			v.Host = filepath.Clean(v.Host)
+		default:
+			return nil, fmt.Errorf("volume %s: unknown kind %q", clean, v.Kind)
+		}
+		out = append(out, v)
+	}
+	for i, a := range out {
+		for _, b := range out[i+1:] {
+			if a.Host != "" && b.Host != "" && (fsutil.Within(a.Host, b.Host) || fsutil.Within(b.Host, a.Host)) {
+				return nil, fmt.Errorf("volumes %s and %s: host dirs %s and %s overlap", a.Path, b.Path, a.Host, b.Host)
+			}
+		}
+	}
+	return out, nil
+}
+
+// copyVolume creates the host dir dst with the content and attributes of
+// the image's dir at volPath inside rootfs. When the image has nothing
+// there, dst is an empty 0755 dir and the mount point is created in the
+// rootfs.
+func copyVolume(rootfs, volPath, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	src, err := resolveInRoot(rootfs, volPath, true)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("the image has a %s at %s, not a directory", fileType(fi), volPath)
+	}
+	// A custom volume's dst is its (empty) staging dir, already there.
+	if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, err := fsutil.CopyTree(src, dst); err != nil {
+		return fmt.Errorf("copying the image's %s to %s: %w", volPath, dst, err)
+	}
+	return fsutil.CopyMeta(src, dst)
+}
+
+func fileType(fi fs.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsRegular():
+		return "file"
+	default:
+		return "special file"
+	}
+}
+
+// resolveInRoot returns the host path of p inside root, resolving
+// symlinks as if root were "/" (openat2 RESOLVE_IN_ROOT), so a hostile
+// image cannot point a volume at a host dir. With create, missing dirs
+// are made (0755). root must be private to the caller: the result is a
+// path, valid as long as nobody else changes the tree.
+func resolveInRoot(root, p string, create bool) (string, error) {
+	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", root, err)
+	}
+	defer unix.Close(rootfd)
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	rel := strings.TrimPrefix(p, "/")
+	fd, err := unix.Openat2(rootfd, rel, how)
+	if errors.Is(err, unix.ENOENT) && create {
+		fd, err = mkdirInRoot(rootfd, rel, how)
+	}
+	if err != nil {
+		return "", fmt.Errorf("resolving %s in %s: %w", p, root, err)
+	}
+	defer unix.Close(fd)
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", err
+	}
+	if !fsutil.Within(real, filepath.Clean(root)) {
+		return "", fmt.Errorf("%s resolves to %s, outside %s", p, real, root)
+	}
+	return real, nil
+}
+
+// mkdirInRoot creates the missing dirs of rel (0755) one by one, each
+// resolved in root, and opens it. A dangling symlink on the way is an
+// error: where it points is not for mbctl to create.
+func mkdirInRoot(rootfd int, rel string, how *unix.OpenHow) (int, error) {
+	cur := ""
+	for _, part := range strings.Split(rel, "/") {
+		next := part
+		if cur != "" {
+			next = cur + "/" + part
+		}
+		if fd, err := unix.Openat2(rootfd, next, how); err == nil {
+			unix.Close(fd)
+			cur = next
+			continue
+		}
+		pfd, err := unix.Openat2(rootfd, orDot(cur), how)
+		if err != nil {
+			return -1, err
+		}
+		err = unix.Mkdirat(pfd, part, 0o755)
+		unix.Close(pfd)
+		if errors.Is(err, unix.EEXIST) {
+			return -1, fmt.Errorf("/%s is a dangling symlink or not a directory", next)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("creating /%s: %w", next, err)
+		}
+		cur = next
+	}
+	return unix.Openat2(rootfd, rel, how)
+}
+
+func orDot(s string) string {
+	if s == "" {
+		return "."
+	}
+	return s
+}
+
+// undo records what Create made so that a failure can take it back.
+type undo struct {
+	made []string // removed in reverse order
+}
+
+func (u *undo) add(path string) { u.made = append(u.made, path) }
+
+// mkdirAll creates path and its missing parents with mode and records the
+// topmost dir it created.
+func (u *undo) mkdirAll(path string, mode fs.FileMode) error {
+	var missing []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("%s is not a directory", p)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, p)
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], mode); err != nil {
+			return fmt.Errorf("creating %s: %w", missing[i], err)
+		}
+		if err := os.Chmod(missing[i], mode); err != nil { // the umask applied
+			return err
+		}
+		if i == len(missing)-1 {
+			u.add(missing[i])
+		}
+	}
+	return nil
+}
+
+// rename moves a staging dir to its final name, which must not exist.
+func (u *undo) rename(from, to string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("moving %s to %s: %w", from, to, err)
+	}
+	for i, m := range u.made {
+		if m == from {
+			u.made[i] = to
+		}
+	}
+	return nil
+}
+
+func (u *undo) symlink(target, link string) error {
+	if err := os.Symlink(target, link); err != nil {
+		return fmt.Errorf("creating link %s: %w", link, err)
+	}
+	u.add(link)
+	return nil
+}
+
+// run removes what was made, newest first, never following a symlink.
+func (u *undo) run() error {
+	var errs []error
+	for i := len(u.made) - 1; i >= 0; i-- {
+		if err := fsutil.RemoveNoFollow(u.made[i]); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", u.made[i], err))
+		}
+	}
+	u.made = nil
+	return errors.Join(errs...)
+}
