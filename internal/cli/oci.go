@@ -27,7 +27,7 @@ helpers, or "podman login" ($REGISTRY_AUTH_FILE, containers' auth.json).`)
 	cmd.AddCommand(
 		newOCIDownloadCmd(f),
 		newOCIInspectCmd(f),
-		stubVerb("man8init PATH", "Install man8s-init into the root filesystem at PATH", "", "PATH"),
+		newOCIMan8initCmd(f),
 	)
 	return cmd
 }
