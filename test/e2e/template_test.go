@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/initdetect"
+	"github.com/man8s/mbctl/internal/man8init"
+	"github.com/man8s/mbctl/internal/template"
+	"github.com/man8s/mbctl/internal/testbed"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/unitfile"
+)
+
+// Proof (issue 3, generated files): systemd-nspawn accepts the generated
+// container.nspawn as it is, comments included, and the machine runs the
+// image's argv with its environment, working directory and volumes, also
+// where host paths hold ':' and spaces (escaped in Bind=).
+func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
+	testbed.RequireT(t, "systemd-nspawn", busybox)
+	const name = "m8s-gen-e2e"
+	work := t.TempDir()
+	rootfs := filepath.Join(work, "rootfs")
+	if err := ociimage.Rootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(rootfs, "srv/app dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := man8init.Install(rootfs, man8init.Sources{Init: filepath.Join(bins.dir, "man8s-init"), Busybox: busybox}); err != nil {
+		t.Fatal(err)
+	}
+	configs := filepath.Join(work, "configs: "+name)
+	data := filepath.Join(work, "data:1 x")
+	writeFile(t, filepath.Join(data, "f"), "volume content\n", 0o644)
+
+	img := v1.Config{
+		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/app", "GREETING=say \"hi\" to $HOME's * friends"},
+		Entrypoint: []string{"/bin/sh", "-c"},
+		Cmd:        []string{`echo "pwd=$(pwd)"; echo "greeting=$GREETING"; echo "home=$HOME"; echo "arg=$0"; cat /data/f; exit 4`, "it's $0"},
+		WorkingDir: "/srv/app dir",
+	}
+	d, err := initdetect.Detect(rootfs, append(img.Entrypoint, img.Cmd...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, _ := initdetect.Choose(initdetect.Auto, d)
+	p := template.Params{
+		Name: name, Template: "netns-init", Bridge: "m8s-absent0",
+		YggAddress: netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d"),
+		ImageRef:   "example.com/app:1", ImageDigest: "sha256:0123",
+		Image: img, Mode: mode, KillSignal: initdetect.KillSignal(mode, d),
+		EnvFile: filepath.Join(configs, "man8env.env"),
+		Binds:   []template.Bind{{Host: data, Container: "/data"}},
+		Version: "e2e", Created: time.Now(),
+	}
+	settings, err := template.Settings(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := template.Env(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(configs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := envfile.WriteFileAtomic(p.EnvFile, env, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A settings file in /run/systemd/nspawn is trusted, so Bind= applies.
+	nspawnFile := filepath.Join("/run/systemd/nspawn", name+".nspawn")
+	if err := os.MkdirAll(filepath.Dir(nspawnFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unitfile.WriteFileAtomic(nspawnFile, settings, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(nspawnFile) })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	// --private-network replaces the settings' [Network] (the bridge is not
+	// there in this test); everything else comes from the settings file.
+	out, err := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", name, "-D", rootfs, "--private-network").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
+		t.Errorf("machine ended with %v, want the app's exit status 4\n%s\n--- settings:\n%s", err, out, settings.Bytes())
+	}
+	for _, want := range []string{
+		"pwd=/srv/app dir",
+		`greeting=say "hi" to $HOME's * friends`,
+		"home=/home/app",
+		"arg=it's $0",
+		"volume content",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("machine output lacks %q:\n%s", want, out)
+		}
+	}
+}
