@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/man8s/mbctl/internal/buildinfo"
 	"github.com/man8s/mbctl/internal/initdetect"
 	"github.com/man8s/mbctl/internal/machine"
-	"github.com/man8s/mbctl/internal/man8init"
 	"github.com/man8s/mbctl/internal/provision"
 	"github.com/man8s/mbctl/internal/pull"
 	"github.com/man8s/mbctl/internal/registry"
@@ -123,11 +121,10 @@ func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error 
 		return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", o.Name, err)
 	}
 	f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
-	src, err := man8init.Locate(cfg.Machines.Init, cfg.Machines.Busybox, exec.LookPath)
+	src, err := locateInit(f)
 	if err != nil {
 		return err
 	}
-	f.Logger().Debug("man8s-init", "path", src.Init, "from", src.InitFrom, "busybox", src.Busybox)
 
 	// The image's config (no layers yet) says which volumes to ask about.
 	im, err := resolveImage(ctx, f, o.Image, o.Platform)

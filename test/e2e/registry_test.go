@@ -191,7 +191,7 @@ func TestDownloadInterruptedLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	stalled := make(chan struct{}, 1)
-	proxy := stallingProxy(t, reg.URL(), stalled)
+	proxy := stallingProxy(t, reg.URL(), stalled, 1<<20)
 
 	work := t.TempDir()
 	conf := writeConfig(t, work, fmt.Sprintf("[registries.mirrors]\n%q = [%q]\n", reg.Addr(), proxy))
@@ -227,9 +227,10 @@ func TestDownloadInterruptedLeavesNothing(t *testing.T) {
 	}
 }
 
-// stallingProxy forwards to target and stalls each blob body after 1 MiB
-// until the test ends, signalling stalled the first time.
-func stallingProxy(t *testing.T, target string, stalled chan<- struct{}) string {
+// stallingProxy forwards to target and stalls the body of each blob larger
+// than minSize after 1 MiB until the test ends, signalling stalled the
+// first time.
+func stallingProxy(t *testing.T, target string, stalled chan<- struct{}, minSize int64) string {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
@@ -238,7 +239,7 @@ func stallingProxy(t *testing.T, target string, stalled chan<- struct{}) string 
 	rp := httputil.NewSingleHostReverseProxy(u)
 	done := make(chan struct{})
 	rp.ModifyResponse = func(resp *http.Response) error {
-		if strings.Contains(resp.Request.URL.Path, "/blobs/") && resp.Request.Method == http.MethodGet && resp.ContentLength > 1<<20 {
+		if strings.Contains(resp.Request.URL.Path, "/blobs/") && resp.Request.Method == http.MethodGet && resp.ContentLength > minSize {
 			resp.Body = &stallReader{r: resp.Body, left: 1 << 20, done: done, stalled: stalled}
 		}
 		return nil

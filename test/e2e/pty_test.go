@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// terminal is a pseudo-terminal a test types into as a person would.
+type terminal struct {
+	master, slave *os.File
+
+	mu  sync.Mutex
+	out strings.Builder // everything the program wrote
+	pos int             // how much of out expect has consumed
+}
+
+// openTerminal opens a pty pair; the slave is for the program's stdio.
+func openTerminal(t *testing.T) *terminal {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := &terminal{master: master, slave: slave}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			term.mu.Lock()
+			term.out.Write(buf[:n])
+			term.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { slave.Close(); master.Close() })
+	return term
+}
+
+// expect waits until the program has written want after what earlier
+// expects consumed.
+func (term *terminal) expect(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		term.mu.Lock()
+		s := term.out.String()
+		i := strings.Index(s[term.pos:], want)
+		if i >= 0 {
+			term.pos += i + len(want)
+		}
+		term.mu.Unlock()
+		if i >= 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the program never wrote %q; it wrote:\n%s", want, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// typeLine types line and Enter.
+func (term *terminal) typeLine(t *testing.T, line string) {
+	t.Helper()
+	if _, err := term.master.WriteString(line + "\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (term *terminal) output() string {
+	term.mu.Lock()
+	defer term.mu.Unlock()
+	return term.out.String()
+}
