@@ -32,13 +32,14 @@
 package initdetect
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 
 	"github.com/man8s/mbctl/internal/appargs"
 )
@@ -191,7 +192,7 @@ func (r resolver) lookup(cmd string) (string, bool) {
 // realPath resolves unsafePath inside the rootfs and returns where the file
 // really is, as an absolute path inside the rootfs.
 func (r resolver) realPath(unsafePath string) (string, bool) {
-	fd, err := openInRoot(r.root, unsafePath, unix.O_PATH)
+	fd, err := fsutil.OpenInRoot(r.root, unsafePath, unix.O_PATH)
 	if err != nil {
 		return "", false
 	}
@@ -221,7 +222,7 @@ func (r resolver) exists(unsafePath string, dir bool) bool {
 	if dir {
 		flags |= unix.O_DIRECTORY
 	}
-	fd, err := openInRoot(r.root, unsafePath, flags)
+	fd, err := fsutil.OpenInRoot(r.root, unsafePath, flags)
 	if err != nil {
 		return false
 	}
@@ -231,7 +232,7 @@ func (r resolver) exists(unsafePath string, dir bool) bool {
 
 // s6Evidence describes what marks the rootfs as s6-overlay's, or returns "".
 func (r resolver) s6Evidence() string {
-	fd, err := openInRoot(r.root, "/package/admin", unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err := fsutil.OpenInRoot(r.root, "/package/admin", unix.O_RDONLY|unix.O_DIRECTORY)
 	if err == nil {
 		names, _ := readDirNames(fd)
 		unix.Close(fd)
@@ -261,22 +262,6 @@ func readDirNames(fd int) ([]string, error) {
 // fdPath returns the path the kernel has for the open file fd.
 func fdPath(fd int) (string, error) {
 	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-}
-
-// openInRoot opens unsafePath below the directory root as if root were "/":
-// ".." and absolute symbolic links stay inside it.
-func openInRoot(root int, unsafePath string, flags int) (int, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for i := 0; ; i++ {
-		fd, err := unix.Openat2(root, unsafePath, &how)
-		if errors.Is(err, unix.EAGAIN) && i < 16 {
-			continue
-		}
-		return fd, err
-	}
 }
 
 // Mode is how man8s-init runs the image's command.

@@ -36,6 +36,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 // Dir is the directory of the init inside the rootfs.
@@ -223,7 +225,7 @@ func Install(rootfs string, src Sources) (res Result, err error) {
 // there that is not a real directory (a file, or a symbolic link that may
 // point out of the rootfs) with a new directory (0755).
 func ensureDir(root int, name string) (int, error) {
-	fd, err := openChild(root, name, unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err := fsutil.OpenChild(root, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	switch {
 	case err == nil:
 		return fd, nil
@@ -238,7 +240,7 @@ func ensureDir(root int, name string) (int, error) {
 	if err := unix.Mkdirat(root, name, 0o755); err != nil {
 		return -1, fmt.Errorf("creating directory: %w", err)
 	}
-	fd, err = openChild(root, name, unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err = fsutil.OpenChild(root, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return -1, err
 	}
@@ -247,35 +249,6 @@ func ensureDir(root int, name string) (int, error) {
 		return -1, err
 	}
 	return fd, nil
-}
-
-// openChild opens name, one component, in dir without following a symbolic
-// link (ELOOP) or crossing a mount point.
-func openChild(dir int, name string, flags int) (int, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-	}
-	return retry(func() (int, error) { return unix.Openat2(dir, name, &how) })
-}
-
-// openInRoot opens unsafePath below root as if root were "/".
-func openInRoot(root int, unsafePath string, flags int) (int, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-	}
-	return retry(func() (int, error) { return unix.Openat2(root, unsafePath, &how) })
-}
-
-func retry(open func() (int, error)) (int, error) {
-	for i := 0; ; i++ {
-		fd, err := open()
-		if err == unix.EAGAIN && i < 16 { // a concurrent rename; the kernel asks to retry
-			continue
-		}
-		return fd, err
-	}
 }
 
 // copyInto copies the host file src to name in dir (mode 0755), atomically:
@@ -328,7 +301,7 @@ func copyInto(dir int, name, src string) (err error) {
 // /bin is resolved inside the rootfs (it may be a link to usr/bin) and
 // created if it does not exist at all.
 func linkShell(root int) (bool, error) {
-	bin, err := openInRoot(root, "bin", unix.O_RDONLY|unix.O_DIRECTORY)
+	bin, err := fsutil.OpenInRoot(root, "bin", unix.O_RDONLY|unix.O_DIRECTORY)
 	if errors.Is(err, unix.ENOENT) {
 		var st unix.Stat_t
 		if lerr := unix.Fstatat(root, "bin", &st, unix.AT_SYMLINK_NOFOLLOW); lerr == nil {
@@ -337,7 +310,7 @@ func linkShell(root int) (bool, error) {
 		if err := unix.Mkdirat(root, "bin", 0o755); err != nil {
 			return false, fmt.Errorf("creating /bin: %w", err)
 		}
-		bin, err = openChild(root, "bin", unix.O_RDONLY|unix.O_DIRECTORY)
+		bin, err = fsutil.OpenChild(root, "bin", unix.O_RDONLY|unix.O_DIRECTORY)
 		if err == nil {
 			err = unix.Fchmod(bin, 0o755)
 		}

@@ -390,11 +390,11 @@ func resolveInRoot(root, p string, create bool) (string, error) {
 		return "", fmt.Errorf("opening %s: %w", root, err)
 	}
 	defer unix.Close(rootfd)
-	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	const flags = unix.O_PATH | unix.O_DIRECTORY
 	rel := strings.TrimPrefix(p, "/")
-	fd, err := unix.Openat2(rootfd, rel, how)
+	fd, err := fsutil.OpenInRoot(rootfd, rel, flags)
 	if errors.Is(err, unix.ENOENT) && create {
-		fd, err = mkdirInRoot(rootfd, rel, how)
+		fd, err = mkdirInRoot(rootfd, rel, flags)
 	}
 	if err != nil {
 		return "", fmt.Errorf("resolving %s in %s: %w", p, root, err)
@@ -413,19 +413,19 @@ func resolveInRoot(root, p string, create bool) (string, error) {
 // mkdirInRoot creates the missing dirs of rel (0755) one by one, each
 // resolved in root, and opens it. A dangling symlink on the way is an
 // error: where it points is not for mbctl to create.
-func mkdirInRoot(rootfd int, rel string, how *unix.OpenHow) (int, error) {
+func mkdirInRoot(rootfd int, rel string, flags int) (int, error) {
 	cur := ""
 	for _, part := range strings.Split(rel, "/") {
 		next := part
 		if cur != "" {
 			next = cur + "/" + part
 		}
-		if fd, err := unix.Openat2(rootfd, next, how); err == nil {
+		if fd, err := fsutil.OpenInRoot(rootfd, next, flags); err == nil {
 			unix.Close(fd)
 			cur = next
 			continue
 		}
-		pfd, err := unix.Openat2(rootfd, orDot(cur), how)
+		pfd, err := fsutil.OpenInRoot(rootfd, orDot(cur), flags)
 		if err != nil {
 			return -1, err
 		}
@@ -439,7 +439,7 @@ func mkdirInRoot(rootfd int, rel string, how *unix.OpenHow) (int, error) {
 		}
 		cur = next
 	}
-	return unix.Openat2(rootfd, rel, how)
+	return fsutil.OpenInRoot(rootfd, rel, flags)
 }
 
 func orDot(s string) string {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 // Every entry is made in the same order: create, chown, extended
@@ -154,7 +156,7 @@ func (u *Unpacker) directory(hdr *tar.Header, unsafePath, unsafeDir, name string
 	if err != nil {
 		return fmt.Errorf("creating directory: %w", err)
 	}
-	fd, err := openChild(h.fd, name)
+	fd, err := fsutil.OpenChild(h.fd, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("opening directory: %w", err)
 	}
@@ -291,7 +293,7 @@ func (u *Unpacker) hardlink(hdr *tar.Header, unsafePath, unsafeDir, name string)
 	targetDir, targetName := splitPath(unsafeTarget)
 	src := u.rootFd
 	if targetDir != "" {
-		fd, err := openInRoot(u.rootFd, targetDir, unix.O_PATH|unix.O_DIRECTORY)
+		fd, err := fsutil.OpenInRoot(u.rootFd, targetDir, unix.O_PATH|unix.O_DIRECTORY)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return fmt.Errorf("hard link target %q does not exist", shorten(hdr.Linkname))
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 // whiteout applies a whiteout entry named name in unsafeDir: ".wh.NAME"
@@ -43,7 +45,7 @@ func (u *Unpacker) whiteout(unsafeDir, name string) error {
 		return nil
 	}
 	// Made by this layer: keep it, but not what lower layers left inside.
-	fd, err := openChild(h.fd, target)
+	fd, err := fsutil.OpenChild(h.fd, target, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil // not a directory: nothing of lower layers inside
 	}
@@ -71,7 +73,7 @@ func (u *Unpacker) removeLowerChildren(fd int, unsafeDir string, exact bool, dep
 			}
 			continue
 		}
-		child, err := openChild(fd, name)
+		child, err := fsutil.OpenChild(fd, name, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			continue // not a directory
 		}
@@ -104,7 +106,7 @@ func removeDirAt(dirfd int, name string, depth int) error {
 	}
 	// openChild does not cross into a mount point: a bind mount in the
 	// root is never emptied (EXDEV).
-	fd, err := openChild(dirfd, name)
+	fd, err := fsutil.OpenChild(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err == unix.ENOENT {
 		return nil
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 // errNotExist reports that a directory to look in does not exist (or a
@@ -164,7 +166,7 @@ func (u *Unpacker) openDir(unsafeDir string, create bool) (dirHandle, error) {
 // symbolic link, creating it (0755, owned by the unpacking user) if create
 // is set and it is missing.
 func (u *Unpacker) openChildDir(parent int, name string, create bool) (int, error) {
-	fd, err := openChild(parent, name)
+	fd, err := fsutil.OpenChild(parent, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != unix.ENOENT || !create {
 		return fd, err
 	}
@@ -174,7 +176,7 @@ func (u *Unpacker) openChildDir(parent int, name string, create bool) (int, erro
 	} else if err != nil {
 		return -1, err
 	}
-	fd, err = openChild(parent, name)
+	fd, err = fsutil.OpenChild(parent, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil || !created {
 		return fd, err
 	}
@@ -191,28 +193,11 @@ func (u *Unpacker) openChildDir(parent int, name string, create bool) (int, erro
 	return fd, nil
 }
 
-// openChild opens the directory name, one component, in the directory
-// parent. A symbolic link is ELOOP, a mount point EXDEV, anything but a
-// directory ENOTDIR.
-func openChild(parent int, name string) (int, error) {
-	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-	}
-	for i := 0; ; i++ {
-		fd, err := unix.Openat2(parent, name, &how)
-		if err == unix.EAGAIN && i < 16 {
-			continue
-		}
-		return fd, err
-	}
-}
-
 // openDirInRoot resolves unsafeDir from the root by the kernel's rules for
 // a chroot (openat2 RESOLVE_IN_ROOT). If create is set and something on
 // the way is missing, mkdirInRoot creates it.
 func (u *Unpacker) openDirInRoot(unsafeDir string, create bool) (dirHandle, error) {
-	fd, err := openInRoot(u.rootFd, unsafeDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err := fsutil.OpenInRoot(u.rootFd, unsafeDir, unix.O_RDONLY|unix.O_DIRECTORY)
 	if create && errors.Is(err, unix.ENOENT) {
 		fd, err = u.mkdirInRoot(unsafeDir)
 	}
@@ -293,25 +278,6 @@ func (u *Unpacker) mkdirInRoot(unsafeDir string) (_ int, err error) {
 		rest = target + "/" + rest
 	}
 	return cur, nil
-}
-
-// openInRoot opens unsafePath below the directory root as if root were
-// "/": ".." and absolute symbolic links stay inside it, magic links and
-// mount points are not crossed. A loop of symbolic links is ELOOP.
-func openInRoot(root int, unsafePath string, flags int) (int, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-	}
-	for i := 0; ; i++ {
-		fd, err := unix.Openat2(root, unsafePath, &how)
-		// EAGAIN: a rename elsewhere raced the lookup; the kernel asks
-		// for a retry.
-		if err == unix.EAGAIN && i < 16 {
-			continue
-		}
-		return fd, err
-	}
 }
 
 // dropDirs closes the cached directories from index n on.

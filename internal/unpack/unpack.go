@@ -29,6 +29,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 const (
@@ -136,7 +138,7 @@ func New(root string, opts Options) (*Unpacker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening root %s: %w", root, err)
 	}
-	probe, err := openInRoot(fd, ".", unix.O_PATH|unix.O_DIRECTORY)
+	probe, err := fsutil.OpenInRoot(fd, ".", unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		_ = unix.Close(fd)
 		if errors.Is(err, unix.ENOSYS) {
