@@ -16,6 +16,26 @@ import (
 	"github.com/man8s/mbctl/internal/machine"
 )
 
+func newMachinesCmd(f *Factory) *cobra.Command {
+	cmd := groupCmd("machines", "Create, run and remove machines",
+		`A machine is an OCI image unpacked into a systemd-nspawn root filesystem,
+plus the plain files that configure it: container.nspawn (nspawn settings)
+and man8env.env (the application's environment). Edit those files by hand;
+mbctl keeps your comments when it rewrites them.`)
+	cmd.Aliases = []string{"machine", "m"}
+	cmd.AddCommand(
+		newMachinesPullCmd(f),
+		newMachinesListCmd(f),
+		newMachinesShowCmd(f),
+		newMachinesRemoveCmd(f),
+		newMachinesRunCmd(f),
+		newMachinesLogsCmd(f),
+		newMachinesShellCmd(f),
+	)
+	cmd.AddCommand(newMachinesServiceCmds(f)...)
+	return cmd
+}
+
 // machinePaths validates name and returns its paths under the configured
 // directories.
 func machinePaths(f *Factory, name string) (machine.Paths, config.Config, error) {

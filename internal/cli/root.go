@@ -40,6 +40,9 @@ type Factory struct {
 
 	// Prober finds running machines; the zero value looks at this host.
 	Prober machine.Prober
+	// Commands runs the host commands mbctl hands work to; nil means the
+	// real ones (tests record them instead).
+	Commands commands
 	prompt *prompter
 
 	loadOnce sync.Once
@@ -77,6 +80,12 @@ func (e *usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
+
+// exitStatusError passes on the exit status of a command mbctl ran in the
+// foreground (systemd-nspawn, systemctl, ...), which has already spoken.
+type exitStatusError struct{ code int }
+
+func (e *exitStatusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // errNotImplemented is returned by verbs that a later release fills in.
 var errNotImplemented = errors.New("not implemented yet in this version of mbctl")
@@ -194,6 +203,10 @@ func run(ctx context.Context, args []string, f *Factory) int {
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var es *exitStatusError
+	if errors.As(err, &es) {
+		return es.code // the command said what happened itself
 	}
 	fmt.Fprintf(ios.ErrOut, "mbctl: %v\n", err)
 	var ue *usageError
