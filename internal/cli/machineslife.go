@@ -39,8 +39,8 @@ func newMachinesRunCmd(f *Factory) *cobra.Command {
 machine's settings file (NAME.nspawn in the nspawn dir). The output of
 man8s-init and the app appears here. Ctrl-C, or SIGTERM to mbctl, stops the
 machine the way systemd does (SIGTERM to nspawn, which sends its KillSignal
-to the machine), so the app gets its own stop signal. mbctl exits with the
-app's exit status.
+to the machine), so the app gets its own stop signal; that orderly shutdown
+exits 0. When the app exits on its own, mbctl exits with the app's status.
 
 Without a systemd system bus (containers, minimal hosts) nspawn runs with
 --register=no --keep-unit.`,

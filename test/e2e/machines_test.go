@@ -30,9 +30,9 @@ func machineConfig(t *testing.T, work, extra string) string {
 		"unix://"+filepath.Join(work, "no-ygg.sock"), yggPrefix, extra))
 }
 
-// volumeApp is a busybox app with two volumes: /var/lib/app (data owned by
+// volumeLayer holds two volumes' content: /var/lib/app (data owned by
 // 1000:1001, a hardlink, a symlink, an xattr) and /etc/app (a config file).
-func volumeApp(t *testing.T, extra ...v1.Layer) v1.Image {
+func volumeLayer(t *testing.T) v1.Layer {
 	t.Helper()
 	l, err := ociimage.Layer(
 		ociimage.Entry{Path: "var/lib/app/", Type: '5', Mode: 0o750, UID: 1000, GID: 1001},
@@ -44,11 +44,17 @@ func volumeApp(t *testing.T, extra ...v1.Layer) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// volumeApp is a busybox app with the volumes of volumeLayer.
+func volumeApp(t *testing.T, extra ...v1.Layer) v1.Image {
+	t.Helper()
 	img, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
 		Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo started; exec sleep 1000"},
 		Env:        []string{ociimage.DefaultPath, "APP_PORT=8080"},
 		StopSignal: "SIGQUIT", Volumes: []string{"/var/lib/app", "/etc/app"},
-	}, append([]v1.Layer{l}, extra...)...)
+	}, append([]v1.Layer{volumeLayer(t)}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

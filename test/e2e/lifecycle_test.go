@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/man8s/mbctl/internal/testbed"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/registry"
+)
+
+// machineHost is a testbed host set up for mbctl's machine verbs: its
+// config has every path in a temp dir, yggdrasil's admin socket, and
+// paths.nspawn = /run/systemd/nspawn, which systemd-nspawn reads; each
+// mbctl runs in a private mount namespace where that dir is the test's.
+type machineHost struct {
+	*testbed.Host
+	work, conf string
+}
+
+func newMachineHost(t *testing.T) *machineHost {
+	t.Helper()
+	testbed.RequireT(t, "systemd-nspawn", "nsenter", "unshare", busybox)
+	h := testbed.NewHostT(t, testbed.Options{})
+	work := t.TempDir()
+	conf := writeConfig(t, work, fmt.Sprintf("[network]\nygg_admin = %q\n", h.YggAdmin))
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.Replace(string(data), fmt.Sprintf("nspawn = %q", filepath.Join(work, "nspawn")), `nspawn = "/run/systemd/nspawn"`, 1))
+	if err := os.WriteFile(conf, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(work, "nspawn"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll("/run/systemd/nspawn", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &machineHost{Host: h, work: work, conf: conf}
+}
+
+// mbctl returns the command running mbctl args in the host's network
+// namespace, with the test's nspawn dir on /run/systemd/nspawn. A pull
+// runs in the root namespace, where the test registry listens on
+// loopback.
+func (m *machineHost) mbctl(ctx context.Context, args ...string) *exec.Cmd {
+	script := `mount --bind "$0" /run/systemd/nspawn && exec "$@"`
+	argv := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script,
+		filepath.Join(m.work, "nspawn"), bins.mbctl, "--config", m.conf}, args...)
+	if len(args) > 1 && args[1] == "pull" {
+		return exec.CommandContext(ctx, "unshare", argv...)
+	}
+	return m.Command(ctx, "unshare", argv...)
+}
+
+func (m *machineHost) mustMbctl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := m.mbctl(t.Context(), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mbctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// quitApp prints its start, takes SIGQUIT as its stop signal (exit 0) and
+// exits 7 on SIGUSR1.
+const quitApp = `echo app started with APP_PORT=$APP_PORT
+echo $$ > /tmp/app.pid
+trap 'echo app got QUIT; exit 0' QUIT
+trap 'echo app got USR1; exit 7' USR1
+while true; do sleep 0.1; done`
+
+// Proof (issue 4, lifecycle and shell): a pulled machine runs in the
+// foreground in a testbed host; shell enters it (files of a config volume,
+// the env file's variables), --network-only runs a host command in its
+// network namespace; SIGTERM to `machines run` stops the machine the
+// systemd way, the app gets its StopSignal, and its exit status is mbctl's.
+func TestMachineRunShellStop(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/quit:1"
+	script, err := ociimage.Layer(ociimage.File("app.sh", []byte(quitApp), 0o755))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint: []string{"/bin/sh", "/app.sh"},
+		Env:        []string{ociimage.DefaultPath, "APP_PORT=8080"},
+		StopSignal: "SIGQUIT", Volumes: []string{"/var/lib/app", "/etc/app"},
+	}, volumeLayer(t), script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, app, ref)
+	m.mustMbctl(t, "machines", "pull", "--quiet", ref, "quit1", "--volume", "/var/lib/app=data", "--volume", "/etc/app=config")
+
+	run := m.startRun(t, "quit1")
+	waitFor(t, "the app to start", func() bool { return strings.Contains(run.output(), "app started") })
+	if !strings.Contains(run.output(), "APP_PORT=8080") {
+		t.Errorf("the app did not get the image's env:\n%s", run.output())
+	}
+	show := m.mustMbctl(t, "machines", "show", "quit1")
+	if !strings.Contains(show, "running (leader PID") {
+		t.Errorf("show of the running machine:\n%s", show)
+	}
+	if got := m.mustMbctl(t, "machines", "shell", "quit1", "--", "cat", "/etc/app/app.conf"); got != "port=8080\n" {
+		t.Errorf("shell cat of the config volume = %q", got)
+	}
+	if got := m.mustMbctl(t, "machines", "shell", "quit1", "--", "/bin/sh", "-c", "echo $MAN8S_CONTAINER_NAME $APP_PORT $(hostname)"); got != "quit1 8080 quit1\n" {
+		t.Errorf("shell env and hostname = %q", got)
+	}
+	if got := m.mustMbctl(t, "machines", "shell", "--network-only", "quit1", "--", "ip", "-o", "link", "show"); !strings.Contains(got, "host0") {
+		t.Errorf("--network-only ip link shows no host0:\n%s", got)
+	}
+
+	// Stopped the way systemd stops it: an orderly shutdown (status 0)
+	// in which the app gets its StopSignal exactly once.
+	if code := run.stop(t); code != 0 {
+		t.Errorf("machines run after SIGTERM: status %d, want 0\n%s", code, run.output())
+	}
+	if strings.Count(run.output(), "app got QUIT") != 1 || strings.Contains(run.output(), "got USR1") {
+		t.Errorf("the app did not get exactly one SIGQUIT:\n%s", run.output())
+	}
+	if list := m.mustMbctl(t, "machines", "list"); !strings.Contains(list, "stopped") {
+		t.Errorf("list after stop:\n%s", list)
+	}
+	out, err := m.mbctl(t.Context(), "machines", "shell", "quit1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is not running") {
+		t.Errorf("shell of a stopped machine: %v\n%s", err, out)
+	}
+
+	// An app that exits on its own: its status is mbctl's.
+	run = m.startRun(t, "quit1")
+	waitFor(t, "the app to start again", func() bool { return strings.Contains(run.output(), "app started") })
+	m.mustMbctl(t, "machines", "shell", "quit1", "--", "/bin/sh", "-c", "kill -USR1 $(cat /tmp/app.pid)")
+	if code := run.wait(t); code != 7 {
+		t.Errorf("machines run of an app exiting 7: status %d\n%s", code, run.output())
+	}
+}
+
+// runningMachine is a `mbctl machines run` in the background.
+type runningMachine struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+func (m *machineHost) startRun(t *testing.T, name string) *runningMachine {
+	t.Helper()
+	r := &runningMachine{out: &syncBuffer{}, done: make(chan struct{})}
+	r.cmd = m.mbctl(context.Background(), "machines", "run", name)
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.err = r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-r.done:
+		default:
+			r.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-r.done:
+			case <-time.After(30 * time.Second):
+				r.cmd.Process.Kill()
+				<-r.done
+			}
+		}
+	})
+	return r
+}
+
+func (r *runningMachine) output() string { return r.out.String() }
+
+// stop sends SIGTERM and returns the exit status.
+func (r *runningMachine) stop(t *testing.T) int {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return r.wait(t)
+}
+
+// wait returns the exit status once the machine has stopped.
+func (r *runningMachine) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the machine did not stop:\n%s", r.output())
+	}
+	if ee, ok := r.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return 0
+}
+
+// syncBuffer is a strings.Builder safe for a writing process and a
+// reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
