@@ -48,6 +48,8 @@ type Paths struct {
 	Machinectl string `toml:"machinectl" comment:"machinectl image links (NAME -> rootfs)"`
 	Cache      string `toml:"cache" comment:"image content cache (OCI image layout)"`
 	Scratch    string `toml:"scratch" comment:"scratch space for downloads and staging"`
+	Networkd   string `toml:"networkd" comment:"where mbctl host setup writes the bridge's systemd-networkd .netdev and .network"`
+	Sysctl     string `toml:"sysctl" comment:"where mbctl host setup writes the forwarding sysctl drop-in"`
 }
 
 // Network configures the host side of the machines' network.
@@ -85,6 +87,8 @@ func Default() Config {
 			Machinectl: "/var/lib/machines",
 			Cache:      "/var/cache/man8s",
 			Scratch:    "/var/tmp/man8s",
+			Networkd:   "/etc/systemd/network",
+			Sysctl:     "/etc/sysctl.d",
 		},
 		Network: Network{
 			Bridge:   "srvgrp0",
@@ -253,7 +257,7 @@ func (c Config) validate() error {
 			bad(key, "%q is not an absolute path", p)
 		}
 	}
-	if err := validateIfName(c.Network.Bridge); err != nil {
+	if err := ValidateIfName(c.Network.Bridge); err != nil {
 		bad("network.bridge", "%w", err)
 	}
 	if _, _, err := ygg.ParseEndpoint(c.Network.YggAdmin); err != nil {
@@ -301,7 +305,8 @@ func (c Config) YggPrefix() (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-func validateIfName(name string) error {
+// ValidateIfName checks that name can be a Linux network interface name.
+func ValidateIfName(name string) error {
 	if name == "" || len(name) > 15 {
 		return fmt.Errorf("interface name %q must be 1 to 15 characters", name)
 	}
