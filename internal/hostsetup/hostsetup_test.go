@@ -1,0 +1,318 @@
+package hostsetup
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var subnet = netip.MustParsePrefix("300:2e98:a4b0:1789::/64")
+
+func TestRenderGolden(t *testing.T) {
+	files, err := Render("srvgrp0", subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		golden := filepath.Join("testdata", f.Name+".golden")
+		if *update {
+			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run go test -update to create it)", err)
+		}
+		if d := cmp.Diff(string(want), string(f.Content)); d != "" {
+			t.Errorf("%s differs from %s (-want +got):\n%s", f.Name, golden, d)
+		}
+	}
+}
+
+func TestRender(t *testing.T) {
+	files, err := Render("br-test", netip.MustParsePrefix("301:aa::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		s := string(f.Content)
+		for _, bad := range []string{"srvgrp0", "YGGDRASIL_SUBNET", "PLACEHOLDER"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s still contains %q:\n%s", f.Name, bad, s)
+			}
+		}
+	}
+	if want := []string{"80-man8s-br-test.netdev", "80-man8s-br-test.network", "99-man8s-forwarding.conf"}; !slices.Equal(names, want) {
+		t.Errorf("names = %v, want %v", names, want)
+	}
+	network := string(files[1].Content)
+	for _, want := range []string{"Name=br-test\n", "Address=301:aa::1/64\n", "Address=fc00::f:e:d:c/64\n"} {
+		if !strings.Contains(network, want) {
+			t.Errorf(".network lacks %q:\n%s", want, network)
+		}
+	}
+	for _, p := range []string{"", "10.0.0.0/8", "300::1/128"} {
+		var pfx netip.Prefix
+		if p != "" {
+			pfx = netip.MustParsePrefix(p)
+		}
+		if _, err := Render("srvgrp0", pfx); err == nil {
+			t.Errorf("Render with subnet %q: no error", p)
+		}
+	}
+}
+
+func TestSysctls(t *testing.T) {
+	got, err := Sysctls([]byte("# c\n; c\n\nnet.ipv4.ip_forward = 1\nkernel.x=a b\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]string{{"net.ipv4.ip_forward", "1"}, {"kernel.x", "a b"}}; !cmp.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for _, bad := range []string{"novalue\n", "= 1\n", "../x = 1\n", "a/b = 1\n"} {
+		if _, err := Sysctls([]byte(bad)); err == nil {
+			t.Errorf("Sysctls(%q): no error", bad)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	tests := []struct{ old, new, want string }{
+		{"a\nb\nc\n", "a\nb\nc\n", ""},
+		{"a\nb\nc\n", "a\nx\nc\n", "-b\n+x\n"},
+		{"", "a\n", "+a\n"},
+		{"a\nb\n", "b\n", "-a\n"},
+		{"a\n", "a\nb\n", "+b\n"},
+	}
+	for _, tt := range tests {
+		if got := Diff([]byte(tt.old), []byte(tt.new)); got != tt.want {
+			t.Errorf("Diff(%q, %q) = %q, want %q", tt.old, tt.new, got, tt.want)
+		}
+	}
+}
+
+// fakeHost is a host in temp dirs: networkd and sysctl.d dirs and a fake
+// /proc/sys with forwarding off.
+type fakeHost struct {
+	opts Options
+}
+
+func newFakeHost(t *testing.T) fakeHost {
+	t.Helper()
+	root := t.TempDir()
+	o := Options{
+		Bridge:     "srvgrp0",
+		Subnet:     subnet,
+		NetworkDir: filepath.Join(root, "etc/systemd/network"),
+		SysctlDir:  filepath.Join(root, "etc/sysctl.d"),
+		ProcSys:    filepath.Join(root, "proc/sys"),
+	}
+	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		p := filepath.Join(o.ProcSys, key)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fakeHost{o}
+}
+
+// fakeNetworkd records reloads.
+type fakeNetworkd struct {
+	running   bool
+	runErr    error
+	reloadErr error
+	reloads   int
+}
+
+func (f *fakeNetworkd) networkd() Networkd {
+	return Networkd{
+		Running: func(context.Context) (bool, error) { return f.running, f.runErr },
+		Reload: func(context.Context) error {
+			f.reloads++
+			return f.reloadErr
+		},
+	}
+}
+
+func actions(p *Plan) []string {
+	var out []string
+	for _, f := range p.Files {
+		out = append(out, filepath.Base(f.Path)+":"+f.Action.String())
+	}
+	for _, s := range p.Sysctls {
+		out = append(out, s.Key+":"+s.Action.String())
+	}
+	return out
+}
+
+func TestPlanApply(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare changes the fake host before the plan.
+		prepare     func(t *testing.T, o *Options)
+		nd          fakeNetworkd
+		noReload    bool
+		wantActions []string
+		wantReloads int
+		wantStopped bool
+		wantErr     string
+	}{
+		{
+			name: "fresh host, networkd running",
+			nd:   fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:create", "80-man8s-srvgrp0.network:create", "99-man8s-forwarding.conf:create",
+				"net.ipv4.ip_forward:update", "net.ipv6.conf.all.forwarding:update"},
+			wantReloads: 1,
+		},
+		{
+			name: "fresh host, networkd stopped",
+			nd:   fakeNetworkd{},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:create", "80-man8s-srvgrp0.network:create", "99-man8s-forwarding.conf:create",
+				"net.ipv4.ip_forward:update", "net.ipv6.conf.all.forwarding:update"},
+			wantStopped: true,
+		},
+		{
+			name:     "no reload",
+			nd:       fakeNetworkd{running: true},
+			noReload: true,
+			wantActions: []string{"80-man8s-srvgrp0.netdev:create", "80-man8s-srvgrp0.network:create", "99-man8s-forwarding.conf:create",
+				"net.ipv4.ip_forward:update", "net.ipv6.conf.all.forwarding:update"},
+		},
+		{
+			name: "network file edited, forwarding on, sysctl file there",
+			prepare: func(t *testing.T, o *Options) {
+				applyT(t, *o)
+				p := filepath.Join(o.NetworkDir, "80-man8s-srvgrp0.network")
+				if err := os.WriteFile(p, []byte("edited\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			nd: fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:unchanged", "80-man8s-srvgrp0.network:update", "99-man8s-forwarding.conf:unchanged",
+				"net.ipv4.ip_forward:unchanged", "net.ipv6.conf.all.forwarding:unchanged"},
+			wantReloads: 1,
+		},
+		{
+			name: "only forwarding switched off again: no reload",
+			prepare: func(t *testing.T, o *Options) {
+				applyT(t, *o)
+				if err := os.WriteFile(filepath.Join(o.ProcSys, "net/ipv6/conf/all/forwarding"), []byte("0\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			nd: fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:unchanged", "80-man8s-srvgrp0.network:unchanged", "99-man8s-forwarding.conf:unchanged",
+				"net.ipv4.ip_forward:unchanged", "net.ipv6.conf.all.forwarding:update"},
+		},
+		{
+			name: "subnet changed",
+			prepare: func(t *testing.T, o *Options) {
+				o2 := *o
+				o2.Subnet = netip.MustParsePrefix("301::/64")
+				applyT(t, o2)
+			},
+			nd: fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:unchanged", "80-man8s-srvgrp0.network:update", "99-man8s-forwarding.conf:unchanged",
+				"net.ipv4.ip_forward:unchanged", "net.ipv6.conf.all.forwarding:unchanged"},
+			wantReloads: 1,
+		},
+		{
+			name: "reload fails",
+			nd:   fakeNetworkd{running: true, reloadErr: errors.New("no bus")},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:create", "80-man8s-srvgrp0.network:create", "99-man8s-forwarding.conf:create",
+				"net.ipv4.ip_forward:update", "net.ipv6.conf.all.forwarding:update"},
+			wantReloads: 1,
+			wantErr:     "networkctl reload",
+		},
+		{
+			name: "running check fails",
+			nd:   fakeNetworkd{runErr: errors.New("no proc")},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:create", "80-man8s-srvgrp0.network:create", "99-man8s-forwarding.conf:create",
+				"net.ipv4.ip_forward:update", "net.ipv6.conf.all.forwarding:update"},
+			wantErr: "no proc",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			if tt.prepare != nil {
+				tt.prepare(t, &h.opts)
+			}
+			plan, err := MakePlan(h.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.wantActions, actions(plan)); d != "" {
+				t.Errorf("plan (-want +got):\n%s", d)
+			}
+			nd := tt.nd
+			res, err := Apply(t.Context(), plan, nd.networkd(), !tt.noReload)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Apply error = %v, want it to contain %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if nd.reloads != tt.wantReloads {
+				t.Errorf("reloads = %d, want %d", nd.reloads, tt.wantReloads)
+			}
+			if res.Reloaded != (tt.wantReloads > 0 && tt.wantErr == "") || res.NetworkdStopped != tt.wantStopped {
+				t.Errorf("result %+v: want reloaded=%v stopped=%v", res, tt.wantReloads > 0, tt.wantStopped)
+			}
+			// Whatever happened before the reload, the files and sysctls are
+			// now as planned, and a new plan changes nothing.
+			again, err := MakePlan(h.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.Changed() {
+				t.Errorf("second plan still changes: %v", actions(again))
+			}
+		})
+	}
+}
+
+// applyT sets up o completely, with networkd stopped.
+func applyT(t *testing.T, o Options) {
+	t.Helper()
+	plan, err := MakePlan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(t.Context(), plan, Networkd{}, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	h := newFakeHost(t)
+	o := h.opts
+	o.NetworkDir = "relative"
+	if _, err := MakePlan(o); err == nil || !strings.Contains(err.Error(), "paths.networkd") {
+		t.Errorf("relative networkd dir: err = %v", err)
+	}
+	o = h.opts
+	o.ProcSys = filepath.Join(t.TempDir(), "none")
+	if _, err := MakePlan(o); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward") {
+		t.Errorf("missing sysctl: err = %v", err)
+	}
+}
