@@ -43,7 +43,7 @@ type Factory struct {
 	// Commands runs the host commands mbctl hands work to; nil means the
 	// real ones (tests record them instead).
 	Commands commands
-	prompt *prompter
+	prompt   *prompter
 
 	loadOnce sync.Once
 	cfg      config.Config
@@ -86,9 +86,6 @@ func usagef(format string, args ...any) error {
 type exitStatusError struct{ code int }
 
 func (e *exitStatusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
-// errNotImplemented is returned by verbs that a later release fills in.
-var errNotImplemented = errors.New("not implemented yet in this version of mbctl")
 
 // NewRootCmd returns the mbctl command tree.
 func NewRootCmd(f *Factory) *cobra.Command {
