@@ -7,6 +7,7 @@ set -euo pipefail
 
 packages=(
 	systemd            # systemd-networkd, run by the testbed inside namespaces
+	dbus-daemon        # a testbed host's private system bus: networkctl reload reaches its networkd
 	systemd-container  # systemd-nspawn
 	yggdrasil          # the overlay network, run by the testbed
 	docker-registry    # the real distribution registry, the testbed's image source

@@ -41,6 +41,11 @@ type Options struct {
 	DHCPLeaseTime time.Duration
 	// StartTimeout bounds the wait for yggdrasil and networkd. Default 30s.
 	StartTimeout time.Duration
+	// NoBridge starts networkd with an empty NetworkDir, so that there is no
+	// bridge until a test writes its files (as `mbctl host setup` does) and
+	// reloads networkd with `networkctl reload`. For that the host gets a
+	// private system bus (BusAddress) that networkd and every Command use.
+	NoBridge bool
 
 	// yggListen and yggPeers are set by NewPair.
 	yggListen []string
@@ -63,11 +68,18 @@ type Host struct {
 	YggAdmin string
 	// Ygg is what yggdrasil reports about itself: its address and subnet.
 	Ygg ygg.Self
+	// NetworkDir is what networkd reads as /etc/systemd/network.
+	NetworkDir string
+	// BusAddress is the host's private system bus (DBUS_SYSTEM_BUS_ADDRESS
+	// of networkd and of every Command), or "" when it has none: only
+	// NoBridge hosts have one.
+	BusAddress string
 
 	log       *slog.Logger
 	ownDir    bool
 	networkd  *proc.Proc
 	yggdrasil *proc.Proc
+	bus       *proc.Proc
 }
 
 // NewHost starts a single testbed host.
@@ -180,7 +192,12 @@ func (h *Host) start(ctx context.Context, opts Options) error {
 	if err := h.startYggdrasil(ctx, opts.yggListen, opts.yggPeers); err != nil {
 		return err
 	}
-	if err := h.startNetworkd(ctx, opts.DHCPLeaseTime); err != nil {
+	if opts.NoBridge {
+		if err := h.startBus(ctx); err != nil {
+			return err
+		}
+	}
+	if err := h.startNetworkd(ctx, opts.DHCPLeaseTime, !opts.NoBridge); err != nil {
 		return err
 	}
 	return nil
@@ -189,8 +206,14 @@ func (h *Host) start(ctx context.Context, opts Options) error {
 // Command returns cmd to run name with args inside the host's network
 // namespace. It enters with nsenter --net= rather than `ip netns exec`,
 // which would remount /sys and break systemd-nspawn's cgroup detection.
+// When the host has a system bus, cmd.Env names it; append to cmd.Env
+// rather than replacing it.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + h.NetNS, "--", name}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + h.NetNS, "--", name}, args...)...)
+	if h.BusAddress != "" {
+		cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+h.BusAddress)
+	}
+	return cmd
 }
 
 // YggGateway returns the bridge's address in the host's Yggdrasil subnet.
@@ -202,7 +225,7 @@ func (h *Host) YggGateway() netip.Addr {
 // namespace and, if it made it, its directory. It is safe to call twice.
 func (h *Host) Close() error {
 	var errs []error
-	for _, p := range []**proc.Proc{&h.networkd, &h.yggdrasil} {
+	for _, p := range []**proc.Proc{&h.networkd, &h.bus, &h.yggdrasil} {
 		if *p != nil {
 			errs = append(errs, (*p).Stop(5*time.Second))
 			*p = nil

@@ -21,27 +21,42 @@ const networkdPath = "/lib/systemd/systemd-networkd"
 // network namespace and turns into systemd-networkd. A tmpfs on /run/systemd
 // gives networkd its own state; /etc/systemd/network shows only our files;
 // a fresh read-only sysfs shows this namespace's links and tells networkd
-// not to wait for udev.
+// not to wait for udev. A third argument is the dir of the host's private
+// system bus socket, shown as /run/dbus: networkd runs as systemd-network
+// and could not reach it inside the testbed's private dir.
 const networkdScript = `set -e
 mount -t tmpfs -o mode=0755 tmpfs /run/systemd
 mkdir /run/systemd/netif
 chown systemd-network:systemd-network /run/systemd/netif
 mount --bind "$1" /etc/systemd/network
 mount -t sysfs -o ro sysfs /sys
+if [ -n "$3" ]; then mount --bind "$3" /run/dbus; fi
 exec "$2"
 `
 
-// startNetworkd renders the shipped bridge configuration with this host's
-// values, runs networkd on it and waits until the bridge has its addresses.
-func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error {
-	confDir := filepath.Join(h.Dir, "network")
-	if err := h.renderNetworkConfig(confDir, leaseTime); err != nil {
+// startNetworkd runs networkd and, withBridge, renders the shipped bridge
+// configuration with this host's values first and waits until the bridge
+// has its addresses; without, it waits until networkd is on the bus.
+func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration, withBridge bool) error {
+	h.NetworkDir = filepath.Join(h.Dir, "network")
+	if err := os.MkdirAll(h.NetworkDir, 0o755); err != nil {
 		return err
+	}
+	if withBridge {
+		if err := h.renderNetworkConfig(h.NetworkDir, leaseTime); err != nil {
+			return err
+		}
 	}
 	if _, err := os.Stat(networkdPath); err != nil {
 		return fmt.Errorf("systemd-networkd not found (apt-get install systemd): %w", err)
 	}
-	cmd := h.Command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", confDir, networkdPath)
+	busDir := ""
+	if h.BusAddress != "" {
+		busDir = filepath.Join(h.Dir, busDirName)
+	}
+	cmd := h.Command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", h.NetworkDir, networkdPath, busDir)
+	// networkd finds the bus at /run/dbus (see networkdScript), not at
+	// BusAddress, which lies in a dir that only root may enter.
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=debug")
 	logPath := filepath.Join(h.Dir, "networkd.log")
 	p, err := proc.Start("systemd-networkd", cmd, logPath)
@@ -52,7 +67,6 @@ func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error
 	if err := recordPID(h.Name, p.Pid()); err != nil {
 		return err
 	}
-	want := []netip.Addr{h.IPv4.Addr(), h.ULA.Addr(), h.YggGateway()}
 	waitCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
@@ -62,6 +76,13 @@ func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error
 		case <-waitCtx.Done():
 		}
 	}()
+	if !withBridge {
+		if err := h.waitBusName(waitCtx, "org.freedesktop.network1"); err != nil {
+			return fmt.Errorf("systemd-networkd: %w (log: %s)", err, logPath)
+		}
+		return nil
+	}
+	want := []netip.Addr{h.IPv4.Addr(), h.ULA.Addr(), h.YggGateway()}
 	if err := waitAddrs(waitCtx, h.Name, h.Bridge, want); err != nil {
 		return fmt.Errorf("systemd-networkd did not configure %s: %w (log: %s)", h.Bridge, err, logPath)
 	}
@@ -69,12 +90,15 @@ func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration) error
 	return nil
 }
 
+// WaitAddrs waits until link ifname of the host holds every address in
+// want (tentative ones count), or ctx ends.
+func (h *Host) WaitAddrs(ctx context.Context, ifname string, want ...netip.Addr) error {
+	return waitAddrs(ctx, h.Name, ifname, want)
+}
+
 // renderNetworkConfig writes the shipped .netdev/.network into dir with
 // the placeholders replaced by this host's values.
 func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	pairs := []string{
 		systemdconfigs.BridgeIPv4, h.IPv4.String(),
 		systemdconfigs.BridgeULA, h.ULA.String(),
