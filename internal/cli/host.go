@@ -161,12 +161,15 @@ content differs. --dry-run prints the files and what would change.`,
 }
 
 func hostSetup(ctx context.Context, f *Factory, o hostSetupOptions) error {
-	cfg, _, err := f.Config()
+	cfg, origin, err := f.Config()
 	if err != nil {
 		return err
 	}
 	if o.bridge == "" {
 		o.bridge = cfg.Network.Bridge
+	} else if o.bridge != cfg.Network.Bridge {
+		fmt.Fprintf(f.IO.ErrOut, "notice: new machines are attached to network.bridge %q; set network.bridge = %q in %s to use %s\n",
+			cfg.Network.Bridge, o.bridge, origin.Path, o.bridge)
 	}
 	subnet, source, err := ygg.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {

@@ -102,9 +102,12 @@ func TestHostSetup(t *testing.T) {
 
 	// Another bridge: its own files, another reload.
 	o.bridge = "br1"
-	out, _, err = runHostSetup(t, env, o)
+	out, errOut, err = runHostSetup(t, env, o)
 	if err != nil || !strings.Contains(out, "wrote "+filepath.Join(networkDir, "80-man8s-br1.network")) || reloads != 2 {
 		t.Errorf("--bridge br1: err %v, reloads %d, output:\n%s", err, reloads, out)
+	}
+	if !strings.Contains(errOut, `set network.bridge = "br1"`) {
+		t.Errorf("--bridge br1 without network.bridge: no notice in %q", errOut)
 	}
 }
 
