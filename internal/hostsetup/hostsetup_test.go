@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -314,5 +315,76 @@ func TestPlanErrors(t *testing.T) {
 	o.ProcSys = filepath.Join(t.TempDir(), "none")
 	if _, err := MakePlan(o); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward") {
 		t.Errorf("missing sysctl: err = %v", err)
+	}
+}
+
+// From every starting state (each file missing, current or edited; each
+// sysctl off or on), one Apply reaches the same end state, reloads networkd
+// exactly when a networkd file changed, and a second plan is empty.
+func TestApplyFromEveryState(t *testing.T) {
+	want, err := Render("srvgrp0", subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fileStates, sysctlStates = 3, 2
+	total := 1
+	for range want {
+		total *= fileStates
+	}
+	total *= sysctlStates * sysctlStates
+	for n := range total {
+		h := newFakeHost(t)
+		o := h.opts
+		state, networkdEdited := n, false
+		for _, f := range want {
+			dir := o.NetworkDir
+			if f.Kind == SysctlFile {
+				dir = o.SysctlDir
+			}
+			path := filepath.Join(dir, f.Name)
+			var content []byte
+			switch state % fileStates {
+			case 1:
+				content = f.Content
+			case 2:
+				content = append([]byte("# edited\n"), f.Content...)
+			}
+			if state%fileStates != 0 {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if f.Kind == NetworkdFile && state%fileStates != 1 {
+				networkdEdited = true
+			}
+			state /= fileStates
+		}
+		for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+			if err := os.WriteFile(filepath.Join(o.ProcSys, key), []byte(fmt.Sprintf("%d\n", state%sysctlStates)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			state /= sysctlStates
+		}
+		plan, err := MakePlan(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd := &fakeNetworkd{running: true}
+		if _, err := Apply(t.Context(), plan, nd.networkd(), true); err != nil {
+			t.Fatalf("state %d: %v", n, err)
+		}
+		if wantReloads := map[bool]int{true: 1, false: 0}[networkdEdited]; nd.reloads != wantReloads {
+			t.Errorf("state %d: %d reloads, want %d", n, nd.reloads, wantReloads)
+		}
+		again, err := MakePlan(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Changed() {
+			t.Errorf("state %d: after Apply the plan still changes %v", n, actions(again))
+		}
 	}
 }
