@@ -24,8 +24,27 @@ type PushOption func(*pushOptions) error
 
 // pushOptions holds the settings of one push.
 type pushOptions struct {
-	auth   authn.Authenticator
-	caFile string
+	auth     authn.Authenticator
+	caFile   string
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	insecure bool
+}
+
+// WithDialer makes the connections with dial, e.g. from inside a testbed
+// host's network namespace (testbed.Host.DialContext).
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) PushOption {
+	return func(o *pushOptions) error {
+		o.dial = dial
+		return nil
+	}
+}
+
+// WithPlainHTTP allows plain HTTP to any registry (HTTPS is tried first).
+func WithPlainHTTP() PushOption {
+	return func(o *pushOptions) error {
+		o.insecure = true
+		return nil
+	}
 }
 
 // WithBasicAuth sends the user name and password with HTTP basic
@@ -53,15 +72,23 @@ func WithCACert(path string) PushOption {
 	}
 }
 
-// remoteOptions turns opts into go-containerregistry options.
-func remoteOptions(ctx context.Context, opts []PushOption) ([]remote.Option, error) {
+// collect applies opts to the defaults.
+func collect(opts []PushOption) (pushOptions, error) {
 	o := pushOptions{auth: authn.Anonymous}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
-			return nil, err
+			return o, err
 		}
 	}
+	return o, nil
+}
+
+// remoteOptions turns o into go-containerregistry options.
+func remoteOptions(ctx context.Context, o pushOptions) ([]remote.Option, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.dial != nil {
+		tr.DialContext = o.dial
+	}
 	if o.caFile != "" {
 		pem, err := os.ReadFile(o.caFile)
 		if err != nil {
@@ -83,9 +110,9 @@ func remoteOptions(ctx context.Context, opts []PushOption) ([]remote.Option, err
 	}, nil
 }
 
-// parseRef parses ref; a registry on 127.0.0.1, ::1 or localhost may be
-// plain HTTP (HTTPS is tried first).
-func parseRef(ref string) (name.Reference, error) {
+// parseRef parses ref; a registry on 127.0.0.1, ::1 or localhost, or any
+// with insecure, may be plain HTTP (HTTPS is tried first).
+func parseRef(ref string, insecure bool) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("parsing reference %q: %w", ref, err)
@@ -94,7 +121,7 @@ func parseRef(ref string) (name.Reference, error) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if host == "127.0.0.1" || host == "::1" || host == "[::1]" || host == "localhost" {
+	if insecure || host == "127.0.0.1" || host == "::1" || host == "[::1]" || host == "localhost" {
 		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
 			return nil, fmt.Errorf("parsing reference %q: %w", ref, err)
 		}
@@ -115,11 +142,15 @@ type pushable interface {
 }
 
 func push(ctx context.Context, t pushable, ref string, opts []PushOption) (v1.Hash, error) {
-	r, err := parseRef(ref)
+	o, err := collect(opts)
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	ropts, err := remoteOptions(ctx, opts)
+	r, err := parseRef(ref, o.insecure)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	ropts, err := remoteOptions(ctx, o)
 	if err != nil {
 		return v1.Hash{}, err
 	}
