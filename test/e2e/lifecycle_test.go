@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,50 +14,33 @@ import (
 	"github.com/man8s/mbctl/internal/testbed/registry"
 )
 
-// machineHost is a testbed host set up for mbctl's machine verbs: its
-// config has every path in a temp dir, yggdrasil's admin socket, and
-// paths.nspawn = /run/systemd/nspawn, which systemd-nspawn reads; each
-// mbctl runs in a private mount namespace where that dir is the test's.
+// machineHost is a testbed host set up for mbctl's machine verbs (see
+// testbed.Mbctl).
 type machineHost struct {
 	*testbed.Host
-	work, conf string
+	mb   *testbed.Mbctl
+	work string
 }
 
 func newMachineHost(t *testing.T) *machineHost {
 	t.Helper()
 	testbed.RequireT(t, "systemd-nspawn", "nsenter", "unshare", busybox)
-	h := testbed.NewHostT(t, testbed.Options{})
+	return wrapMachineHost(t, testbed.NewHostT(t, testbed.Options{}))
+}
+
+// wrapMachineHost gives testbed host h its own mbctl configuration.
+func wrapMachineHost(t *testing.T, h *testbed.Host) *machineHost {
+	t.Helper()
 	work := t.TempDir()
-	conf := writeConfig(t, work, fmt.Sprintf("[network]\nygg_admin = %q\n", h.YggAdmin))
-	data, err := os.ReadFile(conf)
+	mb, err := testbed.NewMbctl(h, bins.mbctl, work, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = []byte(strings.Replace(string(data), fmt.Sprintf("nspawn = %q", filepath.Join(work, "nspawn")), `nspawn = "/run/systemd/nspawn"`, 1))
-	if err := os.WriteFile(conf, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(work, "nspawn"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll("/run/systemd/nspawn", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return &machineHost{Host: h, work: work, conf: conf}
+	return &machineHost{Host: h, mb: mb, work: work}
 }
 
-// mbctl returns the command running mbctl args in the host's network
-// namespace, with the test's nspawn dir on /run/systemd/nspawn. A pull
-// runs in the root namespace, where the test registry listens on
-// loopback.
 func (m *machineHost) mbctl(ctx context.Context, args ...string) *exec.Cmd {
-	script := `mount --bind "$0" /run/systemd/nspawn && exec "$@"`
-	argv := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script,
-		filepath.Join(m.work, "nspawn"), bins.mbctl, "--config", m.conf}, args...)
-	if len(args) > 1 && args[1] == "pull" {
-		return exec.CommandContext(ctx, "unshare", argv...)
-	}
-	return m.Command(ctx, "unshare", argv...)
+	return m.mb.Command(ctx, args...)
 }
 
 func (m *machineHost) mustMbctl(t *testing.T, args ...string) string {

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/man8s/mbctl/internal/testbed"
 )
 
 // bins holds the binaries under test, built once by TestMain.
@@ -48,20 +50,8 @@ func run(m *testing.M) int {
 // the given extra TOML appended, and returns its path.
 func writeConfig(t *testing.T, dir, extra string) string {
 	t.Helper()
-	conf := fmt.Sprintf(`[paths]
-machines = %[1]q
-configs = %[2]q
-storage = %[3]q
-nspawn = %[4]q
-machinectl = %[5]q
-cache = %[6]q
-scratch = %[7]q
-%[8]s`,
-		filepath.Join(dir, "machines"), filepath.Join(dir, "configs"), filepath.Join(dir, "storage"),
-		filepath.Join(dir, "nspawn"), filepath.Join(dir, "machinectl"), filepath.Join(dir, "cache"),
-		filepath.Join(dir, "scratch"), extra)
 	path := filepath.Join(dir, "mbctl.toml")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(testbed.MbctlConfig(dir, "", extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // HostProgram returns the entries that put the host's program at path into
@@ -51,4 +53,36 @@ func HostProgram(ctx context.Context, path string) ([]Entry, error) {
 		entries = append(entries, File(strings.TrimPrefix(filepath.Clean(f), "/"), data, int64(fi.Mode().Perm())))
 	}
 	return entries, nil
+}
+
+// RegistryConfig is the configuration of RegistryApp's registry.
+const RegistryConfig = `version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: "[::]:5000"
+`
+
+// RegistryApp packages the host's real docker-registry (Debian package
+// docker-registry) as an OCI image the way the upstream image is made:
+// Cmd serve CONFIG, Volume /var/lib/registry, port 5000; on the busybox
+// base of BusyboxApp, so that its machine has a shell.
+func RegistryApp(ctx context.Context, busyboxPath string) (v1.Image, error) {
+	prog, err := HostProgram(ctx, "/usr/bin/docker-registry")
+	if err != nil {
+		return nil, err
+	}
+	l, err := Layer(append(prog,
+		File("etc/docker/registry/config.yml", []byte(RegistryConfig), 0o644),
+		Dir("var/lib/registry", 0o755))...)
+	if err != nil {
+		return nil, err
+	}
+	return BusyboxApp(busyboxPath, AppConfig{
+		Entrypoint: []string{"/usr/bin/docker-registry"}, Cmd: []string{"serve", "/etc/docker/registry/config.yml"},
+		Volumes: []string{"/var/lib/registry"}, ExposedPorts: []string{"5000/tcp"},
+	}, l)
 }

@@ -1,0 +1,67 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// MbctlConfig returns an mbctl.toml whose every path lies under dir, with
+// extra TOML appended. nspawnDir, if not empty, replaces the nspawn dir.
+func MbctlConfig(dir, nspawnDir, extra string) string {
+	var b strings.Builder
+	b.WriteString("[paths]\n")
+	for _, k := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch"} {
+		p := filepath.Join(dir, k)
+		if k == "nspawn" && nspawnDir != "" {
+			p = nspawnDir
+		}
+		fmt.Fprintf(&b, "%s = %q\n", k, p)
+	}
+	b.WriteString(extra)
+	return b.String()
+}
+
+// settingsDir is where systemd-nspawn reads NAME.nspawn with full trust.
+const settingsDir = "/run/systemd/nspawn"
+
+// Mbctl runs mbctl's machine verbs against a testbed host: every path in
+// Dir, the host's yggdrasil, and systemd-nspawn's settings dir
+// /run/systemd/nspawn replaced, in a private mount namespace per command,
+// by Dir/nspawn, so nspawn reads the machines' settings without the real
+// /run/systemd/nspawn being touched.
+type Mbctl struct {
+	Host *Host
+	// Bin is the mbctl binary, Dir the state dir, Config its config file.
+	Bin, Dir, Config string
+}
+
+// NewMbctl writes the configuration for mbctl on h under dir (extra TOML
+// appended).
+func NewMbctl(h *Host, bin, dir, extra string) (*Mbctl, error) {
+	m := &Mbctl{Host: h, Bin: bin, Dir: dir, Config: filepath.Join(dir, "mbctl.toml")}
+	conf := MbctlConfig(dir, settingsDir, fmt.Sprintf("\n[network]\nygg_admin = %q\n%s", h.YggAdmin, extra))
+	if err := os.MkdirAll(filepath.Join(dir, "nspawn"), 0o755); err != nil {
+		return nil, err
+	}
+	// The mount point; creating the empty dir changes nothing nspawn sees.
+	if err := os.MkdirAll(settingsDir, 0o755); err != nil {
+		return nil, err
+	}
+	return m, os.WriteFile(m.Config, []byte(conf), 0o644)
+}
+
+// Command runs mbctl args in the host's network namespace. A pull runs in
+// the root namespace instead, where test registries listen on loopback.
+func (m *Mbctl) Command(ctx context.Context, args ...string) *exec.Cmd {
+	script := `mount --bind "$0" ` + settingsDir + ` && exec "$@"`
+	argv := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script,
+		filepath.Join(m.Dir, "nspawn"), m.Bin, "--config", m.Config}, args...)
+	if len(args) > 1 && args[1] == "pull" {
+		return exec.CommandContext(ctx, "unshare", argv...)
+	}
+	return m.Host.Command(ctx, "unshare", argv...)
+}
