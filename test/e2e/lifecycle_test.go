@@ -4,13 +4,13 @@ import (
 	"context"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/proc"
 	"github.com/man8s/mbctl/internal/testbed/registry"
 )
 
@@ -131,14 +131,14 @@ func TestMachineRunShellStop(t *testing.T) {
 // runningMachine is a `mbctl machines run` in the background.
 type runningMachine struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proc.Buffer
 	done chan struct{}
 	err  error
 }
 
 func (m *machineHost) startRun(t *testing.T, name string) *runningMachine {
 	t.Helper()
-	r := &runningMachine{out: &syncBuffer{}, done: make(chan struct{})}
+	r := &runningMachine{out: &proc.Buffer{}, done: make(chan struct{})}
 	r.cmd = m.mbctl(context.Background(), "machines", "run", name)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	if err := r.cmd.Start(); err != nil {
@@ -187,23 +187,4 @@ func (r *runningMachine) wait(t *testing.T) int {
 		t.Fatal(r.err)
 	}
 	return 0
-}
-
-// syncBuffer is a strings.Builder safe for a writing process and a
-// reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
