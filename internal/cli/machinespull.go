@@ -131,7 +131,7 @@ func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error 
 	if err != nil {
 		return err
 	}
-	vols, err := chooseVolumes(ctx, f, p, imageVolumes(im), answered, order, o.Yes)
+	vols, err := chooseVolumes(ctx, f, p, imageVolumes(f, im), answered, order, o.Yes)
 	if err != nil {
 		return err
 	}
@@ -161,10 +161,15 @@ func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error 
 
 // imageVolumes returns the image's declared volumes, clean and sorted.
 // A volume path that cannot be used is dropped with a warning.
-func imageVolumes(im *registry.Image) []string {
+func imageVolumes(f *Factory, im *registry.Image) []string {
 	var out []string
 	for _, v := range slices.Sorted(maps.Keys(im.Config.Config.Volumes)) {
-		if c, err := machine.CleanVolumePath(v); err == nil && !slices.Contains(out, c) {
+		c, err := machine.CleanVolumePath(v)
+		if err != nil {
+			f.Logger().Warn("ignoring a volume of the image", "err", err)
+			continue
+		}
+		if !slices.Contains(out, c) {
 			out = append(out, c)
 		}
 	}
