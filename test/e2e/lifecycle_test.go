@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
@@ -102,6 +106,7 @@ func TestMachineRunShellStop(t *testing.T) {
 	if got := m.mustMbctl(t, "machines", "shell", "--network-only", "quit1", "--", "ip", "-o", "link", "show"); !strings.Contains(got, "host0") {
 		t.Errorf("--network-only ip link shows no host0:\n%s", got)
 	}
+	m.interactiveShell(t, "quit1")
 
 	// Stopped the way systemd stops it: an orderly shutdown (status 0)
 	// in which the app gets its StopSignal exactly once.
@@ -125,6 +130,58 @@ func TestMachineRunShellStop(t *testing.T) {
 	m.mustMbctl(t, "machines", "shell", "quit1", "--", "/bin/sh", "-c", "kill -USR1 $(cat /tmp/app.pid)")
 	if code := run.wait(t); code != 7 {
 		t.Errorf("machines run of an app exiting 7: status %d\n%s", code, run.output())
+	}
+}
+
+// interactiveShell uses `machines shell` on a terminal as a person would:
+// the window size is the terminal's, Ctrl-C interrupts the inner program
+// and not the shell, and the shell's exit status is mbctl's.
+func (m *machineHost) interactiveShell(t *testing.T, name string) {
+	t.Helper()
+	term := openTerminal(t)
+	if err := unix.IoctlSetWinsize(int(term.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 111}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := m.mbctl(t.Context(), "machines", "shell", name)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	term.typeLine(t, "echo size=$(stty size)")
+	term.expect(t, "size=33 111")
+	term.typeLine(t, "sleep 97")
+	sleeping := func() bool {
+		m, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range m {
+			if b, err := os.ReadFile(p); err == nil && string(b) == "sleep\x0097\x00" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "sleep 97 to run in the machine", sleeping)
+	if _, err := term.master.Write([]byte{3}); err != nil {
+		t.Fatal(err)
+	}
+	// sleep died of the Ctrl-C; the shell is still there and answers.
+	term.expect(t, "^C")
+	term.typeLine(t, "echo still=$((6*7))")
+	term.expect(t, "still=42")
+	if sleeping() {
+		t.Error("Ctrl-C did not end the program running in the shell")
+	}
+	term.typeLine(t, "exit 3")
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Errorf("interactive shell exited with %v, want status 3\n%s", err, term.output())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the shell did not exit:\n%s", term.output())
 	}
 }
 
