@@ -3,7 +3,11 @@
 // it loads /man8env.env, restores /run and /tmp, waits for the declared
 // dependencies and supervises the application: it reaps zombies, forwards
 // signals and turns nspawn's stop (SIGTERM, then SIGHUP) into the image's
-// own stop signal. See internal/initd.
+// own stop signal. Before the application it configures the network
+// (DHCPv4, SLAAC, Yggdrasil; see internal/netinit) and keeps the DHCP lease
+// for the machine's life. With MAN8S_INIT_MODE=exec-pid1 it runs as PID 1
+// and execs the image's own init, leaving "man8s-init keep-lease" behind
+// to renew the lease. See internal/initd.
 package main
 
 import (
@@ -20,6 +24,9 @@ func main() {
 		bi := buildinfo.Get()
 		fmt.Printf("man8s-init %s (commit %s, %s)\n", bi.Version, bi.Commit, bi.GoVersion)
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == initd.KeepLeaseArg {
+		os.Exit(initd.KeepLease(context.Background(), initd.Options{}))
 	}
 	os.Exit(initd.Run(context.Background(), initd.Options{}))
 }

@@ -7,8 +7,10 @@ package initd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/appargs"
 	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/netinit"
 	"github.com/man8s/mbctl/internal/passwd"
 	"github.com/man8s/mbctl/internal/protect"
 	"github.com/man8s/mbctl/internal/signals"
@@ -33,7 +36,24 @@ const (
 	keyStopTimeout = "MAN8S_STOP_TIMEOUT"
 	keyWaitFor     = "MAN8S_WAIT_FOR"
 	keyWaitTimeout = "MAN8S_WAIT_TIMEOUT"
+	keyMode        = "MAN8S_INIT_MODE"
+	// keyLease passes the lease to the renewer of exec-pid1 mode.
+	keyLease = "MAN8S_INIT_LEASE"
 )
+
+// Init modes (MAN8S_INIT_MODE).
+const (
+	// ModeSupervise (the default, ProcessTwo=yes): man8s-init is PID 2 and
+	// supervises the application, renewing the DHCP lease beside it.
+	ModeSupervise = "supervise"
+	// ModeExecPID1 (ProcessTwo=no): man8s-init is PID 1, sets up, leaves a
+	// lease renewer behind and execs the image's own init.
+	ModeExecPID1 = "exec-pid1"
+)
+
+// KeepLeaseArg is the first argument that makes man8s-init the lease
+// renewer of exec-pid1 mode (see KeepLease).
+const KeepLeaseArg = "keep-lease"
 
 // Options locate what Run works on; production uses the defaults.
 type Options struct {
@@ -46,6 +66,10 @@ type Options struct {
 	Log io.Writer
 	// Signals, if set, replaces the process's own signals (tests).
 	Signals <-chan os.Signal
+	// Network configures the machine's network (default netinit.Setup, but
+	// only when man8s-init is PID 1 or 2, that is inside a machine: run
+	// anywhere else, such as in a test, it never touches the network).
+	Network func(context.Context, netinit.Settings, netinit.Options) (*netinit.Network, error)
 }
 
 // Run performs man8s-init's steps and supervises the application. It
@@ -79,6 +103,21 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	step("restore", "%d files, %d dirs, %d symlinks restored into /run and /tmp", st.Files, st.Dirs, st.Symlinks)
 
+	mode := strings.TrimSpace(vars[keyMode])
+	switch mode {
+	case "":
+		mode = ModeSupervise
+	case ModeSupervise, ModeExecPID1:
+	default:
+		step("env", "%s=%q: want %s or %s", keyMode, mode, ModeSupervise, ModeExecPID1)
+		return 1
+	}
+
+	network, ok := setupNetwork(ctx, opts, vars, step)
+	if !ok {
+		return 1
+	}
+
 	if spec := strings.TrimSpace(vars[keyWaitFor]); spec != "" {
 		targets, err := waitfor.Parse(spec)
 		if err == nil {
@@ -104,7 +143,15 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	sup.Env = mergeEnv(os.Environ(), env.Environ())
 	sup.Signals = opts.Signals
-	step("app", "starting %q", sup.Argv)
+	if mode == ModeExecPID1 {
+		return execPID1(opts, sup, network, step)
+	}
+	if network != nil {
+		keepCtx, stopKeeping := context.WithCancel(ctx)
+		defer stopKeeping()
+		go network.Keep(keepCtx)
+	}
+	step("app", "starting %q (%s)", sup.Argv, usage())
 	status, err := supervise.Run(ctx, sup)
 	if err != nil {
 		step("app", "%v", err)
@@ -112,6 +159,50 @@ func Run(ctx context.Context, opts Options) int {
 		step("app", "exited with status %d", status)
 	}
 	return status
+}
+
+// setupNetwork runs the network steps (3-5). It returns the network whose
+// lease is to be kept (nil when there is none) and false when the
+// machine must not start.
+func setupNetwork(ctx context.Context, opts Options, vars map[string]string, step func(string, string, ...any)) (*netinit.Network, bool) {
+	settings, err := netinit.ParseSettings(vars)
+	if err != nil {
+		step("network", "%v", err)
+		return nil, false
+	}
+	setup := opts.Network
+	if setup == nil {
+		if pid := os.Getpid(); pid > 2 {
+			step("network", "skipped: man8s-init is PID %d, not a machine's PID 1 or 2", pid)
+			return nil, true
+		}
+		setup = netinit.Setup
+	}
+	n, err := setup(ctx, settings, netinit.Options{Root: opts.Root, Log: func(s string) *slog.Logger { return stepLogger(opts.Log, s) }})
+	switch {
+	case errors.Is(err, netinit.ErrNoLink) && settings.Check != netinit.CheckStrict:
+		step("network", "skipped: %v", err)
+		return nil, true
+	case err != nil && settings.Check == netinit.CheckStrict:
+		step("network", "failed (%s=strict): %v", netinit.KeyCheck, err)
+		return nil, false
+	case err != nil:
+		step("network", "going on despite failures (%s=%s): %v", netinit.KeyCheck, settings.Check, oneLine(err))
+	}
+	return n, true
+}
+
+// oneLine joins the lines of a joined error.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// usage reports man8s-init's own CPU time and peak memory so far.
+func usage() string {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return "usage unknown"
+	}
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return fmt.Sprintf("init cpu %.1fms, max rss %d KiB", float64(cpu)/float64(time.Millisecond), ru.Maxrss)
 }
 
 // appOptions builds the supervisor's options from the environment file.

@@ -39,6 +39,9 @@ type Options struct {
 	// DHCPLeaseTime overrides the DHCP server's lease time (e.g. to watch
 	// renewals). Default: the shipped configuration's.
 	DHCPLeaseTime time.Duration
+	// NoRouterAdvertisements turns off the bridge's IPv6 router
+	// advertisements (an IPv4-only host: no SLAAC for the machines).
+	NoRouterAdvertisements bool
 	// StartTimeout bounds the wait for yggdrasil and networkd. Default 30s.
 	StartTimeout time.Duration
 	// NoBridge starts networkd with an empty NetworkDir, so that there is no
@@ -197,7 +200,7 @@ func (h *Host) start(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	if err := h.startNetworkd(ctx, opts.DHCPLeaseTime, !opts.NoBridge); err != nil {
+	if err := h.startNetworkd(ctx, opts.DHCPLeaseTime, opts.NoRouterAdvertisements, !opts.NoBridge); err != nil {
 		return err
 	}
 	return nil

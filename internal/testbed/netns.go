@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -170,4 +171,37 @@ func waitAddrs(ctx context.Context, ns, ifname string, want []netip.Addr) error 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// inNetns runs fn on a thread switched into the host's network namespace.
+// The thread is never switched back: it stays locked and the runtime ends
+// it with the goroutine, so no other goroutine runs in the namespace.
+// Sockets fn opens stay in the namespace for their whole life.
+func (h *Host) inNetns(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with us
+		ns, err := netns.GetFromPath(h.NetNS)
+		if err != nil {
+			errc <- fmt.Errorf("opening %s: %w", h.NetNS, err)
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("entering %s: %w", h.NetNS, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Listen listens on address inside the host's network namespace.
+func (h *Host) Listen(network, address string) (net.Listener, error) {
+	var l net.Listener
+	err := h.inNetns(func() (err error) {
+		l, err = net.Listen(network, address)
+		return err
+	})
+	return l, err
 }

@@ -37,13 +37,13 @@ exec "$2"
 // startNetworkd runs networkd and, withBridge, renders the shipped bridge
 // configuration with this host's values first and waits until the bridge
 // has its addresses; without, it waits until networkd is on the bus.
-func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration, withBridge bool) error {
+func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration, noRA, withBridge bool) error {
 	h.NetworkDir = filepath.Join(h.Dir, "network")
 	if err := os.MkdirAll(h.NetworkDir, 0o755); err != nil {
 		return err
 	}
 	if withBridge {
-		if err := h.renderNetworkConfig(h.NetworkDir, leaseTime); err != nil {
+		if err := h.renderNetworkConfig(h.NetworkDir, leaseTime, noRA); err != nil {
 			return err
 		}
 	}
@@ -98,7 +98,7 @@ func (h *Host) WaitAddrs(ctx context.Context, ifname string, want ...netip.Addr)
 
 // renderNetworkConfig writes the shipped .netdev/.network into dir with
 // the placeholders replaced by this host's values.
-func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration) error {
+func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration, noRA bool) error {
 	pairs := []string{
 		systemdconfigs.BridgeIPv4, h.IPv4.String(),
 		systemdconfigs.BridgeULA, h.ULA.String(),
@@ -108,6 +108,9 @@ func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration) error {
 	if leaseTime > 0 {
 		secs := fmt.Sprint(int(leaseTime.Seconds()))
 		pairs = append(pairs, "DefaultLeaseTimeSec=86400", "DefaultLeaseTimeSec="+secs, "MaxLeaseTimeSec=86400", "MaxLeaseTimeSec="+secs)
+	}
+	if noRA {
+		pairs = append(pairs, "IPv6SendRA=yes", "IPv6SendRA=no")
 	}
 	r := strings.NewReplacer(pairs...)
 	return fs.WalkDir(systemdconfigs.Files, ".", func(path string, d fs.DirEntry, err error) error {

@@ -1,0 +1,185 @@
+package netinit
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment keys the network steps read (DESIGN.md "Networking", issue 5).
+const (
+	KeyLink         = "MAN8S_NETWORK_LINK"
+	KeyCheck        = "MAN8S_NETWORK_CHECK"
+	KeyIPv6         = "MAN8S_IPV6"
+	KeyYggAddress   = "MAN8S_YGGDRASIL_ADDRESS"
+	KeyYggTable     = "MAN8S_YGG_TABLE"
+	KeyYggPriority  = "MAN8S_YGG_RULE_PRIORITY"
+	KeyCheckDNS     = "MAN8S_CHECK_DNS"
+	KeyDHCPTimeout  = "MAN8S_DHCP_TIMEOUT"
+	KeyIPv6Timeout  = "MAN8S_IPV6_TIMEOUT"
+	KeyResolvConf   = "MAN8S_RESOLV_CONF"
+	defaultLinkName = "host0"
+)
+
+// Defaults of Settings.
+const (
+	DefaultYggTable         = 199
+	DefaultYggRulePriority  = 100
+	DefaultDHCPTimeout      = 30 * time.Second
+	DefaultIPv6Timeout      = 30 * time.Second
+	DefaultIPv6OptionalWait = time.Second
+	DefaultResolvConf       = "/etc/resolv.conf"
+)
+
+// CheckMode is MAN8S_NETWORK_CHECK: what a failed check (or setup step) does.
+type CheckMode string
+
+// Check modes.
+const (
+	// CheckWarn reports failures and goes on (the default).
+	CheckWarn CheckMode = "warn"
+	// CheckStrict makes any failure fatal.
+	CheckStrict CheckMode = "strict"
+	// CheckOff runs no checks; setup failures are still reported.
+	CheckOff CheckMode = "off"
+)
+
+// IPv6Mode is MAN8S_IPV6.
+type IPv6Mode string
+
+// IPv6 modes.
+const (
+	// IPv6Required waits for SLAAC (DefaultIPv6Timeout) and fails the check
+	// without it (the default).
+	IPv6Required IPv6Mode = "required"
+	// IPv6Optional waits briefly (DefaultIPv6OptionalWait) and accepts an
+	// IPv4-only network.
+	IPv6Optional IPv6Mode = "optional"
+)
+
+// Settings are the network steps' settings from the environment file.
+type Settings struct {
+	// Link is the link to configure; empty means host0, or the first
+	// non-loopback link when there is no host0.
+	Link string
+	// Check is MAN8S_NETWORK_CHECK (default CheckWarn).
+	Check CheckMode
+	// IPv6 is MAN8S_IPV6 (default IPv6Required).
+	IPv6 IPv6Mode
+	// YggAddress is MAN8S_YGGDRASIL_ADDRESS; invalid (zero) when unset.
+	YggAddress netip.Addr
+	// YggTable and YggRulePriority place the overlay routes (defaults 199
+	// and 100).
+	YggTable        int
+	YggRulePriority int
+	// CheckDNS is a name that must resolve (MAN8S_CHECK_DNS); empty skips
+	// the DNS check.
+	CheckDNS string
+	// DHCPTimeout bounds the first DHCPv4 lease (MAN8S_DHCP_TIMEOUT).
+	DHCPTimeout time.Duration
+	// IPv6Timeout bounds the wait for SLAAC and the RA's default route
+	// (MAN8S_IPV6_TIMEOUT); its default depends on IPv6.
+	IPv6Timeout time.Duration
+	// ResolvConf is the resolver file written from the lease, relative to
+	// the machine's root (MAN8S_RESOLV_CONF, default /etc/resolv.conf).
+	ResolvConf string
+}
+
+// ParseSettings reads the network settings from the environment file's
+// variables. Unset keys get their defaults; malformed ones are errors that
+// name the key.
+func ParseSettings(vars map[string]string) (Settings, error) {
+	s := Settings{
+		Link:            strings.TrimSpace(vars[KeyLink]),
+		Check:           CheckWarn,
+		IPv6:            IPv6Required,
+		YggTable:        DefaultYggTable,
+		YggRulePriority: DefaultYggRulePriority,
+		CheckDNS:        strings.TrimSpace(vars[KeyCheckDNS]),
+		DHCPTimeout:     DefaultDHCPTimeout,
+		ResolvConf:      DefaultResolvConf,
+	}
+	if v := strings.ToLower(strings.TrimSpace(vars[KeyCheck])); v != "" {
+		switch m := CheckMode(v); m {
+		case CheckWarn, CheckStrict, CheckOff:
+			s.Check = m
+		default:
+			return s, fmt.Errorf("%s=%q: want warn, strict or off", KeyCheck, vars[KeyCheck])
+		}
+	}
+	if v := strings.ToLower(strings.TrimSpace(vars[KeyIPv6])); v != "" {
+		switch m := IPv6Mode(v); m {
+		case IPv6Required, IPv6Optional:
+			s.IPv6 = m
+		default:
+			return s, fmt.Errorf("%s=%q: want required or optional", KeyIPv6, vars[KeyIPv6])
+		}
+	}
+	if v := strings.TrimSpace(vars[KeyYggAddress]); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return s, fmt.Errorf("%s=%q: want an IPv6 address", KeyYggAddress, v)
+		}
+		s.YggAddress = a
+	}
+	var err error
+	if s.YggTable, err = parseUint(vars, KeyYggTable, DefaultYggTable, 1, 0xffffffff); err != nil {
+		return s, err
+	}
+	switch s.YggTable {
+	case 253, 254, 255: // default, main, local: not ours to fill
+		return s, fmt.Errorf("%s=%d: a reserved table (default, main or local)", KeyYggTable, s.YggTable)
+	}
+	if s.YggRulePriority, err = parseUint(vars, KeyYggPriority, DefaultYggRulePriority, 1, 32765); err != nil {
+		return s, err
+	}
+	if s.DHCPTimeout, err = parseDuration(vars, KeyDHCPTimeout, DefaultDHCPTimeout); err != nil {
+		return s, err
+	}
+	def := DefaultIPv6Timeout
+	if s.IPv6 == IPv6Optional {
+		def = DefaultIPv6OptionalWait
+	}
+	if s.IPv6Timeout, err = parseDuration(vars, KeyIPv6Timeout, def); err != nil {
+		return s, err
+	}
+	if v := strings.TrimSpace(vars[KeyResolvConf]); v != "" {
+		if !strings.HasPrefix(v, "/") {
+			return s, fmt.Errorf("%s=%q: want an absolute path", KeyResolvConf, v)
+		}
+		s.ResolvConf = v
+	}
+	return s, nil
+}
+
+// parseUint reads key as a decimal in [lo, hi]; unset yields def.
+func parseUint(vars map[string]string, key string, def, lo, hi int) (int, error) {
+	v := strings.TrimSpace(vars[key])
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || int(n) < lo || int(n) > hi {
+		return 0, fmt.Errorf("%s=%q: want a number from %d to %d", key, v, lo, hi)
+	}
+	return int(n), nil
+}
+
+// parseDuration reads key as seconds ("30") or a Go duration ("1.5s");
+// unset yields def. Zero and negative values are errors.
+func parseDuration(vars map[string]string, key string, def time.Duration) (time.Duration, error) {
+	v := strings.TrimSpace(vars[key])
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.ParseUint(v, 10, 32); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s=%q: want positive seconds (30) or a duration (1.5s)", key, v)
+	}
+	return d, nil
+}
