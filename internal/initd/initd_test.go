@@ -3,6 +3,7 @@ package initd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/appargs"
+	"github.com/man8s/mbctl/internal/netinit"
 )
 
 // The test binary doubles as the application: with appEnv set it writes
@@ -102,6 +104,8 @@ func TestRunFailures(t *testing.T) {
 		{"bad stop signal", map[string]string{keyArgs: "/bin/true", keyStopSignal: "SIGNOPE"}, "MAN8S_STOP_SIGNAL"},
 		{"unknown user", map[string]string{keyArgs: "/bin/true", keyUser: "nobody-here"}, "MAN8S_APPLICATION_USER"},
 		{"bad wait target", map[string]string{keyArgs: "/bin/true", keyWaitFor: "gopher://x"}, "man8s-init: wait:"},
+		{"bad init mode", map[string]string{keyArgs: "/bin/true", keyMode: "exec"}, "MAN8S_INIT_MODE"},
+		{"bad network setting", map[string]string{keyArgs: "/bin/true", netinit.KeyYggTable: "main"}, "man8s-init: network: MAN8S_YGG_TABLE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,6 +119,46 @@ func TestRunFailures(t *testing.T) {
 			}
 			if !strings.Contains(log.String(), tt.want) {
 				t.Errorf("log %q lacks %q", log.String(), tt.want)
+			}
+		})
+	}
+}
+
+// The network step: its failures stop the machine only with
+// MAN8S_NETWORK_CHECK=strict; without a link it is skipped unless strict.
+func TestRunNetworkFailures(t *testing.T) {
+	failed := errors.New("no DHCPv4 lease on host0")
+	tests := []struct {
+		name       string
+		check      string
+		err        error
+		wantStatus int
+		want       string
+	}{
+		{"warn goes on", "", failed, 0, "man8s-init: network: going on despite failures (MAN8S_NETWORK_CHECK=warn): no DHCPv4 lease"},
+		{"strict stops", "strict", failed, 1, "man8s-init: network: failed (MAN8S_NETWORK_CHECK=strict): no DHCPv4 lease"},
+		{"off goes on", "off", failed, 0, "going on despite failures (MAN8S_NETWORK_CHECK=off)"},
+		{"no link skipped", "", netinit.ErrNoLink, 0, "man8s-init: network: skipped: no network link"},
+		{"no link is fatal when strict", "strict", netinit.ErrNoLink, 1, "failed (MAN8S_NETWORK_CHECK=strict): no network link"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeEnv(t, root, map[string]string{keyArgs: "/bin/true", netinit.KeyCheck: tt.check})
+			var log bytes.Buffer
+			var got netinit.Settings
+			setup := func(_ context.Context, s netinit.Settings, _ netinit.Options) (*netinit.Network, error) {
+				got = s
+				return nil, tt.err
+			}
+			if status := Run(t.Context(), Options{Root: root, Log: &log, Network: setup}); status != tt.wantStatus {
+				t.Errorf("status %d, want %d\n%s", status, tt.wantStatus, log.String())
+			}
+			if !strings.Contains(log.String(), tt.want) {
+				t.Errorf("log lacks %q:\n%s", tt.want, log.String())
+			}
+			if got.YggTable != netinit.DefaultYggTable {
+				t.Errorf("setup got settings %+v", got)
 			}
 		})
 	}
