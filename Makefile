@@ -15,7 +15,7 @@ GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 E2E_PKGS  := ./test/...
 UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /test/)
 
-.PHONY: all help deps build install test test-unit e2e bench bench-go lint demo clean
+.PHONY: all help deps build install test test-unit e2e bench bench-startup bench-go lint demo clean
 
 all: build
 
@@ -49,9 +49,13 @@ test-unit: ## unit tests only (no root needed for most)
 e2e: deps ## the end-to-end suite against real nspawn, networkd, yggdrasil, registry
 	$(GO) test -count=1 -v $(E2E_PKGS)
 
-bench: build ## pull benchmark: mbctl vs skopeo+umoci, podman, crane, gzip|tar, ratios from one run (root)
+bench: build ## startup benchmark (man8s-init vs a busybox script), then pull benchmark: mbctl vs skopeo+umoci, podman, crane, gzip|tar (root)
 	@scripts/install-deps.sh bench
+	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 	$(GO) run ./test/bench -mbctl $(BIN)/mbctl $(BENCHFLAGS)
+
+bench-startup: build ## startup benchmark only: nspawn start → app on its ygg address, median of 10 (root)
+	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 
 bench-go: ## the packages' Go micro-benchmarks (unpack, cache)
 	$(GO) test -run='^$$' -bench=. -benchmem $(UNIT_PKGS)

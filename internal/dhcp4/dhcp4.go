@@ -137,9 +137,21 @@ var requested = dhcpv4.WithRequestedOptions(
 func Acquire(ctx context.Context, cfg Config) (*Lease, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
-		l, err := discover(ctx, cfg, discoverTimeout(attempt))
+		timeout := discoverTimeout(attempt)
+		begun := time.Now()
+		l, err := discover(ctx, cfg, timeout)
 		if err == nil {
 			return l, nil
+		}
+		if ctx.Err() == nil {
+			// An attempt that failed at once (no socket, the link gone)
+			// still takes its time: no busy loop.
+			t := time.NewTimer(timeout - time.Since(begun))
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		if ctx.Err() != nil {
 			if last == nil {

@@ -173,11 +173,11 @@ func waitAddrs(ctx context.Context, ns, ifname string, want []netip.Addr) error 
 	}
 }
 
-// inNetns runs fn on a thread switched into the host's network namespace.
+// InNetns runs fn on a thread switched into the host's network namespace.
 // The thread is never switched back: it stays locked and the runtime ends
 // it with the goroutine, so no other goroutine runs in the namespace.
 // Sockets fn opens stay in the namespace for their whole life.
-func (h *Host) inNetns(fn func() error) error {
+func (h *Host) InNetns(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with us
@@ -199,7 +199,7 @@ func (h *Host) inNetns(fn func() error) error {
 // Listen listens on address inside the host's network namespace.
 func (h *Host) Listen(network, address string) (net.Listener, error) {
 	var l net.Listener
-	err := h.inNetns(func() (err error) {
+	err := h.InNetns(func() (err error) {
 		l, err = net.Listen(network, address)
 		return err
 	})

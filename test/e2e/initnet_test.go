@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,8 +107,13 @@ func startNetMachine(t *testing.T, h *testbed.Host, spec machineSpec) *netMachin
 		select {
 		case <-m.done:
 		case <-time.After(20 * time.Second):
+			t.Errorf("machine %s did not stop in 20s; killed", m.Name)
 			m.cmd.Process.Kill()
 			<-m.done
+			// nspawn killed leaves the machine's processes behind.
+			for _, pid := range m.pids() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 		if t.Failed() {
 			t.Logf("machine %s console:\n%s", m.Name, m.Out.String())
@@ -173,20 +179,30 @@ echo "hello from $MAN8S_CONTAINER_NAME" > /www/index.html
 exec httpd -f -p 80 -h /www
 `
 
-// appPID returns the PID (in our namespace) of a process of the machine's
-// app: the one whose environment names the machine.
-func (m *netMachine) appPID(t *testing.T) string {
-	t.Helper()
+// pids returns the PIDs (in our namespace) of the machine's app processes:
+// those whose environment names the machine.
+func (m *netMachine) pids() []int {
 	want := []byte("\x00MAN8S_CONTAINER_NAME=" + m.Name + "\x00")
 	dirs, _ := filepath.Glob("/proc/[0-9]*/environ")
+	var pids []int
 	for _, d := range dirs {
 		env, err := os.ReadFile(d)
 		if err == nil && bytes.Contains(append([]byte{0}, env...), want) {
-			return filepath.Base(filepath.Dir(d))
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+			pids = append(pids, pid)
 		}
 	}
-	t.Fatalf("no process of machine %s found", m.Name)
-	return ""
+	return pids
+}
+
+// appPID returns the PID of a process of the machine's app.
+func (m *netMachine) appPID(t *testing.T) string {
+	t.Helper()
+	pids := m.pids()
+	if len(pids) == 0 {
+		t.Fatalf("no process of machine %s found", m.Name)
+	}
+	return strconv.Itoa(pids[0])
 }
 
 // Proof (issue 5): a machine on the testbed bridge gets IPv4 from networkd,
