@@ -5,12 +5,10 @@ package waitfor
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"sort"
@@ -248,22 +246,12 @@ func Wait(ctx context.Context, targets []Target, opts Options) error {
 	tctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.Proxy = nil // dependencies are reached directly
-	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	defer transport.CloseIdleConnections()
-	client := &http.Client{
-		Transport:     transport,
-		Timeout:       attemptTimeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-
 	st := &state{lastErr: map[int]error{}, met: map[int]bool{}}
 	done := make(chan int, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
-			if waitOne(tctx, t, opts, client, func(err error) {
+			if waitOne(tctx, t, opts, func(err error) {
 				st.mu.Lock()
 				st.lastErr[i] = err
 				st.mu.Unlock()
@@ -324,10 +312,10 @@ func (s *state) pending(targets []Target) []string {
 }
 
 // waitOne checks t until it is met (true) or ctx ends (false), reporting each failure.
-func waitOne(ctx context.Context, t Target, opts Options, client *http.Client, report func(error)) bool {
+func waitOne(ctx context.Context, t Target, opts Options, report func(error)) bool {
 	interval := opts.Interval
 	for {
-		err := check(ctx, t, opts, client)
+		err := check(ctx, t, opts)
 		if err == nil {
 			return true
 		}
@@ -345,7 +333,7 @@ func waitOne(ctx context.Context, t Target, opts Options, client *http.Client, r
 	}
 }
 
-func check(ctx context.Context, t Target, opts Options, client *http.Client) error {
+func check(ctx context.Context, t Target, opts Options) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	switch t.Kind {
@@ -357,7 +345,7 @@ func check(ctx context.Context, t Target, opts Options, client *http.Client) err
 		}
 		return conn.Close()
 	case KindHTTP:
-		return checkHTTP(ctx, client, t.Addr)
+		return checkHTTP(ctx, t.Addr)
 	case KindPing:
 		return opts.ping(ctx, t.Addr)
 	case KindFile:
@@ -366,24 +354,4 @@ func check(ctx context.Context, t Target, opts Options, client *http.Client) err
 	default:
 		return fmt.Errorf("unknown target kind %q", t.Kind)
 	}
-}
-
-func checkHTTP(ctx context.Context, client *http.Client, rawURL string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return fmt.Errorf("building request: %w", err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return ue.Err // url.Error repeats the URL, which may hold secrets
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return fmt.Errorf("HTTP status %s", resp.Status)
-	}
-	return nil
 }
