@@ -225,7 +225,7 @@ func start(opts Options) (int, int, error) {
 	// Go's fork gives the child the signal mask the process started with and resets
 	// handled signals to their default; Setpgid puts the application in its own
 	// process group, whose id is its pid.
-	pid, err := syscall.ForkExec(path, opts.Argv, &syscall.ProcAttr{
+	attr := &syscall.ProcAttr{
 		Dir:   opts.Dir,
 		Env:   opts.Env,
 		Files: []uintptr{0, 1, 2},
@@ -233,11 +233,51 @@ func start(opts Options) (int, int, error) {
 			Setpgid:    true,
 			Credential: opts.Credential,
 		},
-	})
+	}
+	// On a terminal the application's group must be the terminal's
+	// foreground group, or Ctrl-C never reaches it and it cannot read.
+	tty := terminalMode()
+	switch tty {
+	case ttyOurs:
+		attr.Sys.Foreground, attr.Sys.Ctty = true, 0
+	case ttyFree:
+		// Under nspawn's stub init man8s-init leads a session without a
+		// controlling terminal: the application gets a session of its
+		// own with the terminal as its controlling one.
+		attr.Sys.Setpgid, attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = false, true, true, 0
+	}
+	pid, err := syscall.ForkExec(path, opts.Argv, attr)
+	if err != nil && tty != ttyNone && !errors.Is(err, syscall.ENOENT) {
+		// The terminal could not be taken: run without it.
+		attr.Sys.Setpgid, attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Foreground = true, false, false, false
+		pid, err = syscall.ForkExec(path, opts.Argv, attr)
+	}
 	if err != nil {
 		return 0, execStatus(err), fmt.Errorf("supervise: exec %q: %w", path, err)
 	}
 	return pid, 0, nil
+}
+
+// Terminal modes of standard input (see terminalMode).
+const (
+	ttyNone = iota // not a terminal
+	ttyOurs        // our session's controlling terminal
+	ttyFree        // a terminal that is not our controlling terminal
+)
+
+// terminalMode says how standard input relates to a terminal.
+func terminalMode() int {
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err != nil {
+		return ttyNone
+	}
+	sid, err := unix.IoctlGetInt(0, unix.TIOCGSID)
+	if err != nil {
+		return ttyFree // ENOTTY: not anyone's controlling terminal we can see
+	}
+	if own, err := unix.Getsid(0); err == nil && own == sid {
+		return ttyOurs
+	}
+	return ttyFree
 }
 
 // execStatus maps an exec failure to 127 (not found) or 126 (cannot execute).

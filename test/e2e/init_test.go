@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"golang.org/x/sys/unix"
 )
 
 // stopApp records the signals it gets; it exits on SIGQUIT.
@@ -110,4 +113,112 @@ func TestInitStartsDistrolessAppAndPassesItsStatus(t *testing.T) {
 	if !strings.Contains(string(out), "args ok: zero arg") {
 		t.Errorf("the app did not get its arguments:\n%s", out)
 	}
+}
+
+// ttyApp reads a line from its terminal, then records SIGINT.
+const ttyApp = `trap 'echo INT >> /signals; exit 0' INT
+echo ready > /ready
+read line
+echo "$line" > /line
+while true; do sleep 0.1; done
+`
+
+// Proof (issue 5, tty): run on a terminal, the app is the terminal's
+// foreground process group: it can read what is typed (a background group
+// would be stopped by SIGTTIN) and Ctrl-C reaches it as SIGINT.
+func TestInitCtrlCReachesTheApp(t *testing.T) {
+	testbed.RequireT(t, "systemd-nspawn", busybox)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := ociimage.Rootfs(rootfs, busybox); err != nil {
+		t.Fatal(err)
+	}
+	initBin, err := os.ReadFile(filepath.Join(bins.dir, "man8s-init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(rootfs, "man8s-init/man8s-init"), string(initBin), 0o755)
+	writeFile(t, filepath.Join(rootfs, "app.sh"), ttyApp, 0o755)
+	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\n", 0o644)
+
+	master, slave := openPTY(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", "ttytest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
+		"/man8s-init/man8s-init")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out syncBuffer
+	go io.Copy(&out, master)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(rootfs, "ready")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the app never started\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := master.Write([]byte("typed\r")); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if got, _ := os.ReadFile(filepath.Join(rootfs, "line")); string(got) == "typed\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the app could not read its terminal\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := master.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("machine ended with %v\n%s", err, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("Ctrl-C did not end the app\n%s", out.String())
+	}
+	if got, _ := os.ReadFile(filepath.Join(rootfs, "signals")); string(got) != "INT\n" {
+		t.Errorf("the app received %q, want SIGINT\n%s", got, out.String())
+	}
+}
+
+// openPTY returns a new pseudo-terminal's master and slave.
+func openPTY(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return master, slave
 }
