@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -188,5 +189,5 @@ func addrFlags(f int) string {
 	if len(s) == 0 {
 		return "valid"
 	}
-	return fmt.Sprint(s)
+	return strings.Join(s, ",")
 }
