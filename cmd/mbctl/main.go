@@ -33,5 +33,8 @@ func initMain(args []string) int {
 		fmt.Printf("man8s-init %s (commit %s, %s; multi-call mbctl)\n", bi.Version, bi.Commit, bi.GoVersion)
 		return 0
 	}
+	if len(args) > 0 && args[0] == initd.KeepLeaseArg {
+		return initd.KeepLease(context.Background(), initd.Options{})
+	}
 	return initd.Run(context.Background(), initd.Options{})
 }
