@@ -27,9 +27,11 @@ func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func
 	if sup.Credential != nil {
 		step("app", "%s ignored in %s mode: the image's init starts as root", keyUser, ModeExecPID1)
 	}
-	if n != nil && n.Lease != nil {
+	if n != nil {
+		// Without a lease yet (DHCP failed and MAN8S_NETWORK_CHECK is not
+		// strict) the renewer goes on discovering.
 		if pid, err := startRenewer(opts, n); err != nil {
-			step("dhcp", "no lease renewer, the lease ends in %s: %v", n.Lease.Length, err)
+			step("dhcp", "no lease renewer: %v", err)
 		} else {
 			step("dhcp", "lease renewer started as PID %d", pid)
 		}
@@ -64,9 +66,12 @@ func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func
 // environment, in a session of its own so that signals meant for the
 // image's processes do not reach it.
 func startRenewer(opts Options, n *netinit.Network) (int, error) {
-	text, err := n.Lease.MarshalText()
-	if err != nil {
-		return 0, err
+	var text []byte
+	if n.Lease != nil {
+		var err error
+		if text, err = n.Lease.MarshalText(); err != nil {
+			return 0, err
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -112,10 +117,12 @@ func KeepLease(ctx context.Context, opts Options) int {
 		step("dhcp", "renewer: %v", err)
 		return 1
 	}
-	lease, err := dhcp4.ParseLease(os.Getenv(keyLease))
-	if err != nil {
-		step("dhcp", "renewer: %v", err)
-		return 1
+	var lease *dhcp4.Lease // none: discover
+	if text := os.Getenv(keyLease); text != "" {
+		if lease, err = dhcp4.ParseLease(text); err != nil {
+			step("dhcp", "renewer: %v", err)
+			return 1
+		}
 	}
 	n, err := netinit.Resume(settings, netinit.Options{Root: opts.Root, Log: func(s string) *slog.Logger { return stepLogger(opts.Log, s) }}, lease)
 	if err != nil {
@@ -124,7 +131,11 @@ func KeepLease(ctx context.Context, opts Options) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	step("dhcp", "renewer keeps %s on %s", lease.Addr, n.Link)
+	if lease != nil {
+		step("dhcp", "renewer keeps %s on %s", lease.Addr, n.Link)
+	} else {
+		step("dhcp", "renewer looks for a lease on %s", n.Link)
+	}
 	n.Keep(ctx)
 	return 0
 }
