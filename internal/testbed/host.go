@@ -39,6 +39,9 @@ type Options struct {
 	// DHCPLeaseTime overrides the DHCP server's lease time (e.g. to watch
 	// renewals). Default: the shipped configuration's.
 	DHCPLeaseTime time.Duration
+	// DHCPDNS are the DNS servers the DHCP server hands out. Default:
+	// the shipped configuration's (the uplink's, none in a testbed).
+	DHCPDNS []netip.Addr
 	// NoRouterAdvertisements turns off the bridge's IPv6 router
 	// advertisements (an IPv4-only host: no SLAAC for the machines).
 	NoRouterAdvertisements bool
@@ -200,7 +203,7 @@ func (h *Host) start(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	if err := h.startNetworkd(ctx, opts.DHCPLeaseTime, opts.NoRouterAdvertisements, !opts.NoBridge); err != nil {
+	if err := h.startNetworkd(ctx, opts); err != nil {
 		return err
 	}
 	return nil

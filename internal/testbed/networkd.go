@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 
@@ -37,13 +36,14 @@ exec "$2"
 // startNetworkd runs networkd and, withBridge, renders the shipped bridge
 // configuration with this host's values first and waits until the bridge
 // has its addresses; without, it waits until networkd is on the bus.
-func (h *Host) startNetworkd(ctx context.Context, leaseTime time.Duration, noRA, withBridge bool) error {
+func (h *Host) startNetworkd(ctx context.Context, opts Options) error {
+	withBridge := !opts.NoBridge
 	h.NetworkDir = filepath.Join(h.Dir, "network")
 	if err := os.MkdirAll(h.NetworkDir, 0o755); err != nil {
 		return err
 	}
 	if withBridge {
-		if err := h.renderNetworkConfig(h.NetworkDir, leaseTime, noRA); err != nil {
+		if err := h.renderNetworkConfig(h.NetworkDir, opts); err != nil {
 			return err
 		}
 	}
@@ -98,19 +98,26 @@ func (h *Host) WaitAddrs(ctx context.Context, ifname string, want ...netip.Addr)
 
 // renderNetworkConfig writes the shipped .netdev/.network into dir with
 // the placeholders replaced by this host's values.
-func (h *Host) renderNetworkConfig(dir string, leaseTime time.Duration, noRA bool) error {
+func (h *Host) renderNetworkConfig(dir string, opts Options) error {
 	pairs := []string{
 		systemdconfigs.BridgeIPv4, h.IPv4.String(),
 		systemdconfigs.BridgeULA, h.ULA.String(),
 		systemdconfigs.YggGateway, netip.PrefixFrom(h.YggGateway(), h.Ygg.Subnet.Bits()).String(),
 		"Name=" + systemdconfigs.BridgeName, "Name=" + h.Bridge,
 	}
-	if leaseTime > 0 {
-		secs := fmt.Sprint(int(leaseTime.Seconds()))
+	if opts.DHCPLeaseTime > 0 {
+		secs := fmt.Sprint(int(opts.DHCPLeaseTime.Seconds()))
 		pairs = append(pairs, "DefaultLeaseTimeSec=86400", "DefaultLeaseTimeSec="+secs, "MaxLeaseTimeSec=86400", "MaxLeaseTimeSec="+secs)
 	}
-	if noRA {
+	if opts.NoRouterAdvertisements {
 		pairs = append(pairs, "IPv6SendRA=yes", "IPv6SendRA=no")
+	}
+	if len(opts.DHCPDNS) > 0 {
+		dns := "EmitDNS=yes"
+		for _, a := range opts.DHCPDNS {
+			dns += "\nDNS=" + a.String()
+		}
+		pairs = append(pairs, "EmitDNS=yes", dns)
 	}
 	r := strings.NewReplacer(pairs...)
 	return fs.WalkDir(systemdconfigs.Files, ".", func(path string, d fs.DirEntry, err error) error {

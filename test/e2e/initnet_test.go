@@ -212,7 +212,8 @@ func (m *netMachine) appPID(t *testing.T) string {
 func TestInitConfiguresNetworkAndRenewsLease(t *testing.T) {
 	testbed.RequireT(t, "systemd-nspawn", busybox)
 	const lease = 10 * time.Second
-	h := testbed.NewHostT(t, testbed.Options{DHCPLeaseTime: lease})
+	dns := netip.MustParseAddr("198.18.1.53")
+	h := testbed.NewHostT(t, testbed.Options{DHCPLeaseTime: lease, DHCPDNS: []netip.Addr{dns}})
 	m := startNetMachine(t, h, machineSpec{
 		Env:   "MAN8S_APPLICATION_ARGS=/web.sh\nMAN8S_NETWORK_CHECK=strict\n",
 		Files: map[string]string{"web.sh": webApp},
@@ -263,6 +264,12 @@ func TestInitConfiguresNetworkAndRenewsLease(t *testing.T) {
 		if !regexp.MustCompile(c.want).MatchString(c.got) {
 			t.Errorf("%s do not match %q:\n%s", c.what, c.want, c.got)
 		}
+	}
+	// The lease's DNS server, in the resolv.conf the machine sees (nspawn
+	// may have copied or mounted one there first).
+	resolv, err := exec.CommandContext(ctx, "nsenter", "--target", pid, "--mount", "--root", "cat", "/etc/resolv.conf").CombinedOutput()
+	if err != nil || !strings.Contains(string(resolv), "nameserver "+dns.String()+"\n") {
+		t.Errorf("the machine's resolv.conf lacks the lease's DNS server %s (%v):\n%s", dns, err, resolv)
 	}
 	if n := strings.Count(rules, "200::/7"); n != 1 {
 		t.Errorf("want exactly one rule for 200::/7, have %d:\n%s", n, rules)
