@@ -124,6 +124,7 @@ func Run(ctx context.Context, opts Options) int {
 			var timeout time.Duration
 			if timeout, err = waitfor.ParseTimeout(vars[keyWaitTimeout]); err == nil {
 				start := time.Now()
+				step("wait", "waiting up to %s for %d dependencies: %s", timeout, len(targets), targetList(targets))
 				err = waitfor.Wait(ctx, targets, waitfor.Options{Timeout: timeout, Log: stepLogger(opts.Log, "wait")})
 				if err == nil {
 					step("wait", "%d dependencies met after %.1fs", len(targets), time.Since(start).Seconds())
@@ -190,6 +191,15 @@ func setupNetwork(ctx context.Context, opts Options, vars map[string]string, ste
 		step("network", "going on despite failures (%s=%s): %v", netinit.KeyCheck, settings.Check, oneLine(err))
 	}
 	return n, true
+}
+
+// targetList names the targets (credentials redacted).
+func targetList(ts []waitfor.Target) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.String()
+	}
+	return strings.Join(names, " ")
 }
 
 // oneLine joins the lines of a joined error.

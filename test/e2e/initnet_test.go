@@ -299,7 +299,7 @@ func TestInitWaitsForHostListener(t *testing.T) {
 	})
 	// The network is up and the wait has begun; the app has not started.
 	m.waitLine(t, 30*time.Second, `man8s-init: network: ready`)
-	m.waitLine(t, 10*time.Second, `man8s-init: wait: `)
+	m.waitLine(t, 10*time.Second, fmt.Sprintf(`man8s-init: wait: waiting up to 5m0s for 1 dependencies: tcp://%s:%d`, regexp.QuoteMeta(h.IPv4.Addr().String()), port))
 	started := filepath.Join(m.Rootfs, "started")
 	if _, err := os.Stat(started); err == nil {
 		t.Fatal("the app started before its dependency existed")
