@@ -136,9 +136,14 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 		errs = append(errs, n.check(ctx))
 	}
 	n.Timings.Total = time.Since(start)
-	opts.log("network").Info(fmt.Sprintf("ready after %s (dhcp %s, slaac %s, ygg %s)",
-		ms(n.Timings.Total), ms(n.Timings.DHCP), ms(n.Timings.SLAAC), ms(n.Timings.Ygg)))
-	return n, errors.Join(errs...)
+	err = errors.Join(errs...)
+	state := "ready"
+	if err != nil {
+		state = "set up with failures"
+	}
+	opts.log("network").Info(fmt.Sprintf("%s after %s (dhcp %s, slaac %s, ygg %s)",
+		state, ms(n.Timings.Total), ms(n.Timings.DHCP), ms(n.Timings.SLAAC), ms(n.Timings.Ygg)))
+	return n, err
 }
 
 // ms formats d in milliseconds for the step lines (the benchmark reads them).
