@@ -88,3 +88,26 @@ func TestPlanYgg(t *testing.T) {
 		t.Errorf("rule: %+v", r)
 	}
 }
+
+// FuzzParseSettings: any values either fail with an error naming a key or
+// give settings within their ranges.
+func FuzzParseSettings(f *testing.F) {
+	f.Add("warn", "optional", "300:2e98:a4b0:1789:1d44:bc13:a177:c4d", "199", "100", "30", "1.5s")
+	f.Add("", "", "", "", "", "", "")
+	f.Add("STRICT", "required", "::1", "4294967295", "32765", "0", "-1")
+	f.Fuzz(func(t *testing.T, check, ipv6, addr, table, prio, dhcp, v6 string) {
+		s, err := ParseSettings(map[string]string{KeyCheck: check, KeyIPv6: ipv6, KeyYggAddress: addr,
+			KeyYggTable: table, KeyYggPriority: prio, KeyDHCPTimeout: dhcp, KeyIPv6Timeout: v6})
+		if err != nil {
+			if !strings.Contains(err.Error(), "MAN8S_") {
+				t.Errorf("error names no key: %v", err)
+			}
+			return
+		}
+		if s.YggTable < 1 || s.YggTable == 253 || s.YggTable == 254 || s.YggTable == 255 ||
+			s.YggRulePriority < 1 || s.YggRulePriority > 32765 || s.DHCPTimeout <= 0 || s.IPv6Timeout <= 0 ||
+			(s.YggAddress.IsValid() && !s.YggAddress.Is6()) {
+			t.Errorf("out of range: %+v", s)
+		}
+	})
+}
