@@ -124,12 +124,14 @@ func (c *Config) log() *slog.Logger {
 	return c.Log
 }
 
-// requested are the options man8s-init uses.
-var requested = dhcpv4.WithRequestedOptions(
-	dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
-	dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList,
-	dhcpv4.OptionIPAddressLeaseTime, dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
-)
+// requested asks for the options man8s-init uses.
+func requested() dhcpv4.Modifier {
+	return dhcpv4.WithRequestedOptions(
+		dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
+		dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList,
+		dhcpv4.OptionIPAddressLeaseTime, dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
+	)
+}
 
 // Acquire discovers a server and returns its lease, retrying until ctx
 // ends: the first attempts wait only a quarter of a second for an answer,
@@ -171,7 +173,7 @@ func discover(ctx context.Context, cfg Config, timeout time.Duration) (*Lease, e
 		return nil, fmt.Errorf("opening a DHCPv4 socket on %s: %w", cfg.Link, err)
 	}
 	defer c.Close()
-	raw, err := c.Request(ctx, requested)
+	raw, err := c.Request(ctx, requested())
 	if err != nil {
 		return nil, fmt.Errorf("DHCPv4 on %s: %w", cfg.Link, err)
 	}
@@ -205,7 +207,7 @@ func renew(ctx context.Context, cfg Config, l *Lease, rebind bool) (*Lease, erro
 		return nil, fmt.Errorf("opening a DHCPv4 socket on %s: %w", cfg.Link, err)
 	}
 	defer c.Close()
-	raw, err := c.Renew(ctx, l.raw, requested)
+	raw, err := c.Renew(ctx, l.raw, requested())
 	if err != nil {
 		return nil, err
 	}
