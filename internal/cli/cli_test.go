@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/man8s/mbctl/internal/iostreams"
+	"github.com/man8s/mbctl/internal/machine"
 )
 
 // runCLI runs mbctl with args and an environment of env, and returns the
@@ -16,9 +17,16 @@ import (
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	ios, _, out, errOut := iostreams.Test()
-	f := &Factory{IO: ios, Getenv: func(k string) string { return env[k] }}
+	f := &Factory{IO: ios, Getenv: func(k string) string { return env[k] }, Prober: noMachinesRun(t)}
 	code := run(context.Background(), args, f)
 	return code, out.String(), errOut.String()
+}
+
+// noMachinesRun is a Prober that sees no running machine: no machined
+// state, no processes. The host's real ones would make a test's machine
+// "running" whenever anything on the host runs a machine of that name.
+func noMachinesRun(t *testing.T) machine.Prober {
+	return machine.Prober{MachinedDir: t.TempDir(), Proc: t.TempDir()}
 }
 
 // noConfig points MBCTL_CONFIG at a file with only the given content and an

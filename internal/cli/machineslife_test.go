@@ -77,7 +77,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmds := &fakeCommands{host: tt.host, code: tt.code}
-			code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: machine.Prober{MachinedDir: t.TempDir()}}, tt.args...)
+			code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: noMachinesRun(t)}, tt.args...)
 			if code != tt.wantCode || !strings.Contains(stderr, tt.wantErr) {
 				t.Fatalf("exit %d, stderr %q; want %d, %q", code, stderr, tt.wantCode, tt.wantErr)
 			}
@@ -95,7 +95,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 
 	t.Run("logs", func(t *testing.T) {
 		cmds := &fakeCommands{host: nspawn.Host{Systemd: true}}
-		if code, stderr := runWith(t, env, &Factory{Commands: cmds}, "machines", "logs", "-f", "-n", "20", "web"); code != 0 {
+		if code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: noMachinesRun(t)}, "machines", "logs", "-f", "-n", "20", "web"); code != 0 {
 			t.Fatal(stderr)
 		}
 		if want := []string{"journalctl", "--no-pager", "--unit=" + unit, "--lines=20", "--follow"}; !slices.Equal(cmds.exec, want) {
@@ -125,7 +125,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmds := &fakeCommands{}
-			code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: machine.Prober{MachinedDir: machined}}, tt.args...)
+			code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: machine.Prober{MachinedDir: machined, Proc: "/proc"}}, tt.args...)
 			if code != 0 {
 				t.Fatal(stderr)
 			}
@@ -137,7 +137,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 			}
 		})
 	}
-	if code, stderr := runWith(t, env, &Factory{Commands: &fakeCommands{}}, "machines", "shell", "web", "extra"); code != 2 {
+	if code, stderr := runWith(t, env, &Factory{Commands: &fakeCommands{}, Prober: noMachinesRun(t)}, "machines", "shell", "web", "extra"); code != 2 {
 		t.Errorf("shell with a stray argument: %d %q", code, stderr)
 	}
 }
