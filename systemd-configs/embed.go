@@ -19,6 +19,10 @@ const (
 	BridgeIPv4 = "192.168.77.1/24"
 	// BridgeULA is the bridge's ULA address and prefix.
 	BridgeULA = "fc00::f:e:d:c/64"
-	// YggGateway stands for the host's Yggdrasil subnet with ::1, as /64.
-	YggGateway = "YGGDRASIL_SUBNET::1/64"
+	// YggGateway stands for the host's Yggdrasil subnet with ::1, as a
+	// /128 (the bridge's address: see the .network for why not the /64).
+	YggGateway = "YGGDRASIL_SUBNET::1/128"
+	// YggSubnet stands for the host's Yggdrasil subnet, routed onto the
+	// bridge.
+	YggSubnet = "YGGDRASIL_SUBNET::/64"
 )

@@ -157,7 +157,7 @@ func checkBridge(bridge string, subnet netip.Prefix, subnetErr error, links Link
 	var gw netip.Prefix
 	if subnetErr == nil {
 		if g, err := ygg.Gateway(subnet); err == nil {
-			gw = netip.PrefixFrom(g, subnet.Bits())
+			gw = netip.PrefixFrom(g, g.BitLen())
 			want = append([]netip.Prefix{gw}, want...)
 		}
 	}

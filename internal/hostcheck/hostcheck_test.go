@@ -83,7 +83,7 @@ func goodProc() map[string]string {
 }
 
 func goodLinks() fakeLinks {
-	return fakeLinks{"srvgrp0": {"bridge", []string{"300:2e98:a4b0:1789::1/64", "fc00::f:e:d:c/64", "fe80::1/64"}}}
+	return fakeLinks{"srvgrp0": {"bridge", []string{"300:2e98:a4b0:1789::1/128", "fc00::f:e:d:c/64", "fe80::1/64"}}}
 }
 
 // staticFile is a file the fake IsStatic calls static.
@@ -178,7 +178,7 @@ func TestRun(t *testing.T) {
 				return netip.Prefix{}, "", errors.New("connection refused")
 			}
 		}, "yggdrasil", "subnet unknown: connection refused", "systemctl enable --now yggdrasil", Fail},
-		{"bridge ok", nil, "bridge srvgrp0", "ygg gateway 300:2e98:a4b0:1789::1/64, ULA fc00::f:e:d:c/64", "", OK},
+		{"bridge ok", nil, "bridge srvgrp0", "ygg gateway 300:2e98:a4b0:1789::1/128, ULA fc00::f:e:d:c/64", "", OK},
 		{"bridge missing", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
 			p.Links = fakeLinks{}
 		}, "bridge srvgrp0", "does not exist", "mbctl host setup", Fail},
@@ -187,10 +187,10 @@ func TestRun(t *testing.T) {
 		}, "bridge srvgrp0", "is a dummy, not a bridge", "network.bridge", Fail},
 		{"bridge without gateway", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
 			p.Links = fakeLinks{"srvgrp0": {"bridge", []string{"fc00::f:e:d:c/64", "301::1/64"}}}
-		}, "bridge srvgrp0", "lacks ygg gateway 300:2e98:a4b0:1789::1/64", "mbctl host setup", Fail},
+		}, "bridge srvgrp0", "lacks ygg gateway 300:2e98:a4b0:1789::1/128", "mbctl host setup", Fail},
 		{"bridge without anything", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
 			p.Links = fakeLinks{"srvgrp0": {"bridge", nil}}
-		}, "bridge srvgrp0", "lacks ygg gateway 300:2e98:a4b0:1789::1/64 and ULA fc00::f:e:d:c/64", "mbctl host setup", Fail},
+		}, "bridge srvgrp0", "lacks ygg gateway 300:2e98:a4b0:1789::1/128 and ULA fc00::f:e:d:c/64", "mbctl host setup", Fail},
 		{"bridge, subnet unknown", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
 			p.Subnet = func(context.Context) (netip.Prefix, string, error) { return netip.Prefix{}, "", errors.New("down") }
 		}, "bridge srvgrp0", "ygg gateway is unknown", "yggdrasil", Warn},

@@ -61,7 +61,7 @@ func TestRender(t *testing.T) {
 		t.Errorf("names = %v, want %v", names, want)
 	}
 	network := string(files[1].Content)
-	for _, want := range []string{"Name=br-test\n", "Address=301:aa::1/64\n", "Address=fc00::f:e:d:c/64\n"} {
+	for _, want := range []string{"Name=br-test\n", "Address=301:aa::1/128\n", "Destination=301:aa::/64\n", "Address=fc00::f:e:d:c/64\n"} {
 		if !strings.Contains(network, want) {
 			t.Errorf(".network lacks %q:\n%s", want, network)
 		}

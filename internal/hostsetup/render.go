@@ -64,7 +64,7 @@ func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	gwPrefix := netip.PrefixFrom(gw, subnet.Bits()).String()
+	gwPrefix := netip.PrefixFrom(gw, gw.BitLen()).String()
 	var out []Rendered
 	for _, f := range []struct {
 		shipped, name string
@@ -85,6 +85,7 @@ func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
 				return nil, fmt.Errorf("shipped %s has no %s placeholder", f.shipped, systemdconfigs.YggGateway)
 			}
 			s = strings.ReplaceAll(s, systemdconfigs.YggGateway, gwPrefix)
+			s = strings.ReplaceAll(s, systemdconfigs.YggSubnet, subnet.Masked().String())
 			s = strings.ReplaceAll(s, systemdconfigs.BridgeName, bridge)
 		}
 		out = append(out, Rendered{Name: f.name, Kind: f.kind, Content: []byte(header + s)})

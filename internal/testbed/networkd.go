@@ -102,7 +102,8 @@ func (h *Host) renderNetworkConfig(dir string, opts Options) error {
 	pairs := []string{
 		systemdconfigs.BridgeIPv4, h.IPv4.String(),
 		systemdconfigs.BridgeULA, h.ULA.String(),
-		systemdconfigs.YggGateway, netip.PrefixFrom(h.YggGateway(), h.Ygg.Subnet.Bits()).String(),
+		systemdconfigs.YggGateway, netip.PrefixFrom(h.YggGateway(), 128).String(),
+		systemdconfigs.YggSubnet, h.Ygg.Subnet.Masked().String(),
 		"Name=" + systemdconfigs.BridgeName, "Name=" + h.Bridge,
 	}
 	if opts.DHCPLeaseTime > 0 {

@@ -53,7 +53,7 @@ func TestHostSetupThenCheck(t *testing.T) {
 	dir := t.TempDir()
 	sysctlDir := filepath.Join(dir, "sysctl.d")
 	conf := writeConfig(t, dir, fmt.Sprintf("networkd = %q\nsysctl = %q\n[network]\nygg_admin = %q\n", h.NetworkDir, sysctlDir, h.YggAdmin))
-	gw := netip.PrefixFrom(h.YggGateway(), h.Ygg.Subnet.Bits())
+	gw := netip.PrefixFrom(h.YggGateway(), 128)
 
 	code, out := mbctlIn(t, h, "--config", conf, "host", "check")
 	t.Logf("host check before setup:\n%s", out)
