@@ -64,7 +64,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-demo: deps build ## start a testbed, push a demo image, show what mbctl sees
+demo: deps build ## the whole scenario in a sandbox: the real registry as a machine, reached over Yggdrasil
 	$(GO) run ./test/demo -mbctl $(BIN)/mbctl
 
 clean:

@@ -168,7 +168,7 @@ func run(ctx context.Context, mbctl string, keep, verbose bool) (err error) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	fmt.Printf("  pushed         %s/demo/hello:1\n", endpoint)
-	fmt.Print(indent("machine console:\n" + console.String()))
+	fmt.Print(indent("man8s-init in the machine:\n" + initLines(console.String())))
 
 	step("pulling it back with mbctl oci download, over Yggdrasil")
 	dlConf := filepath.Join(dir, "download.toml")
@@ -225,6 +225,17 @@ func helloImage() (v1.Image, error) {
 		return nil, err
 	}
 	return ociimage.Image(ociimage.AppConfig{Cmd: []string{"/hello.txt"}}, l)
+}
+
+// initLines keeps man8s-init's step lines of a machine's console.
+func initLines(console string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(console, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "man8s-init:") {
+			b.WriteString(strings.TrimSpace(l) + "\n")
+		}
+	}
+	return b.String()
 }
 
 func indent(s string) string {
