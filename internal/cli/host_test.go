@@ -63,7 +63,7 @@ func TestHostSetup(t *testing.T) {
 	}
 	for _, want := range []string{
 		"would create " + filepath.Join(networkDir, "80-man8s-srvgrp0.network") + ":\n",
-		"    Address=300:2e98:a4b0:1789::1/64\n",
+		"    Address=300:2e98:a4b0:1789::1/128\n", "    Destination=300:2e98:a4b0:1789::/64\n",
 		"would set net.ipv6.conf.all.forwarding = 1 (now 0)\n",
 		"would reload systemd-networkd",
 	} {

@@ -236,7 +236,9 @@ func TestWaitHTTP(t *testing.T) {
 		tls.StartTLS()
 		defer tls.Close()
 		opts := testOpts(t)
-		opts.Timeout = 300 * time.Millisecond
+		// Long enough that, on a loaded machine, the last attempt reached
+		// the handshake rather than timing out in the dial.
+		opts.Timeout = 3 * time.Second
 		err := Wait(t.Context(), mustParse(t, tls.URL), opts)
 		if err == nil || !strings.Contains(err.Error(), "certificate") {
 			t.Fatalf("Wait = %v, want a certificate error", err)
