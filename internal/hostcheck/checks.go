@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,7 +25,7 @@ import (
 const MinNspawnVersion = 250
 
 // bridgeULA is the bridge's host side of the machines' ULA prefix.
-var bridgeULA = netip.MustParsePrefix("fc00::f:e:d:c/64")
+var bridgeULA = netip.MustParsePrefix(systemdconfigs.BridgeULA)
 
 const (
 	fixSetup       = "run `mbctl host setup`, and start systemd-networkd if it is not running"

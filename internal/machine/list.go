@@ -12,15 +12,20 @@ import (
 	"github.com/man8s/mbctl/internal/envfile"
 )
 
-// Keys of man8env.env that describe the machine (DESIGN.md, issue 3).
+// Keys of man8env.env that mbctl writes (DESIGN.md, issue 3); list and
+// show read them back.
 const (
 	KeyName       = "MAN8S_CONTAINER_NAME"
 	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
 	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
-	KeyImage      = "MAN8S_OCI_IMAGE_URL"
+	KeyImageURL   = "MAN8S_OCI_IMAGE_URL"
 	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
+	KeyArgs       = "MAN8S_APPLICATION_ARGS"
+	KeyUser       = "MAN8S_APPLICATION_USER"
+	KeyStopSignal = "MAN8S_STOP_SIGNAL"
 	KeyInitMode   = "MAN8S_INIT_MODE"
-	KeyCreated    = "MAN8S_MBCTL_CREATED_AT"
+	KeyVersion    = "MAN8S_MBCTL_VERSION"
+	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
 )
 
 // Info describes a machine as its files say.
@@ -56,9 +61,9 @@ func Describe(p Paths, st State) (Info, error) {
 		return in, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	get := func(k string) string { v, _ := env.Get(k); return v }
-	in.Image, in.Digest = get(KeyImage), get(KeyDigest)
+	in.Image, in.Digest = get(KeyImageURL), get(KeyDigest)
 	in.YggAddress, in.Template, in.InitMode = get(KeyYggAddress), get(KeyTemplate), get(KeyInitMode)
-	if t, err := time.Parse(time.RFC3339, get(KeyCreated)); err == nil {
+	if t, err := time.Parse(time.RFC3339, get(KeyCreatedAt)); err == nil {
 		in.Created = t
 	}
 	return in, nil

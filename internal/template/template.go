@@ -89,24 +89,9 @@ type Params struct {
 	Created time.Time
 }
 
-// Keys of man8env.env written by mbctl.
-const (
-	KeyName       = "MAN8S_CONTAINER_NAME"
-	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
-	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
-	KeyImageURL   = "MAN8S_OCI_IMAGE_URL"
-	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
-	KeyArgs       = "MAN8S_APPLICATION_ARGS"
-	KeyUser       = "MAN8S_APPLICATION_USER"
-	KeyStopSignal = "MAN8S_STOP_SIGNAL"
-	KeyInitMode   = "MAN8S_INIT_MODE"
-	KeyVersion    = "MAN8S_MBCTL_VERSION"
-	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
-)
-
 // mbctlKeys are the keys Env writes itself, which an image must not set.
-var mbctlKeys = []string{KeyName, KeyTemplate, KeyYggAddress, KeyImageURL, KeyDigest, KeyArgs,
-	KeyUser, KeyStopSignal, KeyInitMode, KeyVersion, KeyCreatedAt}
+var mbctlKeys = []string{machine.KeyName, machine.KeyTemplate, machine.KeyYggAddress, machine.KeyImageURL, machine.KeyDigest, machine.KeyArgs,
+	machine.KeyUser, machine.KeyStopSignal, machine.KeyInitMode, machine.KeyVersion, machine.KeyCreatedAt}
 
 // settingsEnv are the image's variables that go to the settings file's
 // Environment= instead of man8env.env.
@@ -365,21 +350,21 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 	b.WriteString("# One KEY=VALUE per line, taken literally: no quotes, no $expansion.\n")
 	b.WriteString("\n# Man8S, written by mbctl; man8s-init reads them.\n")
 	fixed := []struct{ k, v string }{
-		{KeyName, p.Name},
-		{KeyTemplate, tmpl},
-		{KeyYggAddress, p.YggAddress.String()},
-		{KeyImageURL, p.ImageRef},
-		{KeyDigest, p.ImageDigest},
-		{KeyArgs, args},
+		{machine.KeyName, p.Name},
+		{machine.KeyTemplate, tmpl},
+		{machine.KeyYggAddress, p.YggAddress.String()},
+		{machine.KeyImageURL, p.ImageRef},
+		{machine.KeyDigest, p.ImageDigest},
+		{machine.KeyArgs, args},
 	}
 	if p.Image.User != "" {
-		fixed = append(fixed, struct{ k, v string }{KeyUser, p.Image.User})
+		fixed = append(fixed, struct{ k, v string }{machine.KeyUser, p.Image.User})
 	}
 	fixed = append(fixed, []struct{ k, v string }{
-		{KeyStopSignal, stop},
-		{KeyInitMode, string(p.Mode)},
-		{KeyVersion, p.Version},
-		{KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
+		{machine.KeyStopSignal, stop},
+		{machine.KeyInitMode, string(p.Mode)},
+		{machine.KeyVersion, p.Version},
+		{machine.KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
 	}...)
 	for _, kv := range fixed {
 		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {
@@ -426,7 +411,7 @@ func applicationArgs(c v1.Config) (string, error) {
 	}{{"Entrypoint", c.Entrypoint}, {"Cmd", c.Cmd}} {
 		for i, w := range f.words {
 			if strings.ContainsAny(w, "\n\r\x00") {
-				return "", fmt.Errorf("image %s[%d] holds a line break or NUL, which %s cannot carry", f.name, i, KeyArgs)
+				return "", fmt.Errorf("image %s[%d] holds a line break or NUL, which %s cannot carry", f.name, i, machine.KeyArgs)
 			}
 		}
 	}
