@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/config"
 	"github.com/man8s/mbctl/internal/ygg"
+	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 )
 
 // MinNspawnVersion is the oldest systemd whose nspawn understands what
