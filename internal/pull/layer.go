@@ -11,12 +11,15 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
-// Read-ahead between decompression and unpacking: 16 chunks of 1 MiB.
+// Read-ahead between decompression and unpacking: 16 chunks of 1 MiB in
+// memory, and up to 1 GiB more in a spill file (see readAhead).
 const (
 	chunkSize   = 1 << 20
 	chunksAhead = 16
+	spillChunks = 1024
 )
 
 // layerStream turns one compressed layer blob into its tar stream. A
@@ -29,13 +32,16 @@ type layerStream struct {
 	diff     hash.Hash
 	counted  *countingReader
 	closeDec func()
+	spill    int // the spill file, -1: none
 }
 
 // openLayerStream starts decompressing r (compression "gzip", "zstd" or
 // "none"). maxSize bounds the uncompressed size, so a decompression bomb
-// cannot fill the disk.
-func openLayerStream(r io.Reader, compression string, maxSize int64) (*layerStream, error) {
-	ls := &layerStream{diff: sha256.New(), closeDec: func() {}}
+// cannot fill the disk. If spillDir is not "", decompression may run ahead
+// of the reader into an unnamed temporary file on spillDir's file system
+// (if it supports O_TMPFILE; else it waits for the reader).
+func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir string) (*layerStream, error) {
+	ls := &layerStream{diff: sha256.New(), closeDec: func() {}, spill: -1}
 	r = bufio.NewReaderSize(r, chunkSize)
 	var dec io.Reader
 	switch compression {
@@ -57,7 +63,13 @@ func openLayerStream(r io.Reader, compression string, maxSize int64) (*layerStre
 		return nil, fmt.Errorf("unsupported layer compression %q", compression)
 	}
 	ls.counted = &countingReader{r: dec, limit: maxSize}
-	ls.readAhead = newReadAhead(ls.counted, ls.diff, chunkSize, chunksAhead)
+	if spillDir != "" {
+		// Never linked into the tree: the file vanishes with its descriptor.
+		if fd, err := unix.Open(spillDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600); err == nil {
+			ls.spill = fd
+		}
+	}
+	ls.readAhead = newSpillingReadAhead(ls.counted, ls.diff, chunkSize, chunksAhead, ls.spill, spillChunks)
 	return ls, nil
 }
 
@@ -80,6 +92,10 @@ func (ls *layerStream) Close() error {
 	err := ls.readAhead.Close()
 	ls.closeDec()
 	ls.closeDec = func() {}
+	if ls.spill >= 0 {
+		_ = unix.Close(ls.spill)
+		ls.spill = -1
+	}
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,7 +25,7 @@ func TestLayerStream(t *testing.T) {
 		diffID := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(data))}
 		for _, compression := range []string{"gzip", "zstd", "none"} {
 			t.Run(fmt.Sprintf("%s/%d", compression, size), func(t *testing.T) {
-				ls, err := openLayerStream(bytes.NewReader(compress(t, compression, data)), compression, 0)
+				ls, err := openLayerStream(bytes.NewReader(compress(t, compression, data)), compression, 0, "")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -40,7 +41,7 @@ func TestLayerStream(t *testing.T) {
 					t.Fatal(err)
 				}
 				wrong := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 1)}
-				ls, _ = openLayerStream(bytes.NewReader(compress(t, compression, data)), compression, 0)
+				ls, _ = openLayerStream(bytes.NewReader(compress(t, compression, data)), compression, 0, "")
 				if err := ls.finish(v1.Hash{}, wrong); err == nil {
 					t.Error("a wrong DiffID was accepted")
 				}
@@ -51,7 +52,7 @@ func TestLayerStream(t *testing.T) {
 
 func TestLayerStreamSizeLimit(t *testing.T) {
 	data := make([]byte, 10*chunkSize)
-	ls, err := openLayerStream(bytes.NewReader(compress(t, "gzip", data)), "gzip", chunkSize)
+	ls, err := openLayerStream(bytes.NewReader(compress(t, "gzip", data)), "gzip", chunkSize, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestLayerStreamSizeLimit(t *testing.T) {
 
 func TestLayerStreamCloseEarly(t *testing.T) {
 	data := make([]byte, 40*chunkSize)
-	ls, err := openLayerStream(bytes.NewReader(compress(t, "gzip", data)), "gzip", 0)
+	ls, err := openLayerStream(bytes.NewReader(compress(t, "gzip", data)), "gzip", 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,4 +95,65 @@ func compress(t *testing.T, compression string, data []byte) []byte {
 		b.Write(data)
 	}
 	return b.Bytes()
+}
+
+// A reader that falls behind gets the spilled chunks back in order, and the
+// producer finishes without waiting for it.
+func TestLayerStreamSpill(t *testing.T) {
+	data := make([]byte, 2*chunksAhead*chunkSize+123)
+	for i := range data {
+		data[i] = byte(i * i >> 12)
+	}
+	diffID := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(data))}
+	ls, err := openLayerStream(bytes.NewReader(compress(t, "gzip", data)), "gzip", 0, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	if ls.spill < 0 {
+		t.Skip("no O_TMPFILE on the temp dir's file system")
+	}
+	<-ls.produced() // all of it decompressed before anything is read
+	if got := ls.spilled.Load(); got == 0 {
+		t.Error("nothing was spilled")
+	}
+	got, err := io.ReadAll(struct{ io.Reader }{ls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("stream content differs")
+	}
+	if err := ls.finish(v1.Hash{}, diffID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the spill file full the producer waits for the reader, as without
+// one; closing early does not hang.
+func TestReadAheadSpillFull(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "spill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 20*1000+5)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	ra := newSpillingReadAhead(bytes.NewReader(data), nil, 1000, 2, int(f.Fd()), 3)
+	got, err := io.ReadAll(struct{ io.Reader }{ra})
+	ra.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("stream content differs")
+	}
+	ra = newSpillingReadAhead(bytes.NewReader(data), nil, 1000, 2, int(f.Fd()), 3)
+	if _, err := ra.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	ra.Close()
+	ra.Close()
 }

@@ -285,8 +285,11 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 
 // applyLayers applies the layers in order. The next layer's stream is
 // opened while the current one is applied, so its decompression starts
-// early, into a bounded read-ahead, on whatever CPU time the current layer
-// leaves.
+// early, on whatever CPU time the current layer leaves: into a read-ahead
+// that spills to an unnamed temporary file in dir (see readAhead), so it
+// goes on at full speed however long the current layer takes. The
+// decompression of a big layer is the longest single-threaded task of a
+// pull; this way it overlaps with the layers before it.
 func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats) (err error) {
 	u, err := unpack.New(dir, unpack.Options{Log: opts.Log})
 	if err != nil {
@@ -305,7 +308,14 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 				ch <- openedLayer{err: err}
 				return
 			}
-			ls, err := openLayerStream(r, im.Layers[i].Compression, opts.MaxLayerSize)
+			ls, err := openLayerStream(r, im.Layers[i].Compression, opts.MaxLayerSize, dir)
+			if err == nil {
+				start, spill := time.Now(), ls.spill >= 0
+				go func() {
+					<-ls.produced()
+					opts.Log.Debug("layer decompressed", "layer", i+1, "took", time.Since(start), "spill", spill)
+				}()
+			}
 			ch <- openedLayer{ls: ls, r: r, err: err}
 		}()
 		return ch
