@@ -35,12 +35,7 @@ func (u *Unpacker) regular(ctx context.Context, hdr *tar.Header, unsafePath, uns
 	// here before keeps the old contents, and never a write through a
 	// symbolic link.
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	// Most files need no fchown and fchmod: created by root:root (and not
-	// in a setgid directory) with a mode the umask does not touch, they
-	// are born as the layer says.
-	_, sgidParent := u.sgid[unsafeDir]
-	fast := u.fastMeta && h.exact && !sgidParent && hdr.Uid == u.uid && hdr.Gid == u.gid &&
-		meta.mode&^0o777 == 0 && meta.mode&u.umask == 0 && !hasXattrs(hdr)
+	fast := u.bornExact(h, unsafeDir, hdr, meta)
 	createMode := uint32(0o600)
 	if fast {
 		createMode = meta.mode
@@ -70,6 +65,21 @@ func (u *Unpacker) regular(ctx context.Context, hdr *tar.Header, unsafePath, uns
 	u.stats.Bytes += n
 	u.markUpper(unsafePath)
 	return nil
+}
+
+// bornExact reports whether an entry created in h (at unsafeDir) with the
+// mode meta.mode has the owner and mode the layer says without fchown and
+// fchmod: most files and directories are created by root:root (and not in
+// a setgid directory) with a mode the umask does not touch.
+func (u *Unpacker) bornExact(h dirHandle, unsafeDir string, hdr *tar.Header, m meta) bool {
+	if !u.fastMeta || !h.exact || hdr.Uid != u.uid || hdr.Gid != u.gid ||
+		m.mode&^0o777 != 0 || m.mode&u.umask != 0 {
+		return false
+	}
+	if _, sgidParent := u.sgid[unsafeDir]; sgidParent {
+		return false
+	}
+	return !hasXattrs(hdr)
 }
 
 // copyData copies r to the file fd through the Unpacker's buffer.
@@ -139,8 +149,16 @@ func (u *Unpacker) directory(hdr *tar.Header, unsafePath, unsafeDir, name string
 		return err
 	}
 	defer h.release()
-	err = unix.Mkdirat(h.fd, name, 0o700)
+	// A new directory that is born as the layer says (see bornExact) is
+	// made with its final mode and needs no fchown and fchmod.
+	fast := u.bornExact(h, unsafeDir, hdr, meta)
+	mkMode := uint32(0o700)
+	if fast {
+		mkMode = meta.mode
+	}
+	err = unix.Mkdirat(h.fd, name, mkMode)
 	if err == unix.EEXIST {
+		fast = false // an existing directory: only its attributes change
 		var st unix.Stat_t
 		if err := unix.Fstatat(h.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("inspecting existing entry: %w", err)
@@ -160,9 +178,11 @@ func (u *Unpacker) directory(hdr *tar.Header, unsafePath, unsafeDir, name string
 	if err != nil {
 		return fmt.Errorf("opening directory: %w", err)
 	}
-	if err := u.setMetaFd(fd, hdr, meta); err != nil {
-		_ = unix.Close(fd)
-		return err
+	if !fast {
+		if err := u.setMetaFd(fd, hdr, meta); err != nil {
+			_ = unix.Close(fd)
+			return err
+		}
 	}
 	u.noteDirMode(unsafePath, h.exact, meta.mode)
 	// The layer's next entries are most likely inside this directory.

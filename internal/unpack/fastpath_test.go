@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Regular files that skip fchown/fchmod (the fast path) must end up exactly
-// as the layer says, also where a setgid directory would pass its group on
-// or the umask would take bits away.
+// Regular files and directories that skip fchown/fchmod (the fast path)
+// must end up exactly as the layer says, also where a setgid directory
+// would pass its group on or the umask would take bits away.
 func TestRegularFileOwnerAndModeExact(t *testing.T) {
 	requireRoot(t)
 	tests := []struct {
@@ -44,6 +44,18 @@ func TestRegularFileOwnerAndModeExact(t *testing.T) {
 			{dir("g"), file("g/f", "x")},
 		}, "g/f", 0, 0, 0o644},
 		{"other owner", [][]ent{{file("f", "x").with(func(e *ent) { e.uid, e.gid = 7, 8 })}}, "f", 7, 8, 0o644},
+		{"dir", [][]ent{{dir("d")}}, "d", 0, 0, 0o755},
+		{"dir, umask bits", [][]ent{{dir("d").with(func(e *ent) { e.mode = 0o777 })}}, "d", 0, 0, 0o777},
+		{"dir, sticky", [][]ent{{dir("d").with(func(e *ent) { e.mode = 0o1777 })}}, "d", 0, 0, 0o1777},
+		{"dir in a setgid dir", [][]ent{{
+			dir("g").with(func(e *ent) { e.mode = 0o2775; e.gid = 42 }),
+			dir("g/d"),
+		}}, "g/d", 0, 0, 0o755},
+		{"dir, other owner", [][]ent{{dir("d").with(func(e *ent) { e.uid, e.gid = 7, 8 })}}, "d", 7, 8, 0o755},
+		{"dir over a dir", [][]ent{
+			{dir("d").with(func(e *ent) { e.mode = 0o700; e.uid = 7 })},
+			{dir("d")},
+		}, "d", 0, 0, 0o755},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

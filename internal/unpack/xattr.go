@@ -66,6 +66,12 @@ func (u *Unpacker) setXattrs(hdr *tar.Header, fd int, procPath string) error {
 		ns, _, _ := strings.Cut(attr, ".")
 		switch {
 		case err == nil:
+			if attr == "system.posix_acl_default" {
+				// New entries below this directory get their mode from
+				// the ACL, not the umask: no more creating them with
+				// their final mode (see bornExact).
+				u.fastMeta = false
+			}
 		case errors.Is(err, unix.EOPNOTSUPP):
 			u.warnOnce("enotsup:"+ns, "the file system does not support these extended attributes; skipping them",
 				"namespace", ns, "attr", attr, "entry", shorten(hdr.Name))
