@@ -68,6 +68,14 @@ func (b *blob) failed(err error) {
 	b.changed.Broadcast()
 }
 
+// readyPath returns the verified blob's path in the cache, or "" if it is
+// not there yet.
+func (b *blob) readyPath() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.path
+}
+
 // open returns a reader of the blob as soon as one can be had: the cached
 // file, or the download's temp file followed as it grows.
 func (b *blob) open() (io.ReadCloser, error) {

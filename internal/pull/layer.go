@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -42,26 +43,11 @@ type layerStream struct {
 // (if it supports O_TMPFILE; else it waits for the reader).
 func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir string) (*layerStream, error) {
 	ls := &layerStream{diff: sha256.New(), closeDec: func() {}, spill: -1}
-	r = bufio.NewReaderSize(r, chunkSize)
-	var dec io.Reader
-	switch compression {
-	case "gzip":
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("reading gzip header: %w", err)
-		}
-		dec, ls.closeDec = zr, func() { zr.Close() }
-	case "zstd":
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
-		if err != nil {
-			return nil, fmt.Errorf("starting zstd: %w", err)
-		}
-		dec, ls.closeDec = zr, zr.Close
-	case "none":
-		dec = r
-	default:
-		return nil, fmt.Errorf("unsupported layer compression %q", compression)
+	dec, closeDec, err := decompress(r, compression)
+	if err != nil {
+		return nil, err
 	}
+	ls.closeDec = closeDec
 	ls.counted = &countingReader{r: dec, limit: maxSize}
 	if spillDir != "" {
 		// Never linked into the tree: the file vanishes with its descriptor.
@@ -71,6 +57,50 @@ func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir st
 	}
 	ls.readAhead = newSpillingReadAhead(ls.counted, ls.diff, chunkSize, chunksAhead, ls.spill, spillChunks)
 	return ls, nil
+}
+
+// decompress returns the decompressed stream of r (compression "gzip",
+// "zstd" or "none") and the function that releases the decompressor.
+func decompress(r io.Reader, compression string) (io.Reader, func(), error) {
+	r = bufio.NewReaderSize(r, chunkSize)
+	switch compression {
+	case "gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading gzip header: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case "zstd":
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		if err != nil {
+			return nil, nil, fmt.Errorf("starting zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	case "none":
+		return r, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("unsupported layer compression %q", compression)
+}
+
+// readSmall returns the decompressed content of the blob file path, or nil
+// if it is larger than max bytes or cannot be read (applying the layer
+// reports why).
+func readSmall(path, compression string, max int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	dec, closeDec, err := decompress(f, compression)
+	if err != nil {
+		return nil
+	}
+	defer closeDec()
+	b, err := io.ReadAll(io.LimitReader(dec, max+1))
+	if err != nil || int64(len(b)) > max {
+		return nil
+	}
+	return b
 }
 
 // finish drains what the unpacker left (tar padding), stops the producer and

@@ -133,7 +133,7 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 		defer b.failOnDone(fctx)()
 	}
 
-	applyErr := applyLayers(fctx, im, dir, blobs, opts, &res.Stats)
+	applyErr := applyAll(fctx, im, dir, blobs, opts, &res.Stats)
 	if applyErr != nil {
 		cancel(applyErr)
 	}
@@ -288,6 +288,65 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 	return n, nil
 }
 
+// Lookahead: before a layer is applied, the next one is read if it is small
+// and downloaded already, so that what it deletes is not created (see
+// unpack.Doomed); it is then applied from memory.
+const (
+	maxLookaheadBlob = 1 << 20
+	maxLookaheadTar  = 16 << 20
+)
+
+// scanNext reads layer l (blob b) if it qualifies for the lookahead, and
+// returns what it deletes and its tar stream (both nil if not read).
+func scanNext(ctx context.Context, l registry.Layer, b *blob, maxSize int64) (*unpack.Doomed, []byte) {
+	if l.Size > maxLookaheadBlob {
+		return nil, nil
+	}
+	path := b.readyPath()
+	if path == "" {
+		return nil, nil // not waited for: the lookahead must not delay anything
+	}
+	t := readSmall(path, l.Compression, min(maxLookaheadTar, maxSize))
+	if t == nil {
+		return nil, nil
+	}
+	d, err := unpack.ScanDoomed(ctx, bytes.NewReader(t))
+	if err != nil {
+		return nil, t // applying it reports the error
+	}
+	return d, t
+}
+
+// applyAll applies the layers with lookahead (see applyLayers), and if a
+// hard link needs a file that was skipped because the next layer deletes
+// it (rare), starts over without.
+func applyAll(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats) error {
+	err := applyLayers(ctx, im, dir, blobs, opts, total, true)
+	if !errors.Is(err, unpack.ErrSkippedLinkTarget) {
+		return err
+	}
+	opts.Log.Debug("applying the layers again, creating what the next layer deletes", "err", err)
+	*total = unpack.Stats{}
+	if err := clearDir(dir); err != nil {
+		return fmt.Errorf("starting over in %s: %w", dir, err)
+	}
+	return applyLayers(ctx, im, dir, blobs, opts, total, false)
+}
+
+// clearDir removes everything in dir, never following a symbolic link.
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // applyLayers applies the layers in order. The next layer's stream is
 // opened while the current one is applied, so its decompression starts
 // early, on whatever CPU time the current layer leaves: into a read-ahead
@@ -295,7 +354,11 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 // goes on at full speed however long the current layer takes. The
 // decompression of a big layer is the longest single-threaded task of a
 // pull; this way it overlaps with the layers before it.
-func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats) (err error) {
+//
+// With lookahead, a small next layer is read first (see scanNext), and
+// what it deletes is not created; Apply then fails with
+// unpack.ErrSkippedLinkTarget if a hard link needs a skipped file.
+func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats, lookahead bool) (err error) {
 	u, err := unpack.New(dir, unpack.Options{Log: opts.Log})
 	if err != nil {
 		return err
@@ -305,8 +368,15 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 			err = cerr
 		}
 	}()
+	small := make([][]byte, len(im.Layers)) // tar streams read by scanNext
 	open := func(i int) <-chan openedLayer {
 		ch := make(chan openedLayer, 1)
+		if t := small[i]; t != nil {
+			small[i] = nil
+			ls, err := openLayerStream(bytes.NewReader(t), "none", opts.MaxLayerSize, "")
+			ch <- openedLayer{ls: ls, err: err}
+			return ch
+		}
 		go func() {
 			r, err := blobs[i].open()
 			if err != nil {
@@ -341,11 +411,15 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 			cur.close()
 			return fmt.Errorf("reading layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, cur.err)
 		}
+		var doomed *unpack.Doomed
+		if lookahead && i+1 < len(im.Layers) {
+			doomed, small[i+1] = scanNext(ctx, im.Layers[i+1], blobs[i+1], opts.MaxLayerSize)
+		}
 		if i+1 < len(im.Layers) {
 			next = open(i + 1)
 		}
 		applyStart := time.Now()
-		st, err := u.Apply(ctx, cur.ls)
+		st, err := u.ApplyBefore(ctx, cur.ls, doomed)
 		if err == nil {
 			err = cur.ls.finish(l.Digest, l.DiffID)
 		}
@@ -354,7 +428,7 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 		if err != nil {
 			return fmt.Errorf("applying layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
 		}
-		opts.Log.Debug("layer applied", "layer", i+1, "digest", l.Digest, "waited", applyStart.Sub(waitStart), "took", time.Since(applyStart), "entries", st.Entries)
+		opts.Log.Debug("layer applied", "layer", i+1, "digest", l.Digest, "waited", applyStart.Sub(waitStart), "took", time.Since(applyStart), "entries", st.Entries, "skipped", st.Skipped)
 		total.Add(st)
 		opts.Progress.Applied(i, st)
 	}

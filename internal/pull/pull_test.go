@@ -276,3 +276,65 @@ func TestCorruptDownloadFails(t *testing.T) {
 		t.Error("the corrupt blob is in the cache")
 	}
 }
+
+// The lookahead skips what a small next layer deletes; a hard link to a
+// skipped file makes the pull start over without skipping. Both give the
+// tree that applying every entry gives.
+func TestLookahead(t *testing.T) {
+	layer := func(entries ...ociimage.Entry) v1.Layer {
+		t.Helper()
+		l, err := ociimage.Layer(entries...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	for _, tt := range []struct {
+		name        string
+		first       v1.Layer
+		wantSkipped bool
+		wantFiles   map[string]string
+	}{
+		{"skips", layer(ociimage.Dir("w", 0o755), ociimage.File("w/a", []byte("a"), 0o644), ociimage.File("keep", []byte("k"), 0o644)),
+			true, map[string]string{"keep": "k"}},
+		{"starts over", layer(ociimage.Dir("w", 0o755), ociimage.File("w/a", []byte("a"), 0o644), ociimage.Hardlink("b", "w/a")),
+			false, map[string]string{"b": "a"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			img, err := ociimage.Image(ociimage.AppConfig{}, tt.first, layer(ociimage.Whiteout("w")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fx := newFixture(t, img)
+			// A first pull fills the cache, so that every blob is ready
+			// when the layers are applied: the lookahead never waits.
+			if _, err := Download(t.Context(), fx.cache, fx.im, filepath.Join(fx.dir, "first"), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			blobs := make([]*blob, len(fx.im.Layers))
+			for i, l := range fx.im.Layers {
+				blobs[i] = newBlob()
+				blobs[i].ready(fx.cache.Path(l.Digest))
+			}
+			dir := filepath.Join(fx.dir, "rootfs")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			var st unpack.Stats
+			if err := applyAll(t.Context(), fx.im, dir, blobs, Options{}.withDefaults(), &st); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Skipped > 0; got != tt.wantSkipped {
+				t.Errorf("%d entries skipped", st.Skipped)
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "w")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("w: %v, want it deleted", err)
+			}
+			for p, want := range tt.wantFiles {
+				if b, err := os.ReadFile(filepath.Join(dir, p)); err != nil || string(b) != want {
+					t.Errorf("%s: %q, %v; want %q", p, b, err, want)
+				}
+			}
+		})
+	}
+}

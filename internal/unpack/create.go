@@ -31,6 +31,9 @@ func (u *Unpacker) regular(ctx context.Context, hdr *tar.Header, unsafePath, uns
 		return err
 	}
 	defer h.release()
+	if u.skip(h, unsafePath, hdr.Typeflag) {
+		return nil // the next layer deletes it; tar skips the contents
+	}
 	// O_EXCL: a new inode every time, so that a hard link to what was
 	// here before keeps the old contents, and never a write through a
 	// symbolic link.
@@ -284,6 +287,9 @@ func (u *Unpacker) device(hdr *tar.Header, unsafePath, unsafeDir, name string) e
 		return err
 	}
 	defer h.release()
+	if u.skip(h, unsafePath, hdr.Typeflag) {
+		return nil // the next layer deletes it
+	}
 	err = u.createReplacing(h, unsafePath, name, func() error {
 		return unix.Mknodat(h.fd, name, typ|0o600, int(dev))
 	})
@@ -309,6 +315,19 @@ func (u *Unpacker) hardlink(hdr *tar.Header, unsafePath, unsafeDir, name string)
 	unsafeTarget := cleanPath(hdr.Linkname)
 	if unsafeTarget == "" {
 		return fmt.Errorf("hard link to %q: the root directory", hdr.Linkname)
+	}
+	if _, skipped := u.skipped[unsafeTarget]; skipped {
+		// The target was not created, the next layer deletes it: so
+		// may this link be, but a link elsewhere would keep it alive.
+		h, err := u.openParent(unsafeDir)
+		if err != nil {
+			return err
+		}
+		defer h.release()
+		if u.skip(h, unsafePath, hdr.Typeflag) {
+			return nil
+		}
+		return fmt.Errorf("hard link to %q: %w", shorten(hdr.Linkname), ErrSkippedLinkTarget)
 	}
 	targetDir, targetName := splitPath(unsafeTarget)
 	src := u.rootFd

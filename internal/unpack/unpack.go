@@ -74,6 +74,9 @@ type Stats struct {
 	Whiteouts int
 	// Bytes is the size of the regular files' contents written.
 	Bytes int64
+	// Skipped counts the entries not created because the next layer
+	// deletes them (see Doomed).
+	Skipped int
 }
 
 // Add adds the counts of o to s.
@@ -86,6 +89,7 @@ func (s *Stats) Add(o Stats) {
 	s.Devices += o.Devices
 	s.Whiteouts += o.Whiteouts
 	s.Bytes += o.Bytes
+	s.Skipped += o.Skipped
 }
 
 // Unpacker applies layers, in order, to one root directory. It holds the
@@ -119,6 +123,8 @@ type Unpacker struct {
 	dirs []cachedDir
 
 	// State of the layer being applied.
+	doomed   *Doomed             // what the next layer deletes, if known
+	skipped  map[string]struct{} // paths not created as doomed
 	upper    map[string]struct{} // paths created by this layer and their ancestors
 	dirTimes []dirTime           // directory times, applied at the end of the layer
 	stats    Stats
@@ -152,15 +158,16 @@ func New(root string, opts Options) (*Unpacker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &Unpacker{
-		root:   os.NewFile(uintptr(fd), root),
-		rootFd: fd,
-		uid:    unix.Geteuid(),
-		gid:    unix.Getegid(),
-		log:    log,
-		buf:    make([]byte, copyBufSize),
-		warned: make(map[string]struct{}),
-		upper:  make(map[string]struct{}),
-		sgid:   make(map[string]struct{}),
+		root:    os.NewFile(uintptr(fd), root),
+		rootFd:  fd,
+		uid:     unix.Geteuid(),
+		gid:     unix.Getegid(),
+		log:     log,
+		buf:     make([]byte, copyBufSize),
+		warned:  make(map[string]struct{}),
+		upper:   make(map[string]struct{}),
+		skipped: make(map[string]struct{}),
+		sgid:    make(map[string]struct{}),
 	}
 	u.umask, u.fastMeta = processUmask()
 	if u.fastMeta {
