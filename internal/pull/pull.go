@@ -95,7 +95,43 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 	}
 	res := &Result{Ref: registry.DisplayName(im.Ref), Digest: im.Digest, Source: im.Source, Layers: len(im.Layers)}
 	opts.Progress.Begin(im.Layers)
+	var n counts
+	err = pullLayers(ctx, c, im, dir, opts, &res.Stats, &n, false)
+	if errors.Is(err, errCorruptCached) {
+		// A cached blob was used at once, and found corrupt meanwhile
+		// (and deleted): start over, downloading it again.
+		res.Stats = unpack.Stats{}
+		if err = clearDir(dir); err == nil {
+			err = pullLayers(ctx, c, im, dir, opts, &res.Stats, &n, true)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Fetched, res.FetchedBytes = int(n.fetched.Load()), n.fetchedBytes.Load()
 
+	desc := v1.Descriptor{MediaType: im.MediaType, Digest: im.Digest, Size: int64(len(im.RawManifest))}
+	if err := c.Tag(res.Ref, desc); err != nil {
+		return nil, fmt.Errorf("recording %s in the image cache: %w", res.Ref, err)
+	}
+	return res, nil
+}
+
+// counts are the downloads of a pull, over its attempts.
+type counts struct {
+	fetched, fetchedBytes atomic.Int64
+}
+
+// errCorruptCached reports a cached blob that was found corrupt after the
+// applier had started on it.
+var errCorruptCached = errors.New("cached layer blob is corrupt")
+
+// pullLayers fetches the layers into the cache and applies them into dir,
+// adding to total and n. With verifyFirst, a cached blob is hashed before
+// it is used, and downloaded again if it is corrupt; without, it is used at
+// once and hashed meanwhile (the DiffID check guards what is unpacked),
+// and a corrupt one fails the pull with errCorruptCached.
+func pullLayers(ctx context.Context, c *cache.Cache, im *registry.Image, dir string, opts Options, total *unpack.Stats, n *counts, verifyFirst bool) error {
 	// Downloads run in the background, at most opts.Jobs at a time, each
 	// into the cache; the applier takes the layers in order and starts on
 	// each as soon as its download has started. A failed download cancels
@@ -109,21 +145,24 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 	}
 	fetch, fctx := errgroup.WithContext(ctx)
 	fetch.SetLimit(opts.Jobs)
-	var fetched, fetchedBytes atomic.Int64
 	launched := make(chan struct{})
+	var corrupt atomic.Bool // whatever error the group returns first
 	go func() {
 		defer close(launched)
 		for i, l := range im.Layers {
 			fetch.Go(func() error {
-				n, err := ensureBlob(fctx, c, im, l, i, blobs[i], opts)
+				size, err := ensureBlob(fctx, c, im, l, i, blobs[i], opts, verifyFirst)
+				if errors.Is(err, errCorruptCached) {
+					corrupt.Store(true)
+				}
 				if err != nil {
 					err = fmt.Errorf("fetching layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, err)
 					blobs[i].failed(err)
 					return err
 				}
-				if n > 0 {
-					fetched.Add(1)
-					fetchedBytes.Add(n)
+				if size > 0 {
+					n.fetched.Add(1)
+					n.fetchedBytes.Add(size)
 				}
 				return nil
 			})
@@ -133,28 +172,24 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 		defer b.failOnDone(fctx)()
 	}
 
-	applyErr := applyAll(fctx, im, dir, blobs, opts, &res.Stats)
+	applyErr := applyAll(fctx, im, dir, blobs, opts, total)
 	if applyErr != nil {
 		cancel(applyErr)
 	}
 	<-launched
 	fetchErr := fetch.Wait()
 	switch {
+	case corrupt.Load():
+		// Whatever the applier made of the corrupt blob, and whatever
+		// failed when it stopped: start over.
+		return errCorruptCached
 	case applyErr != nil && !errors.Is(applyErr, context.Canceled):
-		return nil, applyErr
+		return applyErr
 	case fetchErr != nil:
 		// A failed download cancelled the applier: report the cause.
-		return nil, fetchErr
-	case applyErr != nil:
-		return nil, applyErr
+		return fetchErr
 	}
-	res.Fetched, res.FetchedBytes = int(fetched.Load()), fetchedBytes.Load()
-
-	desc := v1.Descriptor{MediaType: im.MediaType, Digest: im.Digest, Size: int64(len(im.RawManifest))}
-	if err := c.Tag(res.Ref, desc); err != nil {
-		return nil, fmt.Errorf("recording %s in the image cache: %w", res.Ref, err)
-	}
-	return res, nil
+	return applyErr
 }
 
 // Download unpacks im into dest, which must not exist. The work happens in a
@@ -242,9 +277,21 @@ func storeMetadata(ctx context.Context, c *cache.Cache, im *registry.Image) erro
 // ensureBlob makes layer l's blob present and verified in the cache,
 // reporting its progress to b, and returns how many bytes it downloaded
 // (0 when it was cached).
-func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l registry.Layer, i int, b *blob, opts Options) (int64, error) {
+func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l registry.Layer, i int, b *blob, opts Options, verifyFirst bool) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
+	}
+	if c.Stat(l.Digest, l.Size) && !verifyFirst {
+		// Used at once, hashed meanwhile: decompressing does not wait
+		// for the hash. A corrupt blob is deleted by Verify, and the
+		// pull starts over (see pullLayers).
+		b.ready(c.Path(l.Digest))
+		if err := c.Verify(l.Digest, l.Size); err != nil {
+			opts.Log.Warn("cached layer blob is corrupt; the pull starts over and downloads it again", "digest", l.Digest, "err", err)
+			return 0, fmt.Errorf("%w: %w", errCorruptCached, err)
+		}
+		opts.Progress.Cached(i)
+		return 0, nil
 	}
 	if c.Stat(l.Digest, l.Size) {
 		// Cached blobs are re-hashed before use (this runs while earlier
