@@ -74,7 +74,7 @@ created is removed again.`,
 	fl.BoolVarP(&o.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
 	fl.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress output")
 	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(template.Templates(), cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("init-mode", cobra.FixedCompletions([]string{"auto", "supervise", "exec-pid1"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("init-mode", cobra.FixedCompletions(initModeNames(), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -283,4 +283,13 @@ func printCreated(f *Factory, res *provision.Created, im *registry.Image, took t
 		fmt.Fprintf(w, "  volume %s  %s (%s)\n", v.Path, v.Host, v.Kind)
 	}
 	fmt.Fprintf(w, "\nStart it with 'mbctl machines start %s' (systemd) or 'mbctl machines run %s' (foreground).\n", p.Name, p.Name)
+}
+
+// initModeNames lists the --init-mode values.
+func initModeNames() []string {
+	var out []string
+	for _, m := range initdetect.Modes() {
+		out = append(out, string(m))
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/man8init"
 )
 
 // Host says what this host's init offers.
@@ -139,8 +140,8 @@ func loginShell(rootfs string) ([]string, error) {
 	switch {
 	case exists(rootfs, "bin/sh"):
 		return []string{"/bin/sh", "-l"}, nil
-	case exists(rootfs, "man8s-init/busybox"):
-		return []string{"/man8s-init/busybox", "sh", "-l"}, nil
+	case exists(rootfs, man8init.BusyboxPath):
+		return []string{man8init.BusyboxPath, "sh", "-l"}, nil
 	}
 	return nil, fmt.Errorf("the image has no /bin/sh and no /man8s-init/busybox: name a command after --, or install a busybox with 'mbctl oci man8init %s'", rootfs)
 }

@@ -19,9 +19,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/man8s/mbctl/internal/appargs"
+	"github.com/man8s/mbctl/internal/config"
 	"github.com/man8s/mbctl/internal/envfile"
 	"github.com/man8s/mbctl/internal/initdetect"
 	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/man8init"
 	"github.com/man8s/mbctl/internal/signals"
 	"github.com/man8s/mbctl/internal/unitfile"
 )
@@ -37,7 +39,7 @@ var aliases = map[string]string{
 }
 
 // Templates lists the canonical template names.
-func Templates() []string { return []string{NetworkIsolated} }
+func Templates() []string { return config.Templates() }
 
 // ParseTemplate returns the canonical name of the template named s (a
 // canonical name or an alias).
@@ -50,9 +52,6 @@ func ParseTemplate(s string) (string, error) {
 
 // EnvPath is where man8env.env is bound inside the machine.
 const EnvPath = "/man8env.env"
-
-// InitPath is man8s-init inside the machine.
-const InitPath = "/man8s-init/man8s-init"
 
 // Bind is a host directory or file bound into the machine, rendered as
 // Bind=Host:Container:idmap.
@@ -191,7 +190,7 @@ func settings(p Params) (*unitfile.File, error) {
 	}
 	comment("Sent to PID 1 when the machine is stopped; without it nspawn sends SIGKILL.")
 	line("KillSignal", kill)
-	line("Parameters", InitPath)
+	line("Parameters", man8init.InitPath)
 	line("ResolvConf", "copy-stub")
 	line("Timezone", "copy")
 	line("LinkJournal", "no")
@@ -223,8 +222,8 @@ func settings(p Params) (*unitfile.File, error) {
 	line("WorkingDirectory", wd)
 
 	b.WriteString("\n[Network]\n")
-	if err := checkBridge(p.Bridge); err != nil {
-		return nil, err
+	if err := config.ValidateIfName(p.Bridge); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	comment("A veth pair whose host side joins the machines' bridge; man8s-init configures host0.")
 	line("VirtualEthernet", "yes")
@@ -265,13 +264,6 @@ func normalSignal(s string) (string, error) {
 		return "", err
 	}
 	return signals.Name(sig), nil
-}
-
-func checkBridge(name string) error {
-	if name == "" || len(name) > 15 || strings.ContainsAny(name, "/: \t\n\r\x00") {
-		return fmt.Errorf("bridge %q is not an interface name", name)
-	}
-	return nil
 }
 
 // bindValue renders b as a Bind= value with the idmap option. Both paths
