@@ -144,6 +144,7 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	sup.Env = mergeEnv(os.Environ(), env.Environ())
 	sup.Signals = opts.Signals
+	sup.Log = stepLogger(opts.Log, "app")
 	if mode == ModeExecPID1 {
 		return execPID1(opts, sup, network, step)
 	}

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/signals"
 )
 
 // Defaults for Options.
@@ -152,7 +154,7 @@ func Run(ctx context.Context, opts Options) (int, error) {
 			return
 		}
 		stopping = true
-		log.Info("stopping application", "reason", reason, "signal", unix.SignalName(opts.StopSignal), "timeout", opts.StopTimeout)
+		log.Info("stopping application", "reason", reason, "signal", signals.Name(opts.StopSignal), "timeout", opts.StopTimeout)
 		signalApp(log, pid, opts.StopSignal)
 		killTimer = time.NewTimer(opts.StopTimeout)
 		kill = killTimer.C
@@ -205,7 +207,7 @@ func Run(ctx context.Context, opts Options) (int, error) {
 			case isForwarded(sig):
 				signalApp(log, pid, sig)
 			default:
-				log.Info("signal ignored", "signal", unix.SignalName(sig))
+				log.Info("signal ignored", "signal", signals.Name(sig))
 			}
 		}
 	}
@@ -362,10 +364,10 @@ func waitStatus(ws syscall.WaitStatus) int {
 // is not an error.
 func signalApp(log *slog.Logger, pid int, sig syscall.Signal) {
 	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		log.Warn("signal application", "pid", pid, "signal", unix.SignalName(sig), "err", err)
+		log.Warn("signal application", "pid", pid, "signal", signals.Name(sig), "err", err)
 		return
 	}
-	log.Debug("signal sent to application", "pid", pid, "signal", unix.SignalName(sig))
+	log.Debug("signal sent to application", "pid", pid, "signal", signals.Name(sig))
 }
 
 // isForwarded reports whether sig is one of ForwardedSignals.
