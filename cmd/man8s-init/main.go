@@ -11,22 +11,11 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
 
-	"github.com/man8s/mbctl/internal/buildinfo"
 	"github.com/man8s/mbctl/internal/initd"
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		bi := buildinfo.Get()
-		fmt.Printf("man8s-init %s (commit %s, %s)\n", bi.Version, bi.Commit, bi.GoVersion)
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == initd.KeepLeaseArg {
-		os.Exit(initd.KeepLease(context.Background(), initd.Options{}))
-	}
-	os.Exit(initd.Run(context.Background(), initd.Options{}))
+	os.Exit(initd.Main(os.Args[1:], ""))
 }
