@@ -173,27 +173,43 @@ func waitAddrs(ctx context.Context, ns, ifname string, want []netip.Addr) error 
 	}
 }
 
-// InNetns runs fn on a thread switched into the host's network namespace.
-// The thread is never switched back: it stays locked and the runtime ends
-// it with the goroutine, so no other goroutine runs in the namespace.
-// Sockets fn opens stay in the namespace for their whole life.
+// InNetns runs fn on a thread switched into the host's network namespace
+// and then back. Sockets fn opens stay in the namespace for their whole
+// life. The thread is released only when it is back in its own namespace;
+// else it stays locked and the runtime ends it with the goroutine. Ending a
+// thread is avoided where it can be: a daemon started with Pdeathsig from
+// that thread (testbed/proc) would be killed with it.
 func (h *Host) InNetns(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with us
-		ns, err := netns.GetFromPath(h.NetNS)
-		if err != nil {
-			errc <- fmt.Errorf("opening %s: %w", h.NetNS, err)
-			return
+		runtime.LockOSThread()
+		clean, err := h.inNetns(fn)
+		if clean {
+			runtime.UnlockOSThread()
 		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("entering %s: %w", h.NetNS, err)
-			return
-		}
-		errc <- fn()
+		errc <- err
 	}()
 	return <-errc
+}
+
+// inNetns runs fn in the namespace on the current, locked thread; clean
+// reports whether the thread is back in its own namespace.
+func (h *Host) inNetns(fn func() error) (clean bool, err error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return true, fmt.Errorf("reading this thread's network namespace: %w", err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(h.NetNS)
+	if err != nil {
+		return true, fmt.Errorf("opening %s: %w", h.NetNS, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return true, fmt.Errorf("entering %s: %w", h.NetNS, err)
+	}
+	err = fn()
+	return netns.Set(orig) == nil, err
 }
 
 // Listen listens on address inside the host's network namespace.
