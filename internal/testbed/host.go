@@ -146,7 +146,7 @@ func newNetnsHost(opts Options) (*Host, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := sweep(log); err != nil {
+	if err := sweep(log, namePrefix); err != nil {
 		log.Warn("sweeping leftovers of earlier testbeds", "err", err)
 	}
 	name, err := newName()

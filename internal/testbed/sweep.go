@@ -50,8 +50,11 @@ func forgetOwner(name string) error {
 	return nil
 }
 
-// sweep removes the namespaces of testbeds whose owning process is gone.
-func sweep(log *slog.Logger) error {
+// sweep removes the namespaces named prefix+PID-... whose owning process is
+// gone. Testbeds sweep namePrefix; the sweep's own test uses another prefix
+// so that the sweeps of tests running at the same time leave its namespace
+// alone.
+func sweep(log *slog.Logger, prefix string) error {
 	entries, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -62,7 +65,7 @@ func sweep(log *slog.Logger) error {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		owner, ok := ownerPID(name)
+		owner, ok := ownerPID(name, prefix)
 		if !ok || processExists(owner) {
 			continue
 		}
@@ -72,8 +75,8 @@ func sweep(log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
-func ownerPID(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, namePrefix)
+func ownerPID(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
 	if !ok {
 		return 0, false
 	}

@@ -20,7 +20,10 @@ func TestSweepRemovesLeftoversOfDeadOwners(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	name := fmt.Sprintf("%s%d-sweep0", namePrefix, dead.Process.Pid)
+	// Not namePrefix: the sweeps of testbeds started meanwhile by other
+	// packages' tests would take this namespace away.
+	const prefix = "mbtbsweeptest-"
+	name := fmt.Sprintf("%s%d-sweep0", prefix, dead.Process.Pid)
 	if err := createNetns(name); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,7 @@ func TestSweepRemovesLeftoversOfDeadOwners(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	if err := sweep(slog.New(slog.DiscardHandler)); err != nil {
+	if err := sweep(slog.New(slog.DiscardHandler), prefix); err != nil {
 		t.Fatalf("sweep: %v", err)
 	}
 	select {
@@ -91,7 +94,7 @@ func TestOwnerPID(t *testing.T) {
 		{"other-123-abcdef", 0, false},
 	}
 	for _, tt := range tests {
-		pid, ok := ownerPID(tt.name)
+		pid, ok := ownerPID(tt.name, namePrefix)
 		if ok != tt.ok || (ok && pid != tt.pid) {
 			t.Errorf("ownerPID(%q) = %d, %v; want %d, %v", tt.name, pid, ok, tt.pid, tt.ok)
 		}
