@@ -31,9 +31,7 @@ const (
 type layerStream struct {
 	*readAhead
 	diff     hash.Hash
-	counted  *countingReader
 	closeDec func()
-	spill    int // the spill file, -1: none
 }
 
 // openLayerStream starts decompressing r (compression "gzip", "zstd" or
@@ -42,20 +40,21 @@ type layerStream struct {
 // of the reader into an unnamed temporary file on spillDir's file system
 // (if it supports O_TMPFILE; else it waits for the reader).
 func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir string) (*layerStream, error) {
-	ls := &layerStream{diff: sha256.New(), closeDec: func() {}, spill: -1}
+	ls := &layerStream{diff: sha256.New(), closeDec: func() {}}
 	dec, closeDec, err := decompress(r, compression)
 	if err != nil {
 		return nil, err
 	}
 	ls.closeDec = closeDec
-	ls.counted = &countingReader{r: dec, limit: maxSize}
+	spill := -1 // the spill file; Close closes it
 	if spillDir != "" {
 		// Never linked into the tree: the file vanishes with its descriptor.
 		if fd, err := unix.Open(spillDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600); err == nil {
-			ls.spill = fd
+			spill = fd
 		}
 	}
-	ls.readAhead = newSpillingReadAhead(ls.counted, ls.diff, chunkSize, chunksAhead, ls.spill, spillChunks)
+	counted := &countingReader{r: dec, limit: maxSize}
+	ls.readAhead = newSpillingReadAhead(counted, ls.diff, chunkSize, chunksAhead, spill, spillChunks)
 	return ls, nil
 }
 

@@ -281,7 +281,8 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if c.Stat(l.Digest, l.Size) && !verifyFirst {
+	cached := c.Stat(l.Digest, l.Size)
+	if cached && !verifyFirst {
 		// Used at once, hashed meanwhile: decompressing does not wait
 		// for the hash. A corrupt blob is deleted by Verify, and the
 		// pull starts over (see pullLayers).
@@ -293,7 +294,7 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 		opts.Progress.Cached(i)
 		return 0, nil
 	}
-	if c.Stat(l.Digest, l.Size) {
+	if cached {
 		// Cached blobs are re-hashed before use (this runs while earlier
 		// layers are being applied); a corrupt one is deleted by Verify
 		// and downloaded again below.

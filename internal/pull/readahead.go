@@ -56,13 +56,10 @@ type chunk struct {
 	off     int64 // offset in the spill file
 }
 
-func newReadAhead(r io.Reader, sink io.Writer, size, n int) *readAhead {
-	return newSpillingReadAhead(r, sink, size, n, -1, 0)
-}
-
-// newSpillingReadAhead is newReadAhead with the spill file spill (a
-// descriptor open for reading and writing, -1: none) holding up to maxSpill
-// chunks. The caller closes spill after Close.
+// newSpillingReadAhead reads r ahead in n chunks of size bytes, writing
+// what it reads to sink, with the spill file spill (a descriptor open for
+// reading and writing, -1: none) holding up to maxSpill chunks beyond
+// them. The caller closes spill after Close.
 func newSpillingReadAhead(r io.Reader, sink io.Writer, size, n int, spill, maxSpill int) *readAhead {
 	if spill < 0 {
 		maxSpill = 0
