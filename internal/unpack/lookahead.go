@@ -57,16 +57,17 @@ func ScanDoomed(ctx context.Context, layer io.Reader) (*Doomed, error) {
 		switch {
 		case hdr.Typeflag == tar.TypeLink:
 			links = append(links, cleanPath(hdr.Linkname))
-		case name == whiteoutOpaque:
-			d.opaque[unsafeDir] = struct{}{}
-		case strings.HasPrefix(name, whiteoutMeta):
-			// AUFS metadata: ignored.
 		case strings.HasPrefix(name, whiteoutPrefix):
-			target := name[len(whiteoutPrefix):]
-			if target == "" || target == "." || target == ".." {
+			target, opaque, meta, ok := parseWhiteout(name)
+			switch {
+			case meta: // AUFS metadata: ignored
+			case !ok:
 				return nil, nil // invalid: applying it fails
+			case opaque:
+				d.opaque[unsafeDir] = struct{}{}
+			default:
+				d.whiteouts[joinPath(unsafeDir, target)] = struct{}{}
 			}
-			d.whiteouts[joinPath(unsafeDir, target)] = struct{}{}
 		}
 	}
 	if len(d.whiteouts) == 0 && len(d.opaque) == 0 {

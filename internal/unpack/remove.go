@@ -3,6 +3,7 @@ package unpack
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -16,12 +17,11 @@ import (
 // (image-spec: whiteouts apply to lower layers only), whatever the order
 // of the entries.
 func (u *Unpacker) whiteout(unsafeDir, name string) error {
-	opaque := name == whiteoutOpaque
-	if !opaque && len(name) >= len(whiteoutMeta) && name[:len(whiteoutMeta)] == whiteoutMeta {
+	target, opaque, meta, ok := parseWhiteout(name)
+	if meta {
 		return nil // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs, ...): never extracted
 	}
-	target := name[len(whiteoutPrefix):]
-	if !opaque && (target == "" || target == "." || target == "..") {
+	if !ok {
 		return fmt.Errorf("invalid whiteout name %q", name)
 	}
 	u.stats.Whiteouts++
@@ -159,4 +159,19 @@ func readDirNames(fd int) ([]string, error) {
 			b = b[consumed:]
 		}
 	}
+}
+
+// parseWhiteout reads name, a whiteout entry's base name (".wh." prefix):
+// the opaque marker, AUFS metadata (other ".wh..wh." names), or a whiteout
+// of target. ok is false for a whiteout of "", "." or "..". whiteout and
+// ScanDoomed must read names alike: this is the one place that does.
+func parseWhiteout(name string) (target string, opaque, meta, ok bool) {
+	switch {
+	case name == whiteoutOpaque:
+		return "", true, false, true
+	case strings.HasPrefix(name, whiteoutMeta):
+		return "", false, true, true
+	}
+	target = strings.TrimPrefix(name, whiteoutPrefix)
+	return target, false, false, target != "" && target != "." && target != ".."
 }
