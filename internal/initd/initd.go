@@ -230,12 +230,8 @@ func appOptions(root string, vars map[string]string) (supervise.Options, error) 
 		}
 		o.StopSignal = sig
 	}
-	if s := vars[keyStopTimeout]; s != "" {
-		d, err := waitfor.ParseTimeout(s)
-		if err != nil {
-			return o, fmt.Errorf("%s: %w", keyStopTimeout, err)
-		}
-		o.StopTimeout = d
+	if o.StopTimeout, err = envfile.Duration(vars, keyStopTimeout, 0); err != nil {
+		return o, err // 0: the supervisor's default
 	}
 	if spec := vars[keyUser]; spec != "" {
 		u, err := passwd.Lookup(root, spec)

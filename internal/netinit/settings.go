@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/man8s/mbctl/internal/envfile"
 )
 
 // Environment keys the network steps read (DESIGN.md "Networking", issue 5).
@@ -135,14 +137,14 @@ func ParseSettings(vars map[string]string) (Settings, error) {
 	if s.YggRulePriority, err = parseUint(vars, KeyYggPriority, DefaultYggRulePriority, 1, 32765); err != nil {
 		return s, err
 	}
-	if s.DHCPTimeout, err = parseDuration(vars, KeyDHCPTimeout, DefaultDHCPTimeout); err != nil {
+	if s.DHCPTimeout, err = envfile.Duration(vars, KeyDHCPTimeout, DefaultDHCPTimeout); err != nil {
 		return s, err
 	}
 	def := DefaultIPv6Timeout
 	if s.IPv6 == IPv6Optional {
 		def = DefaultIPv6OptionalWait
 	}
-	if s.IPv6Timeout, err = parseDuration(vars, KeyIPv6Timeout, def); err != nil {
+	if s.IPv6Timeout, err = envfile.Duration(vars, KeyIPv6Timeout, def); err != nil {
 		return s, err
 	}
 	if v := strings.TrimSpace(vars[KeyResolvConf]); v != "" {
@@ -165,21 +167,4 @@ func parseUint(vars map[string]string, key string, def, lo, hi int) (int, error)
 		return 0, fmt.Errorf("%s=%q: want a number from %d to %d", key, v, lo, hi)
 	}
 	return int(n), nil
-}
-
-// parseDuration reads key as seconds ("30") or a Go duration ("1.5s");
-// unset yields def. Zero and negative values are errors.
-func parseDuration(vars map[string]string, key string, def time.Duration) (time.Duration, error) {
-	v := strings.TrimSpace(vars[key])
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if n, nerr := strconv.ParseUint(v, 10, 32); nerr == nil {
-		d, err = time.Duration(n)*time.Second, nil
-	}
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s=%q: want positive seconds (30) or a duration (1.5s)", key, v)
-	}
-	return d, nil
 }

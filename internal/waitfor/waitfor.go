@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/man8s/mbctl/internal/envfile"
 )
 
 // Target kinds.
@@ -153,21 +155,7 @@ func redactItem(item string) string {
 // ParseTimeout parses MAN8S_WAIT_TIMEOUT: seconds ("300") or a Go duration ("300s", "5m").
 // An empty value yields DefaultTimeout; zero and negative values are errors.
 func ParseTimeout(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return DefaultTimeout, nil
-	}
-	d, err := time.ParseDuration(s)
-	if n, nerr := strconv.ParseUint(s, 10, 32); nerr == nil {
-		d, err = time.Duration(n)*time.Second, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("parsing MAN8S_WAIT_TIMEOUT %q: want seconds (300) or a duration (300s, 5m)", s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("parsing MAN8S_WAIT_TIMEOUT %q: must be positive", s)
-	}
-	return d, nil
+	return envfile.Duration(map[string]string{"MAN8S_WAIT_TIMEOUT": s}, "MAN8S_WAIT_TIMEOUT", DefaultTimeout)
 }
 
 // Options configure Wait.
