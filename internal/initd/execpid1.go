@@ -2,15 +2,11 @@ package initd
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/man8s/mbctl/internal/dhcp4"
@@ -36,30 +32,15 @@ func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func
 			step("dhcp", "lease renewer started as PID %d", pid)
 		}
 	}
-	path := sup.Argv[0]
-	for _, kv := range sup.Env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			os.Setenv("PATH", v)
-		}
-	}
-	if os.Getenv("PATH") == "" {
-		os.Setenv("PATH", supervise.DefaultPath)
-	}
-	if !strings.Contains(path, "/") {
-		p, err := exec.LookPath(path)
-		if err != nil {
-			step("app", "exec %q: %v", path, err)
-			return supervise.StatusNotFound
-		}
-		path = p
+	path, err := supervise.LookPath(sup.Argv[0], sup.Env, sup.Dir)
+	if err != nil {
+		step("app", "exec %q: %v", sup.Argv[0], err)
+		return supervise.ExecStatus(err)
 	}
 	step("app", "exec %q as PID %d (%s)", sup.Argv, os.Getpid(), usage())
-	err := syscall.Exec(path, sup.Argv, sup.Env)
+	err = syscall.Exec(path, sup.Argv, sup.Env)
 	step("app", "exec %q: %v", path, err)
-	if errors.Is(err, fs.ErrNotExist) {
-		return supervise.StatusNotFound
-	}
-	return supervise.StatusCannotExecute
+	return supervise.ExecStatus(err)
 }
 
 // startRenewer starts "man8s-init keep-lease" with the lease in its

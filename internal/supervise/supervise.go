@@ -220,9 +220,9 @@ func Run(ctx context.Context, opts Options) (int, error) {
 const hupGrace = 50 * time.Millisecond
 
 func start(opts Options) (int, int, error) {
-	path, err := lookPath(opts.Argv[0], opts.Env, opts.Dir)
+	path, err := LookPath(opts.Argv[0], opts.Env, opts.Dir)
 	if err != nil {
-		return 0, execStatus(err), fmt.Errorf("supervise: start %q: %w", opts.Argv[0], err)
+		return 0, ExecStatus(err), fmt.Errorf("supervise: start %q: %w", opts.Argv[0], err)
 	}
 	// Go's fork gives the child the signal mask the process started with and resets
 	// handled signals to their default; Setpgid puts the application in its own
@@ -255,7 +255,7 @@ func start(opts Options) (int, int, error) {
 		pid, err = syscall.ForkExec(path, opts.Argv, attr)
 	}
 	if err != nil {
-		return 0, execStatus(err), fmt.Errorf("supervise: exec %q: %w", path, err)
+		return 0, ExecStatus(err), fmt.Errorf("supervise: exec %q: %w", path, err)
 	}
 	return pid, 0, nil
 }
@@ -282,17 +282,17 @@ func terminalMode() int {
 	return ttyFree
 }
 
-// execStatus maps an exec failure to 127 (not found) or 126 (cannot execute).
-func execStatus(err error) int {
+// ExecStatus maps an exec failure to 127 (not found) or 126 (cannot execute).
+func ExecStatus(err error) int {
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
 		return StatusNotFound
 	}
 	return StatusCannotExecute
 }
 
-// lookPath resolves file like execvp does, using the PATH of env rather than ours.
+// LookPath resolves file like execvp does, using the PATH of env rather than ours.
 // A name with a slash is returned as is (relative to dir) and exec reports errors.
-func lookPath(file string, env []string, dir string) (string, error) {
+func LookPath(file string, env []string, dir string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, nil
 	}

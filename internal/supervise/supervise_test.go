@@ -502,15 +502,15 @@ func TestLookPath(t *testing.T) {
 		{file: "sh", env: nil, want: "/usr/bin/sh"},
 	}
 	for _, tt := range tests {
-		got, err := lookPath(tt.file, tt.env, "")
+		got, err := LookPath(tt.file, tt.env, "")
 		if tt.wantErr != nil {
 			if !errors.Is(err, tt.wantErr) {
-				t.Errorf("lookPath(%q, %q) error = %v, want %v", tt.file, tt.env, err, tt.wantErr)
+				t.Errorf("LookPath(%q, %q) error = %v, want %v", tt.file, tt.env, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("lookPath(%q, %q) = %q, %v; want %q", tt.file, tt.env, got, err, tt.want)
+			t.Errorf("LookPath(%q, %q) = %q, %v; want %q", tt.file, tt.env, got, err, tt.want)
 		}
 	}
 }
