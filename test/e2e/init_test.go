@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
-	"golang.org/x/sys/unix"
 )
 
 // stopApp records the signals it gets; it exits on SIGQUIT.
@@ -140,20 +137,18 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 	writeFile(t, filepath.Join(rootfs, "app.sh"), ttyApp, 0o755)
 	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\n", 0o644)
 
-	master, slave := openPTY(t)
+	term := openTerminal(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"-M", "ttytest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
 		"/man8s-init/man8s-init")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	slave.Close()
-	var out syncBuffer
-	go io.Copy(&out, master)
+	term.slave.Close()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(rootfs, "ready")); err == nil {
@@ -162,11 +157,11 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("the app never started\n%s", out.String())
+			t.Fatalf("the app never started\n%s", term.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := master.Write([]byte("typed\r")); err != nil {
+	if _, err := term.master.Write([]byte("typed\r")); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(10 * time.Second)
@@ -177,11 +172,11 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("the app could not read its terminal\n%s", out.String())
+			t.Fatalf("the app could not read its terminal\n%s", term.output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := master.Write([]byte{3}); err != nil { // Ctrl-C
+	if _, err := term.master.Write([]byte{3}); err != nil { // Ctrl-C
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -189,36 +184,14 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("machine ended with %v\n%s", err, out.String())
+			t.Errorf("machine ended with %v\n%s", err, term.output())
 		}
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("Ctrl-C did not end the app\n%s", out.String())
+		t.Fatalf("Ctrl-C did not end the app\n%s", term.output())
 	}
 	if got, _ := os.ReadFile(filepath.Join(rootfs, "signals")); string(got) != "INT\n" {
-		t.Errorf("the app received %q, want SIGINT\n%s", got, out.String())
+		t.Errorf("the app received %q, want SIGINT\n%s", got, term.output())
 	}
-}
-
-// openPTY returns a new pseudo-terminal's master and slave.
-func openPTY(t *testing.T) (*os.File, *os.File) {
-	t.Helper()
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return master, slave
 }

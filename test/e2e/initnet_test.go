@@ -15,33 +15,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/proc"
 	"github.com/man8s/mbctl/internal/ygg"
 )
-
-// syncBuffer collects a machine's console output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // netMachine is a busybox machine run by systemd-nspawn on a testbed
 // host's bridge with man8s-init.
@@ -49,7 +31,7 @@ type netMachine struct {
 	Name   string
 	Rootfs string
 	Ygg    netip.Addr
-	Out    *syncBuffer
+	Out    *proc.Buffer
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
@@ -72,7 +54,7 @@ func startNetMachine(t *testing.T, h *testbed.Host, spec machineSpec) *netMachin
 	t.Helper()
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	m := &netMachine{Name: "net-" + hex.EncodeToString(rnd[:]), Rootfs: filepath.Join(t.TempDir(), "rootfs"), Out: &syncBuffer{}, done: make(chan struct{})}
+	m := &netMachine{Name: "net-" + hex.EncodeToString(rnd[:]), Rootfs: filepath.Join(t.TempDir(), "rootfs"), Out: &proc.Buffer{}, done: make(chan struct{})}
 	if err := ociimage.Rootfs(m.Rootfs, busybox); err != nil {
 		t.Fatal(err)
 	}
