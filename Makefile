@@ -55,6 +55,7 @@ bench: build ## startup benchmark (man8s-init vs a busybox script), then pull be
 	$(GO) run ./test/bench -mbctl $(BIN)/mbctl $(BENCHFLAGS)
 
 bench-startup: build ## startup benchmark only: nspawn start → app on its ygg address, median of 10 (root)
+	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 
 bench-go: ## the packages' Go micro-benchmarks (unpack, cache)

@@ -22,6 +22,7 @@ if [ "${1:-}" = bench ]; then
 		podman            # case (e) of the benchmark
 		debootstrap       # builds the benchmark's Debian layer (once)
 		e2fsprogs mount   # a fresh ext4 file system for the measurements
+		procps            # sysctl, used by the startup benchmark
 	)
 fi
 
