@@ -16,6 +16,7 @@ packages=(
 	apache2-utils      # htpasswd, for the authenticated test registry
 	iproute2 util-linux # ip; nsenter, unshare
 	ca-certificates make git
+	gcc libc6-dev libisal-dev # ISA-L, mbctl's fast gzip engine (cgo)
 )
 if [ "${1:-}" = bench ]; then
 	packages+=(

@@ -117,7 +117,7 @@ func locateInit(exe, cfgInit string) (path, from string, err error) {
 		return c.path, c.from, nil
 	}
 	if err := checkStatic(exe); err != nil {
-		return "", "", fmt.Errorf("no man8s-init beside mbctl or in %s, and mbctl itself cannot serve as one: %w (build with CGO_ENABLED=0, as `make build` does)",
+		return "", "", fmt.Errorf("no man8s-init beside mbctl or in %s, and mbctl itself cannot serve as one: %w (install it with `make install`, or set machines.init in the config)",
 			filepath.Join(filepath.Dir(dir), "lib", "man8s"), err)
 	}
 	return exe, FromMultiCall, nil

@@ -10,9 +10,10 @@ import (
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/gunzip"
 )
 
 // Read-ahead between decompression and unpacking: 16 chunks of 1 MiB in
@@ -24,8 +25,9 @@ const (
 )
 
 // layerStream turns one compressed layer blob into its tar stream. A
-// goroutine of its own reads and decompresses the blob; the consumer hashes
-// the result for the DiffID and unpacks it on another core.
+// goroutine of its own reads and decompresses the blob; the consumer unpacks
+// the result on another core. Whichever side has less to do hashes it for
+// the DiffID.
 // The blob's own digest was verified when it entered the cache (or when it
 // was taken from it), so it is not hashed again here.
 type layerStream struct {
@@ -53,8 +55,13 @@ func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir st
 			spill = fd
 		}
 	}
-	counted := &countingReader{r: dec, limit: maxSize}
-	ls.readAhead = newSpillingReadAhead(counted, ls.diff, chunkSize, chunksAhead, spill, spillChunks)
+	var src io.Reader = &countingReader{r: dec, limit: maxSize}
+	sink := io.Writer(ls.diff)
+	if compression != "gzip" || gunzip.Fast {
+		// Decompressing is the lighter half: hash beside it.
+		src, sink = io.TeeReader(src, ls.diff), nil
+	}
+	ls.readAhead = newSpillingReadAhead(src, sink, chunkSize, chunksAhead, spill, spillChunks)
 	return ls, nil
 }
 
@@ -64,7 +71,7 @@ func decompress(r io.Reader, compression string) (io.Reader, func(), error) {
 	r = bufio.NewReaderSize(r, chunkSize)
 	switch compression {
 	case "gzip":
-		zr, err := gzip.NewReader(r)
+		zr, err := gunzip.NewReader(r)
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading gzip header: %w", err)
 		}

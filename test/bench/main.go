@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds; every case runs once per round and the median is reported")
 	flag.StringVar(&o.fixtures, "fixtures", "/var/tmp/mbctl-bench", "where the fixture image's layer blobs are built once and kept")
 	flag.StringVar(&o.workDir, "workdir", "/var/tmp", "where each run's temporary dirs go (registry storage, outputs, caches)")
-	flag.StringVar(&o.mbctl, "mbctl", "", "the mbctl binary to measure (default: go build ./cmd/mbctl into the run's temp dir)")
+	flag.StringVar(&o.mbctl, "mbctl", "", "the mbctl binary to measure (default: go build ./cmd/mbctl into the run's temp dir, pure Go; make bench passes bin/mbctl, built with ISA-L when libisal-dev is installed)")
 	flag.StringVar(&o.crane, "crane", "", "the crane binary for case (f) (default: go install go-containerregistry's cmd/crane at the version of go.mod into the run's temp dir)")
 	flag.StringVar(&o.only, "only", "", "comma-separated cases to run, e.g. a,b,d (g selects g1 and g2); default all")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir with every output tree for inspection (about 0.5 GB per case and round)")

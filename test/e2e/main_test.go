@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/gunzip"
 	"github.com/man8s/mbctl/internal/testbed"
 )
 
@@ -21,6 +23,9 @@ import (
 var bins struct {
 	dir   string
 	mbctl string
+	// mbctlStatic is mbctl in pure Go (CGO_ENABLED=0): the same as mbctl
+	// unless mbctl is built with ISA-L (go test -tags isal), as `make` does.
+	mbctlStatic string
 }
 
 func TestMain(m *testing.M) {
@@ -36,12 +41,23 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.dir = dir
 	bins.mbctl = filepath.Join(dir, "mbctl")
-	build := exec.Command("go", "build", "-trimpath", "-o", dir, "github.com/man8s/mbctl/cmd/mbctl", "github.com/man8s/mbctl/cmd/man8s-init")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building mbctl for e2e: %v\n", err)
-		return 1
+	bins.mbctlStatic = bins.mbctl
+	builds := [][]string{{"CGO_ENABLED=0", "-o", dir, "github.com/man8s/mbctl/cmd/mbctl", "github.com/man8s/mbctl/cmd/man8s-init"}}
+	if gunzip.Engine == "isa-l" {
+		// Test what `make build` ships: mbctl with ISA-L, and beside it the
+		// pure-Go build that the multi-call test copies into a machine.
+		bins.mbctlStatic = filepath.Join(dir, "static", "mbctl")
+		builds = append(builds, []string{"CGO_ENABLED=0", "-o", bins.mbctlStatic, "github.com/man8s/mbctl/cmd/mbctl"})
+		builds = append(builds, []string{"CGO_ENABLED=1", "-tags", "isal", "-o", bins.mbctl, "github.com/man8s/mbctl/cmd/mbctl"})
+	}
+	for _, b := range builds {
+		build := exec.Command("go", append([]string{"build", "-trimpath"}, b[1:]...)...)
+		build.Env = append(os.Environ(), b[0])
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building mbctl for e2e (%s): %v\n", strings.Join(b, " "), err)
+			return 1
+		}
 	}
 	return m.Run()
 }

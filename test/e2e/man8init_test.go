@@ -101,7 +101,7 @@ func TestMan8initDistroless(t *testing.T) {
 func TestMan8initMultiCall(t *testing.T) {
 	testbed.RequireT(t, "systemd-nspawn", busybox)
 	alone := filepath.Join(t.TempDir(), "bin", "mbctl")
-	data, err := os.ReadFile(bins.mbctl)
+	data, err := os.ReadFile(bins.mbctlStatic)
 	if err != nil {
 		t.Fatal(err)
 	}
