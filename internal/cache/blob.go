@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -171,7 +170,7 @@ func (c *Cache) ReadBlob(d v1.Hash) ([]byte, error) {
 // content goes to a temporary file and is hashed on the way. [BlobWriter.Commit]
 // puts the blob in place once its size and digest are right;
 // [BlobWriter.Abort] throws it away. Write, Commit and Abort must not be
-// called concurrently; [BlobWriter.Written] may be called from any goroutine.
+// called concurrently.
 //
 // The usual pattern:
 //
@@ -186,7 +185,7 @@ type BlobWriter struct {
 	size    int64
 	f       *os.File
 	h       hash.Hash
-	written atomic.Int64
+	written int64
 	err     error // first write error; Commit returns it
 	done    bool
 }
@@ -226,8 +225,8 @@ func (c *Cache) CreateVerified(d v1.Hash, size int64) (*BlobWriter, error) {
 }
 
 // TempName is the temporary file being written. A reader may follow it
-// while it grows (Written says how far): Commit renames it and Abort
-// removes it, which leaves an open descriptor readable.
+// while it grows: Commit renames it and Abort removes it, which leaves an
+// open descriptor readable.
 func (w *BlobWriter) TempName() string { return w.f.Name() }
 
 // Write writes p to the blob. Writing more bytes than the blob's size is an
@@ -239,8 +238,7 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n := w.written.Load()
-	if w.size >= 0 && n+int64(len(p)) > w.size {
+	if w.size >= 0 && w.written+int64(len(p)) > w.size {
 		w.err = fmt.Errorf("writing blob %s: %w: more than the expected %d bytes", w.digest, ErrSizeMismatch, w.size)
 		return 0, w.err
 	}
@@ -248,17 +246,13 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 	if w.h != nil {
 		w.h.Write(p[:m])
 	}
-	w.written.Add(int64(m))
+	w.written += int64(m)
 	if err != nil {
 		w.err = fmt.Errorf("writing blob %s: %w", w.digest, err)
 		return m, w.err
 	}
 	return m, nil
 }
-
-// Written returns the number of bytes written so far, for progress reports.
-// It is safe to call while another goroutine writes.
-func (w *BlobWriter) Written() int64 { return w.written.Load() }
 
 // Commit checks the blob's size and digest, syncs its data to disk and
 // renames it to its final name. If another writer has put the same blob in
@@ -281,7 +275,7 @@ func (w *BlobWriter) Commit() (err error) {
 	if w.err != nil {
 		return w.err
 	}
-	if n := w.written.Load(); w.size >= 0 && n != w.size {
+	if n := w.written; w.size >= 0 && n != w.size {
 		return fmt.Errorf("committing blob %s: %w: got %d bytes, want %d", w.digest, ErrSizeMismatch, n, w.size)
 	}
 	if w.h != nil {

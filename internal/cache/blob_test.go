@@ -63,9 +63,7 @@ func TestOpenCreatesLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.Lookup("example.com/a:1"); err != nil {
-		t.Error(err)
-	}
+	lookup(t, c2, "example.com/a:1")
 }
 
 func TestBlobWriter(t *testing.T) {
@@ -96,8 +94,8 @@ func TestBlobWriter(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, werr := w.Write(tc.write)
-			if w.Written() > int64(len(tc.write)) {
-				t.Errorf("Written() = %d, more than %d", w.Written(), len(tc.write))
+			if w.written > int64(len(tc.write)) {
+				t.Errorf("written = %d, more than %d", w.written, len(tc.write))
 			}
 			var err2 error
 			if tc.abort {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,4 +176,32 @@ func tempFiles(t *testing.T, c *Cache) []string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// lookup returns the index entry of ref, failing t if there is none.
+func lookup(t *testing.T, c *Cache, ref string) v1.Descriptor {
+	t.Helper()
+	idx, err := c.readIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range idx.Manifests {
+		if refOf(m) == ref {
+			return m
+		}
+	}
+	t.Fatalf("%s is not in the index", ref)
+	return v1.Descriptor{}
+}
+
+// untag removes ref from the index.
+func untag(t *testing.T, c *Cache, ref string) {
+	t.Helper()
+	err := c.updateIndex(func(idx *v1.IndexManifest) (bool, error) {
+		idx.Manifests = slices.DeleteFunc(idx.Manifests, func(m v1.Descriptor) bool { return refOf(m) == ref })
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -21,16 +21,13 @@ const (
 	// AnnotationRefName holds the full image reference, such as
 	// "docker.io/library/registry:latest".
 	AnnotationRefName = "org.opencontainers.image.ref.name"
-	// AnnotationLastUsed holds when the image was last pulled or used
+	// AnnotationLastUsed holds when the reference was last pulled
 	// (RFC 3339, UTC).
 	AnnotationLastUsed = "io.man8s.last-used"
-	// AnnotationPulled holds when the image was last pulled (RFC 3339, UTC).
+	// AnnotationPulled holds when the reference was first pulled with the
+	// digest it has now (RFC 3339, UTC).
 	AnnotationPulled = "io.man8s.pulled"
 )
-
-// ErrNotFound is wrapped by the errors returned for a reference that is not
-// in the cache.
-var ErrNotFound = errors.New("not in the cache")
 
 // Entry is one cached image: a reference in index.json.
 type Entry struct {
@@ -129,8 +126,9 @@ func refOf(d v1.Descriptor) string { return d.Annotations[AnnotationRefName] }
 // Tag records in index.json that ref (a full reference such as
 // "docker.io/library/registry:latest") names the image manifest or index
 // desc, replacing any previous entry for ref. It sets the annotations
-// [AnnotationRefName], [AnnotationPulled] and [AnnotationLastUsed] (now) on
-// a copy of desc; other annotations of desc are kept. The manifest blob must
+// [AnnotationRefName], [AnnotationLastUsed] (now) and [AnnotationPulled]
+// (now, or kept from the previous entry if that had the same digest) on a
+// copy of desc; other annotations of desc are kept. The manifest blob must
 // already be in the cache, and the caller should still hold the shared lock
 // under which it wrote the image's blobs (see the package documentation).
 func (c *Cache) Tag(ref string, desc v1.Descriptor) error {
@@ -152,8 +150,11 @@ func (c *Cache) Tag(ref string, desc v1.Descriptor) error {
 	err := c.updateIndex(func(idx *v1.IndexManifest) (bool, error) {
 		kept := idx.Manifests[:0]
 		for _, m := range idx.Manifests {
-			if refOf(m) != ref {
+			switch {
+			case refOf(m) != ref:
 				kept = append(kept, m)
+			case m.Digest == desc.Digest && m.Annotations[AnnotationPulled] != "":
+				ann[AnnotationPulled] = m.Annotations[AnnotationPulled]
 			}
 		}
 		idx.Manifests = append(kept, desc)
@@ -163,71 +164,6 @@ func (c *Cache) Tag(ref string, desc v1.Descriptor) error {
 		return fmt.Errorf("tagging %s: %w", ref, err)
 	}
 	return nil
-}
-
-// Touch sets the last-used time of ref to now. An unknown ref gives an
-// error wrapping [ErrNotFound].
-func (c *Cache) Touch(ref string) error {
-	now := c.now().UTC().Format(time.RFC3339)
-	err := c.updateIndex(func(idx *v1.IndexManifest) (bool, error) {
-		found := false
-		for i, m := range idx.Manifests {
-			if refOf(m) == ref {
-				ann := make(map[string]string, len(m.Annotations))
-				for k, v := range m.Annotations {
-					ann[k] = v
-				}
-				ann[AnnotationLastUsed] = now
-				idx.Manifests[i].Annotations = ann
-				found = true
-			}
-		}
-		if !found {
-			return false, ErrNotFound
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("touching %s: %w", ref, err)
-	}
-	return nil
-}
-
-// Untag removes ref from index.json. Its blobs stay until [Cache.Prune]. An
-// unknown ref gives an error wrapping [ErrNotFound].
-func (c *Cache) Untag(ref string) error {
-	err := c.updateIndex(func(idx *v1.IndexManifest) (bool, error) {
-		kept := idx.Manifests[:0]
-		for _, m := range idx.Manifests {
-			if refOf(m) != ref {
-				kept = append(kept, m)
-			}
-		}
-		if len(kept) == len(idx.Manifests) {
-			return false, ErrNotFound
-		}
-		idx.Manifests = kept
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("removing %s: %w", ref, err)
-	}
-	return nil
-}
-
-// Lookup returns the descriptor recorded for ref, with its annotations. An
-// unknown ref gives an error wrapping [ErrNotFound].
-func (c *Cache) Lookup(ref string) (v1.Descriptor, error) {
-	idx, err := c.readIndex()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	for _, m := range idx.Manifests {
-		if refOf(m) == ref {
-			return m, nil
-		}
-	}
-	return v1.Descriptor{}, fmt.Errorf("looking up %s: %w", ref, ErrNotFound)
 }
 
 // List returns the cached images sorted by reference. It takes no lock and

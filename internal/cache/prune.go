@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +13,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/man8s/mbctl/internal/mediatype"
 )
 
 // maxManifestSize bounds the manifests and indexes the walk reads into
@@ -231,7 +232,9 @@ func (w *walker) walk(d v1.Descriptor, required bool) {
 		return
 	}
 	if kind == kindUnknown {
-		kind = sniff(data)
+		if kind = kindOf(mediatype.Of("", data)); kind == kindUnknown {
+			kind = kindOther
+		}
 	}
 	switch kind {
 	case kindIndex:
@@ -252,26 +255,4 @@ func (w *walker) walk(d v1.Descriptor, required bool) {
 			w.walk(l, true)
 		}
 	}
-}
-
-// sniff tells a manifest from an index by its content.
-func sniff(data []byte) blobKind {
-	var probe struct {
-		MediaType types.MediaType `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-		Config    json.RawMessage `json:"config"`
-	}
-	if json.Unmarshal(data, &probe) != nil {
-		return kindOther
-	}
-	if k := kindOf(probe.MediaType); k != kindUnknown {
-		return k
-	}
-	switch {
-	case probe.Manifests != nil:
-		return kindIndex
-	case probe.Config != nil:
-		return kindManifest
-	}
-	return kindOther
 }

@@ -112,9 +112,7 @@ func TestPrune(t *testing.T) {
 	}
 
 	// Untagging a then pruning removes a's own blobs but not the shared one.
-	if err := c.Untag("a"); err != nil {
-		t.Fatal(err)
-	}
+	untag(t, c, "a")
 	res, err = c.Prune(context.Background())
 	if err != nil {
 		t.Fatal(err)

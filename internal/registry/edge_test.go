@@ -151,27 +151,6 @@ func TestResolveForeignAndZstdLayers(t *testing.T) {
 	}
 }
 
-func TestManifestMediaType(t *testing.T) {
-	tests := []struct {
-		header types.MediaType
-		raw    string
-		want   types.MediaType
-	}{
-		{types.OCIManifestSchema1, `{}`, types.OCIManifestSchema1},
-		{types.DockerManifestList, `{}`, types.DockerManifestList},
-		{"application/json", `{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}`, types.DockerManifestSchema2},
-		{"application/json", `{"schemaVersion": 1}`, types.DockerManifestSchema1},
-		{"", `{"schemaVersion": 2, "manifests": []}`, types.OCIImageIndex},
-		{"", `{"schemaVersion": 2, "config": {}}`, types.OCIManifestSchema1},
-		{"text/plain", `not json`, "text/plain"},
-	}
-	for _, tt := range tests {
-		if got := manifestMediaType(tt.header, []byte(tt.raw)); got != tt.want {
-			t.Errorf("manifestMediaType(%q, %s) = %q, want %q", tt.header, tt.raw, got, tt.want)
-		}
-	}
-}
-
 func TestSizedReader(t *testing.T) {
 	d := v1.Hash{Algorithm: "sha256", Hex: hexA}
 	read := func(content string, want int64) ([]byte, error) {

@@ -13,7 +13,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +26,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/man8s/mbctl/internal/mediatype"
 )
 
 // DefaultJobs is the number of layer streams open at once when
@@ -348,7 +349,7 @@ func (s *session) resolveAt(ctx context.Context, ref name.Reference, ep endpoint
 		Source:      ep.label,
 		Digest:      desc.Digest,
 		RawManifest: desc.Manifest,
-		MediaType:   manifestMediaType(desc.MediaType, desc.Manifest),
+		MediaType:   mediatype.Of(desc.MediaType, desc.Manifest),
 		puller:      s.puller,
 		repo:        ep.ref.Context(),
 		host:        host,
@@ -373,7 +374,7 @@ func (s *session) resolveAt(ctx context.Context, ref name.Reference, ep endpoint
 			return nil, describe(err, fail(op, false))
 		}
 		im.Digest, im.RawManifest = cdesc.Digest, cdesc.Manifest
-		im.MediaType = manifestMediaType(cdesc.MediaType, cdesc.Manifest)
+		im.MediaType = mediatype.Of(cdesc.MediaType, cdesc.Manifest)
 		if im.MediaType.IsSchema1() {
 			return nil, errSchema1(image)
 		}
@@ -406,35 +407,6 @@ func (s *session) resolveAt(ctx context.Context, ref name.Reference, ep endpoint
 // errSchema1 is the error for a Docker schema 1 manifest.
 func errSchema1(image string) error {
 	return fmt.Errorf("%s: docker schema1 images are not supported; re-push the image with a current docker/skopeo", image)
-}
-
-// manifestMediaType returns the media type of a manifest: the
-// Content-Type the registry sent when it names a manifest type, else the
-// manifest's own mediaType field, else what its shape says.
-func manifestMediaType(header types.MediaType, raw []byte) types.MediaType {
-	if header.IsImage() || header.IsIndex() || header.IsSchema1() {
-		return header
-	}
-	var probe struct {
-		SchemaVersion int             `json:"schemaVersion"`
-		MediaType     types.MediaType `json:"mediaType"`
-		Manifests     json.RawMessage `json:"manifests"`
-		Config        json.RawMessage `json:"config"`
-	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return header
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType
-	case probe.SchemaVersion == 1:
-		return types.DockerManifestSchema1
-	case probe.Manifests != nil:
-		return types.OCIImageIndex
-	case probe.Config != nil:
-		return types.OCIManifestSchema1
-	}
-	return header
 }
 
 // fetchConfig fetches, verifies and parses the config blob of im.
