@@ -323,23 +323,7 @@ func (w *BlobWriter) Abort() error {
 }
 
 func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			serr = unix.Fdatasync(int(fd))
-			if serr != unix.EINTR {
-				return
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return serr
+	return onFD(f, unix.Fdatasync)
 }
 
 // WriteFrom writes the blob d of the given size from r and commits it. It

@@ -82,15 +82,19 @@ func lockWait(ctx context.Context, p string, how int) (*os.File, error) {
 }
 
 func flock(f *os.File, how int) error {
+	return onFD(f, func(fd int) error { return unix.Flock(fd, how) })
+}
+
+// onFD runs op on f's descriptor, again as long as it fails with EINTR.
+func onFD(f *os.File, op func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var ferr error
+	var opErr error
 	err = rc.Control(func(fd uintptr) {
 		for {
-			ferr = unix.Flock(int(fd), how)
-			if ferr != unix.EINTR {
+			if opErr = op(int(fd)); opErr != unix.EINTR {
 				return
 			}
 		}
@@ -98,7 +102,7 @@ func flock(f *os.File, how int) error {
 	if err != nil {
 		return err
 	}
-	return ferr
+	return opErr
 }
 
 // lockIndex takes the exclusive index lock, DIR/index.lock, which is held
