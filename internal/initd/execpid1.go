@@ -11,6 +11,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/dhcp4"
 	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/man8env"
 	"github.com/man8s/mbctl/internal/netinit"
 	"github.com/man8s/mbctl/internal/supervise"
 )
@@ -21,7 +22,7 @@ import (
 // exec fails.
 func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func(string, string, ...any)) int {
 	if sup.Credential != nil {
-		step("app", "%s ignored in %s mode: the image's init starts as root", keyUser, ModeExecPID1)
+		step("app", "%s ignored in %s mode: the image's init starts as root", man8env.KeyUser, ModeExecPID1)
 	}
 	if n != nil {
 		// Without a lease yet (DHCP failed and MAN8S_NETWORK_CHECK is not

@@ -20,6 +20,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/appargs"
 	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/man8env"
 	"github.com/man8s/mbctl/internal/netinit"
 	"github.com/man8s/mbctl/internal/passwd"
 	"github.com/man8s/mbctl/internal/protect"
@@ -28,18 +29,8 @@ import (
 	"github.com/man8s/mbctl/internal/waitfor"
 )
 
-// Environment keys man8s-init reads (DESIGN.md, issue 5).
-const (
-	keyArgs        = "MAN8S_APPLICATION_ARGS"
-	keyUser        = "MAN8S_APPLICATION_USER"
-	keyStopSignal  = "MAN8S_STOP_SIGNAL"
-	keyStopTimeout = "MAN8S_STOP_TIMEOUT"
-	keyWaitFor     = "MAN8S_WAIT_FOR"
-	keyWaitTimeout = "MAN8S_WAIT_TIMEOUT"
-	keyMode        = "MAN8S_INIT_MODE"
-	// keyLease passes the lease to the renewer of exec-pid1 mode.
-	keyLease = "MAN8S_INIT_LEASE"
-)
+// keyLease passes the lease to the renewer of exec-pid1 mode.
+const keyLease = "MAN8S_INIT_LEASE"
 
 // Init modes (MAN8S_INIT_MODE).
 const (
@@ -103,13 +94,13 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	step("restore", "%d files, %d dirs, %d symlinks restored into /run and /tmp", st.Files, st.Dirs, st.Symlinks)
 
-	mode := strings.TrimSpace(vars[keyMode])
+	mode := strings.TrimSpace(vars[man8env.KeyInitMode])
 	switch mode {
 	case "":
 		mode = ModeSupervise
 	case ModeSupervise, ModeExecPID1:
 	default:
-		step("env", "%s=%q: want %s or %s", keyMode, mode, ModeSupervise, ModeExecPID1)
+		step("env", "%s=%q: want %s or %s", man8env.KeyInitMode, mode, ModeSupervise, ModeExecPID1)
 		return 1
 	}
 
@@ -118,11 +109,11 @@ func Run(ctx context.Context, opts Options) int {
 		return 1
 	}
 
-	if spec := strings.TrimSpace(vars[keyWaitFor]); spec != "" {
+	if spec := strings.TrimSpace(vars[man8env.KeyWaitFor]); spec != "" {
 		targets, err := waitfor.Parse(spec)
 		if err == nil {
 			var timeout time.Duration
-			if timeout, err = waitfor.ParseTimeout(vars[keyWaitTimeout]); err == nil {
+			if timeout, err = waitfor.ParseTimeout(vars[man8env.KeyWaitTimeout]); err == nil {
 				start := time.Now()
 				step("wait", "waiting up to %s for %d dependencies: %s", timeout, len(targets), targetList(targets))
 				err = waitfor.Wait(ctx, targets, waitfor.Options{Timeout: timeout, Log: stepLogger(opts.Log, "wait")})
@@ -186,10 +177,10 @@ func setupNetwork(ctx context.Context, opts Options, vars map[string]string, ste
 		step("network", "skipped: %v", err)
 		return nil, true
 	case err != nil && settings.Check == netinit.CheckStrict:
-		step("network", "failed (%s=strict): %v", netinit.KeyCheck, err)
+		step("network", "failed (%s=strict): %v", man8env.KeyCheck, err)
 		return nil, false
 	case err != nil:
-		step("network", "going on despite failures (%s=%s): %v", netinit.KeyCheck, settings.Check, oneLine(err))
+		step("network", "going on despite failures (%s=%s): %v", man8env.KeyCheck, settings.Check, oneLine(err))
 	}
 	return n, true
 }
@@ -220,23 +211,23 @@ func usage() string {
 func appOptions(root string, vars map[string]string) (supervise.Options, error) {
 	var o supervise.Options
 	_, err := os.Stat(filepath.Join(root, "bin/sh"))
-	if o.Argv, err = appargs.Command(vars[keyArgs], err == nil); err != nil {
-		return o, fmt.Errorf("%s: %w", keyArgs, err)
+	if o.Argv, err = appargs.Command(vars[man8env.KeyArgs], err == nil); err != nil {
+		return o, fmt.Errorf("%s: %w", man8env.KeyArgs, err)
 	}
-	if s := vars[keyStopSignal]; s != "" {
+	if s := vars[man8env.KeyStopSignal]; s != "" {
 		sig, err := signals.Parse(s)
 		if err != nil {
-			return o, fmt.Errorf("%s: %w", keyStopSignal, err)
+			return o, fmt.Errorf("%s: %w", man8env.KeyStopSignal, err)
 		}
 		o.StopSignal = sig
 	}
-	if o.StopTimeout, err = envfile.Duration(vars, keyStopTimeout, 0); err != nil {
+	if o.StopTimeout, err = envfile.Duration(vars, man8env.KeyStopTimeout, 0); err != nil {
 		return o, err // 0: the supervisor's default
 	}
-	if spec := vars[keyUser]; spec != "" {
+	if spec := vars[man8env.KeyUser]; spec != "" {
 		u, err := passwd.Lookup(root, spec)
 		if err != nil {
-			return o, fmt.Errorf("%s: %w", keyUser, err)
+			return o, fmt.Errorf("%s: %w", man8env.KeyUser, err)
 		}
 		o.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/appargs"
+	"github.com/man8s/mbctl/internal/man8env"
 	"github.com/man8s/mbctl/internal/netinit"
 )
 
@@ -67,11 +68,11 @@ func TestRunStartsTheApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeEnv(t, root, map[string]string{
-		keyArgs:    args,
-		keyWaitFor: "file://" + ready,
-		appEnv:     out,
-		appExit:    "7",
-		"GREETING": "hello world = yes",
+		man8env.KeyArgs:    args,
+		man8env.KeyWaitFor: "file://" + ready,
+		appEnv:             out,
+		appExit:            "7",
+		"GREETING":         "hello world = yes",
 	})
 	var log bytes.Buffer
 	status := Run(t.Context(), Options{Root: root, Log: &log})
@@ -100,12 +101,12 @@ func TestRunFailures(t *testing.T) {
 	}{
 		{"no env file", nil, "man8s-init: env:"},
 		{"no args", map[string]string{"X": "1"}, "man8s-init: app: MAN8S_APPLICATION_ARGS"},
-		{"needs a shell", map[string]string{keyArgs: "echo $HOME"}, "man8s-init: app: MAN8S_APPLICATION_ARGS"},
-		{"bad stop signal", map[string]string{keyArgs: "/bin/true", keyStopSignal: "SIGNOPE"}, "MAN8S_STOP_SIGNAL"},
-		{"unknown user", map[string]string{keyArgs: "/bin/true", keyUser: "nobody-here"}, "MAN8S_APPLICATION_USER"},
-		{"bad wait target", map[string]string{keyArgs: "/bin/true", keyWaitFor: "gopher://x"}, "man8s-init: wait:"},
-		{"bad init mode", map[string]string{keyArgs: "/bin/true", keyMode: "exec"}, "MAN8S_INIT_MODE"},
-		{"bad network setting", map[string]string{keyArgs: "/bin/true", netinit.KeyYggTable: "main"}, "man8s-init: network: MAN8S_YGG_TABLE"},
+		{"needs a shell", map[string]string{man8env.KeyArgs: "echo $HOME"}, "man8s-init: app: MAN8S_APPLICATION_ARGS"},
+		{"bad stop signal", map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyStopSignal: "SIGNOPE"}, "MAN8S_STOP_SIGNAL"},
+		{"unknown user", map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyUser: "nobody-here"}, "MAN8S_APPLICATION_USER"},
+		{"bad wait target", map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyWaitFor: "gopher://x"}, "man8s-init: wait:"},
+		{"bad init mode", map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyInitMode: "exec"}, "MAN8S_INIT_MODE"},
+		{"bad network setting", map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyYggTable: "main"}, "man8s-init: network: MAN8S_YGG_TABLE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,7 +145,7 @@ func TestRunNetworkFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
-			writeEnv(t, root, map[string]string{keyArgs: "/bin/true", netinit.KeyCheck: tt.check})
+			writeEnv(t, root, map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyCheck: tt.check})
 			var log bytes.Buffer
 			var got netinit.Settings
 			setup := func(_ context.Context, s netinit.Settings, _ netinit.Options) (*netinit.Network, error) {
@@ -166,7 +167,7 @@ func TestRunNetworkFailures(t *testing.T) {
 
 func TestRunWaitTimesOut(t *testing.T) {
 	root := t.TempDir()
-	writeEnv(t, root, map[string]string{keyArgs: "/bin/true", keyWaitFor: "file://" + filepath.Join(root, "never"), keyWaitTimeout: "1"})
+	writeEnv(t, root, map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyWaitFor: "file://" + filepath.Join(root, "never"), man8env.KeyWaitTimeout: "1"})
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

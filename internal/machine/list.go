@@ -10,22 +10,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/config"
 	"github.com/man8s/mbctl/internal/envfile"
-)
-
-// Keys of man8env.env that mbctl writes (DESIGN.md, issue 3); list and
-// show read them back.
-const (
-	KeyName       = "MAN8S_CONTAINER_NAME"
-	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
-	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
-	KeyImageURL   = "MAN8S_OCI_IMAGE_URL"
-	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
-	KeyArgs       = "MAN8S_APPLICATION_ARGS"
-	KeyUser       = "MAN8S_APPLICATION_USER"
-	KeyStopSignal = "MAN8S_STOP_SIGNAL"
-	KeyInitMode   = "MAN8S_INIT_MODE"
-	KeyVersion    = "MAN8S_MBCTL_VERSION"
-	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
+	"github.com/man8s/mbctl/internal/man8env"
 )
 
 // Info describes a machine as its files say.
@@ -61,9 +46,9 @@ func Describe(p Paths, st State) (Info, error) {
 		return in, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	get := func(k string) string { v, _ := env.Get(k); return v }
-	in.Image, in.Digest = get(KeyImageURL), get(KeyDigest)
-	in.YggAddress, in.Template, in.InitMode = get(KeyYggAddress), get(KeyTemplate), get(KeyInitMode)
-	if t, err := time.Parse(time.RFC3339, get(KeyCreatedAt)); err == nil {
+	in.Image, in.Digest = get(man8env.KeyImageURL), get(man8env.KeyDigest)
+	in.YggAddress, in.Template, in.InitMode = get(man8env.KeyYggAddress), get(man8env.KeyTemplate), get(man8env.KeyInitMode)
+	if t, err := time.Parse(time.RFC3339, get(man8env.KeyCreatedAt)); err == nil {
 		in.Created = t
 	}
 	return in, nil

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/man8s/mbctl/internal/dhcp4"
+	"github.com/man8s/mbctl/internal/man8env"
 )
 
 // Options locate what Setup works on; production uses the defaults.
@@ -193,7 +194,7 @@ func enableOptimisticDAD(procSys, link string) bool {
 // setupIPv4 gets the first lease and applies it.
 func (n *Network) setupIPv4(ctx context.Context, start time.Time) error {
 	log := n.opts.log("dhcp")
-	ctx, cancel := context.WithTimeoutCause(ctx, n.settings.DHCPTimeout, fmt.Errorf("%s=%s expired", KeyDHCPTimeout, n.settings.DHCPTimeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, n.settings.DHCPTimeout, fmt.Errorf("%s=%s expired", man8env.KeyDHCPTimeout, n.settings.DHCPTimeout))
 	defer cancel()
 	l, err := dhcp4.Acquire(ctx, n.dhcpConfig())
 	if err != nil {
@@ -399,7 +400,7 @@ func (n *Network) setupIPv6(ctx context.Context, start time.Time, optimistic boo
 	n.Timings.SLAAC = time.Since(start)
 	if err != nil {
 		if n.settings.IPv6 == IPv6Optional {
-			log.Info(fmt.Sprintf("none after %s (%s=optional): %v", ms(n.Timings.SLAAC), KeyIPv6, err))
+			log.Info(fmt.Sprintf("none after %s (%s=optional): %v", ms(n.Timings.SLAAC), man8env.KeyIPv6, err))
 			return nil
 		}
 		return err

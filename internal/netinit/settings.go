@@ -8,22 +8,10 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/man8env"
 )
 
-// Environment keys the network steps read (DESIGN.md "Networking", issue 5).
-const (
-	KeyLink         = "MAN8S_NETWORK_LINK"
-	KeyCheck        = "MAN8S_NETWORK_CHECK"
-	KeyIPv6         = "MAN8S_IPV6"
-	KeyYggAddress   = "MAN8S_YGGDRASIL_ADDRESS"
-	KeyYggTable     = "MAN8S_YGG_TABLE"
-	KeyYggPriority  = "MAN8S_YGG_RULE_PRIORITY"
-	KeyCheckDNS     = "MAN8S_CHECK_DNS"
-	KeyDHCPTimeout  = "MAN8S_DHCP_TIMEOUT"
-	KeyIPv6Timeout  = "MAN8S_IPV6_TIMEOUT"
-	KeyResolvConf   = "MAN8S_RESOLV_CONF"
-	defaultLinkName = "host0"
-)
+const defaultLinkName = "host0"
 
 // Defaults of Settings.
 const (
@@ -94,62 +82,62 @@ type Settings struct {
 // name the key.
 func ParseSettings(vars map[string]string) (Settings, error) {
 	s := Settings{
-		Link:            strings.TrimSpace(vars[KeyLink]),
+		Link:            strings.TrimSpace(vars[man8env.KeyLink]),
 		Check:           CheckWarn,
 		IPv6:            IPv6Required,
 		YggTable:        DefaultYggTable,
 		YggRulePriority: DefaultYggRulePriority,
-		CheckDNS:        strings.TrimSpace(vars[KeyCheckDNS]),
+		CheckDNS:        strings.TrimSpace(vars[man8env.KeyCheckDNS]),
 		DHCPTimeout:     DefaultDHCPTimeout,
 		ResolvConf:      DefaultResolvConf,
 	}
-	if v := strings.ToLower(strings.TrimSpace(vars[KeyCheck])); v != "" {
+	if v := strings.ToLower(strings.TrimSpace(vars[man8env.KeyCheck])); v != "" {
 		switch m := CheckMode(v); m {
 		case CheckWarn, CheckStrict, CheckOff:
 			s.Check = m
 		default:
-			return s, fmt.Errorf("%s=%q: want warn, strict or off", KeyCheck, vars[KeyCheck])
+			return s, fmt.Errorf("%s=%q: want warn, strict or off", man8env.KeyCheck, vars[man8env.KeyCheck])
 		}
 	}
-	if v := strings.ToLower(strings.TrimSpace(vars[KeyIPv6])); v != "" {
+	if v := strings.ToLower(strings.TrimSpace(vars[man8env.KeyIPv6])); v != "" {
 		switch m := IPv6Mode(v); m {
 		case IPv6Required, IPv6Optional:
 			s.IPv6 = m
 		default:
-			return s, fmt.Errorf("%s=%q: want required or optional", KeyIPv6, vars[KeyIPv6])
+			return s, fmt.Errorf("%s=%q: want required or optional", man8env.KeyIPv6, vars[man8env.KeyIPv6])
 		}
 	}
-	if v := strings.TrimSpace(vars[KeyYggAddress]); v != "" {
+	if v := strings.TrimSpace(vars[man8env.KeyYggAddress]); v != "" {
 		a, err := netip.ParseAddr(v)
 		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
-			return s, fmt.Errorf("%s=%q: want an IPv6 address", KeyYggAddress, v)
+			return s, fmt.Errorf("%s=%q: want an IPv6 address", man8env.KeyYggAddress, v)
 		}
 		s.YggAddress = a
 	}
 	var err error
-	if s.YggTable, err = parseUint(vars, KeyYggTable, DefaultYggTable, 1, 0xffffffff); err != nil {
+	if s.YggTable, err = parseUint(vars, man8env.KeyYggTable, DefaultYggTable, 1, 0xffffffff); err != nil {
 		return s, err
 	}
 	switch s.YggTable {
 	case 253, 254, 255: // default, main, local: not ours to fill
-		return s, fmt.Errorf("%s=%d: a reserved table (default, main or local)", KeyYggTable, s.YggTable)
+		return s, fmt.Errorf("%s=%d: a reserved table (default, main or local)", man8env.KeyYggTable, s.YggTable)
 	}
-	if s.YggRulePriority, err = parseUint(vars, KeyYggPriority, DefaultYggRulePriority, 1, 32765); err != nil {
+	if s.YggRulePriority, err = parseUint(vars, man8env.KeyYggPriority, DefaultYggRulePriority, 1, 32765); err != nil {
 		return s, err
 	}
-	if s.DHCPTimeout, err = envfile.Duration(vars, KeyDHCPTimeout, DefaultDHCPTimeout); err != nil {
+	if s.DHCPTimeout, err = envfile.Duration(vars, man8env.KeyDHCPTimeout, DefaultDHCPTimeout); err != nil {
 		return s, err
 	}
 	def := DefaultIPv6Timeout
 	if s.IPv6 == IPv6Optional {
 		def = DefaultIPv6OptionalWait
 	}
-	if s.IPv6Timeout, err = envfile.Duration(vars, KeyIPv6Timeout, def); err != nil {
+	if s.IPv6Timeout, err = envfile.Duration(vars, man8env.KeyIPv6Timeout, def); err != nil {
 		return s, err
 	}
-	if v := strings.TrimSpace(vars[KeyResolvConf]); v != "" {
+	if v := strings.TrimSpace(vars[man8env.KeyResolvConf]); v != "" {
 		if !strings.HasPrefix(v, "/") {
-			return s, fmt.Errorf("%s=%q: want an absolute path", KeyResolvConf, v)
+			return s, fmt.Errorf("%s=%q: want an absolute path", man8env.KeyResolvConf, v)
 		}
 		s.ResolvConf = v
 	}

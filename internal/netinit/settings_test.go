@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/man8s/mbctl/internal/man8env"
 )
 
 func TestParseSettings(t *testing.T) {
@@ -23,33 +25,33 @@ func TestParseSettings(t *testing.T) {
 	}{
 		{name: "defaults", vars: nil, want: def},
 		{name: "unrelated keys", vars: map[string]string{"MAN8S_APPLICATION_ARGS": "nginx"}, want: def},
-		{name: "ygg address", vars: map[string]string{KeyYggAddress: " 300:2e98:a4b0:1789:1d44:bc13:a177:c4d "},
+		{name: "ygg address", vars: map[string]string{man8env.KeyYggAddress: " 300:2e98:a4b0:1789:1d44:bc13:a177:c4d "},
 			want: with(func(s *Settings) { s.YggAddress = netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d") })},
-		{name: "table and priority", vars: map[string]string{KeyYggTable: "1000", KeyYggPriority: "32000"},
+		{name: "table and priority", vars: map[string]string{man8env.KeyYggTable: "1000", man8env.KeyYggPriority: "32000"},
 			want: with(func(s *Settings) { s.YggTable, s.YggRulePriority = 1000, 32000 })},
-		{name: "strict, optional IPv6 waits briefly", vars: map[string]string{KeyCheck: "Strict", KeyIPv6: "optional"},
+		{name: "strict, optional IPv6 waits briefly", vars: map[string]string{man8env.KeyCheck: "Strict", man8env.KeyIPv6: "optional"},
 			want: with(func(s *Settings) { s.Check, s.IPv6, s.IPv6Timeout = CheckStrict, IPv6Optional, time.Second })},
-		{name: "check off", vars: map[string]string{KeyCheck: "off"}, want: with(func(s *Settings) { s.Check = CheckOff })},
-		{name: "timeouts in seconds and durations", vars: map[string]string{KeyDHCPTimeout: "5", KeyIPv6Timeout: "1.5s"},
+		{name: "check off", vars: map[string]string{man8env.KeyCheck: "off"}, want: with(func(s *Settings) { s.Check = CheckOff })},
+		{name: "timeouts in seconds and durations", vars: map[string]string{man8env.KeyDHCPTimeout: "5", man8env.KeyIPv6Timeout: "1.5s"},
 			want: with(func(s *Settings) { s.DHCPTimeout, s.IPv6Timeout = 5*time.Second, 1500*time.Millisecond })},
-		{name: "optional with explicit timeout", vars: map[string]string{KeyIPv6: "optional", KeyIPv6Timeout: "3"},
+		{name: "optional with explicit timeout", vars: map[string]string{man8env.KeyIPv6: "optional", man8env.KeyIPv6Timeout: "3"},
 			want: with(func(s *Settings) { s.IPv6, s.IPv6Timeout = IPv6Optional, 3*time.Second })},
-		{name: "dns, link, resolv.conf", vars: map[string]string{KeyCheckDNS: "example.org", KeyLink: "eth1", KeyResolvConf: "/run/resolv.conf"},
+		{name: "dns, link, resolv.conf", vars: map[string]string{man8env.KeyCheckDNS: "example.org", man8env.KeyLink: "eth1", man8env.KeyResolvConf: "/run/resolv.conf"},
 			want: with(func(s *Settings) { s.CheckDNS, s.Link, s.ResolvConf = "example.org", "eth1", "/run/resolv.conf" })},
 
-		{name: "bad check", vars: map[string]string{KeyCheck: "loud"}, wantErr: KeyCheck},
-		{name: "bad ipv6", vars: map[string]string{KeyIPv6: "maybe"}, wantErr: KeyIPv6},
-		{name: "ygg address not IPv6", vars: map[string]string{KeyYggAddress: "198.18.1.5"}, wantErr: KeyYggAddress},
-		{name: "ygg address mapped", vars: map[string]string{KeyYggAddress: "::ffff:198.18.1.5"}, wantErr: KeyYggAddress},
-		{name: "ygg address with zone", vars: map[string]string{KeyYggAddress: "fe80::1%host0"}, wantErr: KeyYggAddress},
-		{name: "ygg address garbage", vars: map[string]string{KeyYggAddress: "300::/64"}, wantErr: KeyYggAddress},
-		{name: "main table", vars: map[string]string{KeyYggTable: "254"}, wantErr: "reserved"},
-		{name: "table zero", vars: map[string]string{KeyYggTable: "0"}, wantErr: KeyYggTable},
-		{name: "table words", vars: map[string]string{KeyYggTable: "ygg"}, wantErr: KeyYggTable},
-		{name: "priority too high", vars: map[string]string{KeyYggPriority: "32766"}, wantErr: KeyYggPriority},
-		{name: "negative timeout", vars: map[string]string{KeyDHCPTimeout: "-1s"}, wantErr: KeyDHCPTimeout},
-		{name: "zero timeout", vars: map[string]string{KeyIPv6Timeout: "0"}, wantErr: KeyIPv6Timeout},
-		{name: "relative resolv.conf", vars: map[string]string{KeyResolvConf: "etc/resolv.conf"}, wantErr: KeyResolvConf},
+		{name: "bad check", vars: map[string]string{man8env.KeyCheck: "loud"}, wantErr: man8env.KeyCheck},
+		{name: "bad ipv6", vars: map[string]string{man8env.KeyIPv6: "maybe"}, wantErr: man8env.KeyIPv6},
+		{name: "ygg address not IPv6", vars: map[string]string{man8env.KeyYggAddress: "198.18.1.5"}, wantErr: man8env.KeyYggAddress},
+		{name: "ygg address mapped", vars: map[string]string{man8env.KeyYggAddress: "::ffff:198.18.1.5"}, wantErr: man8env.KeyYggAddress},
+		{name: "ygg address with zone", vars: map[string]string{man8env.KeyYggAddress: "fe80::1%host0"}, wantErr: man8env.KeyYggAddress},
+		{name: "ygg address garbage", vars: map[string]string{man8env.KeyYggAddress: "300::/64"}, wantErr: man8env.KeyYggAddress},
+		{name: "main table", vars: map[string]string{man8env.KeyYggTable: "254"}, wantErr: "reserved"},
+		{name: "table zero", vars: map[string]string{man8env.KeyYggTable: "0"}, wantErr: man8env.KeyYggTable},
+		{name: "table words", vars: map[string]string{man8env.KeyYggTable: "ygg"}, wantErr: man8env.KeyYggTable},
+		{name: "priority too high", vars: map[string]string{man8env.KeyYggPriority: "32766"}, wantErr: man8env.KeyYggPriority},
+		{name: "negative timeout", vars: map[string]string{man8env.KeyDHCPTimeout: "-1s"}, wantErr: man8env.KeyDHCPTimeout},
+		{name: "zero timeout", vars: map[string]string{man8env.KeyIPv6Timeout: "0"}, wantErr: man8env.KeyIPv6Timeout},
+		{name: "relative resolv.conf", vars: map[string]string{man8env.KeyResolvConf: "etc/resolv.conf"}, wantErr: man8env.KeyResolvConf},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,8 +98,8 @@ func FuzzParseSettings(f *testing.F) {
 	f.Add("", "", "", "", "", "", "")
 	f.Add("STRICT", "required", "::1", "4294967295", "32765", "0", "-1")
 	f.Fuzz(func(t *testing.T, check, ipv6, addr, table, prio, dhcp, v6 string) {
-		s, err := ParseSettings(map[string]string{KeyCheck: check, KeyIPv6: ipv6, KeyYggAddress: addr,
-			KeyYggTable: table, KeyYggPriority: prio, KeyDHCPTimeout: dhcp, KeyIPv6Timeout: v6})
+		s, err := ParseSettings(map[string]string{man8env.KeyCheck: check, man8env.KeyIPv6: ipv6, man8env.KeyYggAddress: addr,
+			man8env.KeyYggTable: table, man8env.KeyYggPriority: prio, man8env.KeyDHCPTimeout: dhcp, man8env.KeyIPv6Timeout: v6})
 		if err != nil {
 			if !strings.Contains(err.Error(), "MAN8S_") {
 				t.Errorf("error names no key: %v", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/man8s/mbctl/internal/envfile"
 	"github.com/man8s/mbctl/internal/initdetect"
 	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/man8env"
 	"github.com/man8s/mbctl/internal/man8init"
 	"github.com/man8s/mbctl/internal/signals"
 	"github.com/man8s/mbctl/internal/unitfile"
@@ -89,8 +90,8 @@ type Params struct {
 }
 
 // mbctlKeys are the keys Env writes itself, which an image must not set.
-var mbctlKeys = []string{machine.KeyName, machine.KeyTemplate, machine.KeyYggAddress, machine.KeyImageURL, machine.KeyDigest, machine.KeyArgs,
-	machine.KeyUser, machine.KeyStopSignal, machine.KeyInitMode, machine.KeyVersion, machine.KeyCreatedAt}
+var mbctlKeys = []string{man8env.KeyName, man8env.KeyTemplate, man8env.KeyYggAddress, man8env.KeyImageURL, man8env.KeyDigest, man8env.KeyArgs,
+	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt}
 
 // settingsEnv are the image's variables that go to the settings file's
 // Environment= instead of man8env.env.
@@ -342,21 +343,21 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 	b.WriteString("# One KEY=VALUE per line, taken literally: no quotes, no $expansion.\n")
 	b.WriteString("\n# Man8S, written by mbctl; man8s-init reads them.\n")
 	fixed := []struct{ k, v string }{
-		{machine.KeyName, p.Name},
-		{machine.KeyTemplate, tmpl},
-		{machine.KeyYggAddress, p.YggAddress.String()},
-		{machine.KeyImageURL, p.ImageRef},
-		{machine.KeyDigest, p.ImageDigest},
-		{machine.KeyArgs, args},
+		{man8env.KeyName, p.Name},
+		{man8env.KeyTemplate, tmpl},
+		{man8env.KeyYggAddress, p.YggAddress.String()},
+		{man8env.KeyImageURL, p.ImageRef},
+		{man8env.KeyDigest, p.ImageDigest},
+		{man8env.KeyArgs, args},
 	}
 	if p.Image.User != "" {
-		fixed = append(fixed, struct{ k, v string }{machine.KeyUser, p.Image.User})
+		fixed = append(fixed, struct{ k, v string }{man8env.KeyUser, p.Image.User})
 	}
 	fixed = append(fixed, []struct{ k, v string }{
-		{machine.KeyStopSignal, stop},
-		{machine.KeyInitMode, string(p.Mode)},
-		{machine.KeyVersion, p.Version},
-		{machine.KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
+		{man8env.KeyStopSignal, stop},
+		{man8env.KeyInitMode, string(p.Mode)},
+		{man8env.KeyVersion, p.Version},
+		{man8env.KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
 	}...)
 	for _, kv := range fixed {
 		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {
@@ -403,7 +404,7 @@ func applicationArgs(c v1.Config) (string, error) {
 	}{{"Entrypoint", c.Entrypoint}, {"Cmd", c.Cmd}} {
 		for i, w := range f.words {
 			if strings.ContainsAny(w, "\n\r\x00") {
-				return "", fmt.Errorf("image %s[%d] holds a line break or NUL, which %s cannot carry", f.name, i, machine.KeyArgs)
+				return "", fmt.Errorf("image %s[%d] holds a line break or NUL, which %s cannot carry", f.name, i, man8env.KeyArgs)
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/envfile"
+	"github.com/man8s/mbctl/internal/man8env"
 )
 
 // Target kinds.
@@ -155,7 +156,7 @@ func redactItem(item string) string {
 // ParseTimeout parses MAN8S_WAIT_TIMEOUT: seconds ("300") or a Go duration ("300s", "5m").
 // An empty value yields DefaultTimeout; zero and negative values are errors.
 func ParseTimeout(s string) (time.Duration, error) {
-	return envfile.Duration(map[string]string{"MAN8S_WAIT_TIMEOUT": s}, "MAN8S_WAIT_TIMEOUT", DefaultTimeout)
+	return envfile.Duration(map[string]string{man8env.KeyWaitTimeout: s}, man8env.KeyWaitTimeout, DefaultTimeout)
 }
 
 // Options configure Wait.
