@@ -43,9 +43,9 @@ func TestInitTranslatesTheStopSignal(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+	cmd := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"-M", "stoptest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
-		"/man8s-init/man8s-init")
+		"/man8s-init/man8s-init"))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -57,7 +57,7 @@ func TestInitTranslatesTheStopSignal(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			cancel() // SIGTERM: see stopGently
 			cmd.Wait()
 			t.Fatalf("the app never started\n%s", out.String())
 		}
@@ -101,8 +101,8 @@ func TestInitStartsDistrolessAppAndPassesItsStatus(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
-		"-M", "distroless", "-D", rootfs, "--private-network", "--as-pid2", "/man8s-init/man8s-init").CombinedOutput()
+	out, err := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", "distroless", "-D", rootfs, "--private-network", "--as-pid2", "/man8s-init/man8s-init")).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 5 {
 		t.Errorf("machine ended with %v, want exit status 5\n%s", err, out)
@@ -140,9 +140,9 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 	term := openTerminal(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+	cmd := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"-M", "ttytest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
-		"/man8s-init/man8s-init")
+		"/man8s-init/man8s-init"))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
@@ -155,7 +155,7 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			cancel() // SIGTERM: see stopGently
 			cmd.Wait()
 			t.Fatalf("the app never started\n%s", term.output())
 		}
@@ -170,7 +170,7 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			cancel() // SIGTERM: see stopGently
 			cmd.Wait()
 			t.Fatalf("the app could not read its terminal\n%s", term.output())
 		}
@@ -187,7 +187,7 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 			t.Errorf("machine ended with %v\n%s", err, term.output())
 		}
 	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
+		cancel()
 		<-done
 		t.Fatalf("Ctrl-C did not end the app\n%s", term.output())
 	}

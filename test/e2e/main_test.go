@@ -13,7 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/man8s/mbctl/internal/gunzip"
 	"github.com/man8s/mbctl/internal/testbed"
@@ -60,6 +62,18 @@ func run(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+// stopGently makes cmd, systemd-nspawn or a command that execs it, stop the
+// way a user stops a machine when its context ends (a test's deadline or
+// failure): SIGTERM, which nspawn turns into an orderly shutdown that
+// unmounts and removes what it set up, and SIGKILL only if that takes more
+// than 10 s. exec.CommandContext alone sends SIGKILL, which leaves the
+// machine's mounts and processes behind.
+func stopGently(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	return cmd
 }
 
 // writeConfig writes an mbctl.toml whose every path lies under dir, with

@@ -56,7 +56,7 @@ func nspawn(t *testing.T, rootfs, name string, extra []string, argv ...string) (
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	args := append([]string{"--quiet", "--register=no", "--keep-unit", "-M", name, "-D", rootfs, "--private-network"}, extra...)
-	out, err := exec.CommandContext(ctx, "systemd-nspawn", append(args, argv...)...).CombinedOutput()
+	out, err := stopGently(exec.CommandContext(ctx, "systemd-nspawn", append(args, argv...)...)).CombinedOutput()
 	return string(out), err
 }
 

@@ -92,8 +92,8 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	defer cancel()
 	// --private-network replaces the settings' [Network] (the bridge is not
 	// there in this test); everything else comes from the settings file.
-	out, err := exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
-		"-M", name, "-D", rootfs, "--private-network").CombinedOutput()
+	out, err := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", name, "-D", rootfs, "--private-network")).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
 		t.Errorf("machine ended with %v, want the app's exit status 4\n%s\n--- settings:\n%s", err, out, settings.Bytes())

@@ -56,9 +56,9 @@ func TestTestbedMachineGetsDHCPAndSLAAC(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	out, err := h.Command(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+	out, err := stopGently(h.Command(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"-M", "probe", "-D", rootfs, "--network-bridge="+h.Bridge, "--as-pid2",
-		"/bin/sh", "-c", probeScript).CombinedOutput()
+		"/bin/sh", "-c", probeScript)).CombinedOutput()
 	t.Logf("container output:\n%s", out)
 	if err != nil {
 		t.Fatalf("systemd-nspawn: %v", err)
