@@ -170,8 +170,8 @@ func TestHostCheck(t *testing.T) {
 		f := &Factory{IO: ios, Getenv: func(k string) string { return env[k] }}
 		err := hostCheck(t.Context(), f, hostCheckOptions{json: asJSON, probes: probes})
 		// No bridge and no networkd in the fake host.
-		if err == nil || err.Error() != "2 of 9 checks failed" {
-			t.Errorf("json=%v: err = %v, want 2 of 9 checks failed", asJSON, err)
+		if err == nil || err.Error() != "2 of 10 checks failed" {
+			t.Errorf("json=%v: err = %v, want 2 of 10 checks failed", asJSON, err)
 		}
 		if !asJSON {
 			for _, want := range []string{
@@ -182,7 +182,7 @@ func TestHostCheck(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", want, out)
 				}
 			}
-			if n := strings.Count(out.String(), "\n"); n != 9 {
+			if n := strings.Count(out.String(), "\n"); n != 10 {
 				t.Errorf("%d lines, want one per check:\n%s", n, out)
 			}
 			continue
@@ -195,7 +195,7 @@ func TestHostCheck(t *testing.T) {
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
-		if rep.OK || rep.Failed != 2 || len(rep.Checks) != 9 || rep.Checks[0].Status != "ok" || rep.Checks[4].Status != "fail" {
+		if rep.OK || rep.Failed != 2 || len(rep.Checks) != 10 || rep.Checks[0].Status != "ok" || rep.Checks[4].Status != "fail" {
 			t.Errorf("JSON report %+v", rep)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/man8s/mbctl/internal/config"
+	"github.com/man8s/mbctl/internal/gunzip"
 )
 
 // Status is the outcome of one check.
@@ -99,6 +100,7 @@ func Run(ctx context.Context, cfg config.Config, p Probes) []Result {
 		checkForwarding(p.Proc),
 		checkNetworkd(p.Proc),
 		checkBusybox(cfg.Machines.Busybox, p),
+		checkGzip(gunzip.Engine, gunzip.Fast),
 		checkDirs(cfg.Paths),
 	}
 }

@@ -306,3 +306,20 @@ func TestRealProbes(t *testing.T) {
 		t.Error("ProbeIdmap on a missing dir: no error")
 	}
 }
+
+// The gzip engine is a property of the build: reported, never a failure.
+func TestCheckGzip(t *testing.T) {
+	for _, tt := range []struct {
+		engine string
+		fast   bool
+		want   string
+	}{
+		{"isa-l", true, "isa-l"},
+		{"klauspost/compress", false, "klauspost/compress (pure Go; for faster pulls, rebuild mbctl with ISA-L"},
+	} {
+		r := checkGzip(tt.engine, tt.fast)
+		if r.Status != OK || !strings.HasPrefix(r.Detail, tt.want) || r.Name != "gzip decompression" {
+			t.Errorf("checkGzip(%q, %v) = %+v, want OK with %q", tt.engine, tt.fast, r, tt.want)
+		}
+	}
+}
