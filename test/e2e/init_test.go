@@ -23,23 +23,35 @@ echo ready > /ready
 while true; do sleep 0.1; done
 `
 
-// Proof (issue 5, stop): under systemd-nspawn, stopping the machine the way
-// systemd does (SIGTERM to nspawn, KillSignal=SIGRTMIN+3) reaches an app
-// whose image says StopSignal=SIGQUIT as exactly one SIGQUIT: no SIGTERM,
-// no SIGHUP; the machine ends with the app's exit status.
-func TestInitTranslatesTheStopSignal(t *testing.T) {
-	testbed.RequireT(t, "systemd-nspawn", busybox)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := ociimage.Rootfs(rootfs, busybox); err != nil {
+// initRootfs builds a busybox rootfs at dir with man8s-init installed as
+// /man8s-init/man8s-init, and writes files (path in the rootfs: content,
+// mode 0755) into it.
+func initRootfs(t *testing.T, dir string, files map[string]string) string {
+	t.Helper()
+	if err := ociimage.Rootfs(dir, busybox); err != nil {
 		t.Fatal(err)
 	}
 	initBin, err := os.ReadFile(filepath.Join(bins.dir, "man8s-init"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(rootfs, "man8s-init/man8s-init"), string(initBin), 0o755)
-	writeFile(t, filepath.Join(rootfs, "app.sh"), stopApp, 0o755)
-	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\nMAN8S_STOP_SIGNAL=SIGQUIT\nMAN8S_STOP_TIMEOUT=20\n", 0o644)
+	writeFile(t, filepath.Join(dir, "man8s-init/man8s-init"), string(initBin), 0o755)
+	for p, c := range files {
+		writeFile(t, filepath.Join(dir, p), c, 0o755)
+	}
+	return dir
+}
+
+// Proof (issue 5, stop): under systemd-nspawn, stopping the machine the way
+// systemd does (SIGTERM to nspawn, KillSignal=SIGRTMIN+3) reaches an app
+// whose image says StopSignal=SIGQUIT as exactly one SIGQUIT: no SIGTERM,
+// no SIGHUP; the machine ends with the app's exit status.
+func TestInitTranslatesTheStopSignal(t *testing.T) {
+	testbed.RequireT(t, "systemd-nspawn", busybox)
+	rootfs := initRootfs(t, filepath.Join(t.TempDir(), "rootfs"), map[string]string{
+		"app.sh":      stopApp,
+		"man8env.env": "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\nMAN8S_STOP_SIGNAL=SIGQUIT\nMAN8S_STOP_TIMEOUT=20\n",
+	})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -51,17 +63,10 @@ func TestInitTranslatesTheStopSignal(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(rootfs, "ready")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel() // SIGTERM: see stopGently
-			cmd.Wait()
-			t.Fatalf("the app never started\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !poll(30*time.Second, nil, fileExists(filepath.Join(rootfs, "ready"))) {
+		cancel() // SIGTERM: see stopGently
+		cmd.Wait()
+		t.Fatalf("the app never started\n%s", out.String())
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -125,17 +130,10 @@ while true; do sleep 0.1; done
 // would be stopped by SIGTTIN) and Ctrl-C reaches it as SIGINT.
 func TestInitCtrlCReachesTheApp(t *testing.T) {
 	testbed.RequireT(t, "systemd-nspawn", busybox)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := ociimage.Rootfs(rootfs, busybox); err != nil {
-		t.Fatal(err)
-	}
-	initBin, err := os.ReadFile(filepath.Join(bins.dir, "man8s-init"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(rootfs, "man8s-init/man8s-init"), string(initBin), 0o755)
-	writeFile(t, filepath.Join(rootfs, "app.sh"), ttyApp, 0o755)
-	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\n", 0o644)
+	rootfs := initRootfs(t, filepath.Join(t.TempDir(), "rootfs"), map[string]string{
+		"app.sh":      ttyApp,
+		"man8env.env": "MAN8S_APPLICATION_ARGS=/bin/sh /app.sh\n",
+	})
 
 	term := openTerminal(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -149,32 +147,19 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	term.slave.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(rootfs, "ready")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel() // SIGTERM: see stopGently
-			cmd.Wait()
-			t.Fatalf("the app never started\n%s", term.output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !poll(30*time.Second, nil, fileExists(filepath.Join(rootfs, "ready"))) {
+		cancel() // SIGTERM: see stopGently
+		cmd.Wait()
+		t.Fatalf("the app never started\n%s", term.output())
 	}
 	if _, err := term.master.Write([]byte("typed\r")); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if got, _ := os.ReadFile(filepath.Join(rootfs, "line")); string(got) == "typed\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel() // SIGTERM: see stopGently
-			cmd.Wait()
-			t.Fatalf("the app could not read its terminal\n%s", term.output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	typed := func() bool { got, _ := os.ReadFile(filepath.Join(rootfs, "line")); return string(got) == "typed\n" }
+	if !poll(10*time.Second, nil, typed) {
+		cancel() // SIGTERM: see stopGently
+		cmd.Wait()
+		t.Fatalf("the app could not read its terminal\n%s", term.output())
 	}
 	if _, err := term.master.Write([]byte{3}); err != nil { // Ctrl-C
 		t.Fatal(err)

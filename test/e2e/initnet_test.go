@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/man8s/mbctl/internal/testbed"
-	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/proc"
 	"github.com/man8s/mbctl/internal/ygg"
 )
@@ -55,17 +54,8 @@ func startNetMachine(t *testing.T, h *testbed.Host, spec machineSpec) *netMachin
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	m := &netMachine{Name: "net-" + hex.EncodeToString(rnd[:]), Rootfs: filepath.Join(t.TempDir(), "rootfs"), Out: &proc.Buffer{}, done: make(chan struct{})}
-	if err := ociimage.Rootfs(m.Rootfs, busybox); err != nil {
-		t.Fatal(err)
-	}
-	initBin, err := os.ReadFile(filepath.Join(bins.dir, "man8s-init"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(m.Rootfs, "man8s-init/man8s-init"), string(initBin), 0o755)
-	for p, c := range spec.Files {
-		writeFile(t, filepath.Join(m.Rootfs, p), c, 0o755)
-	}
+	initRootfs(t, m.Rootfs, spec.Files)
+	var err error
 	if m.Ygg, err = ygg.Address(h.Ygg.Subnet, m.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -104,20 +94,18 @@ func startNetMachine(t *testing.T, h *testbed.Host, spec machineSpec) *netMachin
 	return m
 }
 
-// waitUntil polls cond every 20 ms until it holds or the deadline passes.
+// waitUntil waits until cond holds, failing t if the machine ends or
+// timeout passes first.
 func waitUntil(t *testing.T, m *netMachine, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		select {
-		case <-m.done:
-			t.Fatalf("machine ended (%v) while waiting for %s\n%s", m.err, what, m.Out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if poll(timeout, m.done, cond) {
+		return
+	}
+	select {
+	case <-m.done:
+		t.Fatalf("machine ended (%v) while waiting for %s\n%s", m.err, what, m.Out.String())
+	default:
+		t.Fatalf("no %s after %s", what, timeout)
 	}
 }
 

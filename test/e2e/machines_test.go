@@ -405,11 +405,7 @@ func readFileT(t *testing.T, path string) string {
 // waitFor polls cond until it holds, failing the test after a minute.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !poll(60*time.Second, nil, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }

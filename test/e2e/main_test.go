@@ -76,6 +76,28 @@ func stopGently(cmd *exec.Cmd) *exec.Cmd {
 	return cmd
 }
 
+// poll checks cond every 20 ms until it holds (true), or timeout passes or
+// stop (if not nil) is closed first (false).
+func poll(timeout time.Duration, stop <-chan struct{}, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-stop:
+			return cond()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// fileExists returns a condition for poll: path exists.
+func fileExists(path string) func() bool {
+	return func() bool { _, err := os.Stat(path); return err == nil }
+}
+
 // writeConfig writes an mbctl.toml whose every path lies under dir, with
 // the given extra TOML appended, and returns its path.
 func writeConfig(t *testing.T, dir, extra string) string {

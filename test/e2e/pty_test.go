@@ -59,22 +59,17 @@ func openTerminal(t *testing.T) *terminal {
 // expects consumed.
 func (term *terminal) expect(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	seen := func() bool {
 		term.mu.Lock()
-		s := term.out.String()
-		i := strings.Index(s[term.pos:], want)
+		defer term.mu.Unlock()
+		i := strings.Index(term.out.String()[term.pos:], want)
 		if i >= 0 {
 			term.pos += i + len(want)
 		}
-		term.mu.Unlock()
-		if i >= 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the program never wrote %q; it wrote:\n%s", want, s)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return i >= 0
+	}
+	if !poll(60*time.Second, nil, seen) {
+		t.Fatalf("the program never wrote %q; it wrote:\n%s", want, term.output())
 	}
 }
 
