@@ -140,8 +140,13 @@ func (pr Prober) nspawns() ([]nspawnProc, error) {
 			continue
 		}
 		dir := filepath.Join(pr.proc(), e.Name())
-		if ppid, ok := readPPID(dir); ok {
-			parents[pid] = ppid
+		comm, ppid, ok := readStat(dir)
+		if !ok {
+			continue // gone
+		}
+		parents[pid] = ppid
+		if comm != "systemd-nspawn" {
+			continue // the cmdline of most processes need not be read
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, "cmdline"))
 		if err != nil || len(raw) == 0 {
@@ -165,23 +170,24 @@ func (pr Prober) nspawns() ([]nspawnProc, error) {
 	return procs, nil
 }
 
-// readPPID reads the parent PID from /proc/PID/stat.
-func readPPID(dir string) (int, bool) {
+// readStat reads the command name (at most 15 bytes of the executable's
+// name, which "systemd-nspawn" fits) and the parent PID from /proc/PID/stat.
+func readStat(dir string) (comm string, ppid int, ok bool) {
 	raw, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
-		return 0, false
+		return "", 0, false
 	}
 	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, false
+	open, end := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if open < 0 || end < open {
+		return "", 0, false
 	}
-	fields := strings.Fields(string(raw[i+1:]))
+	fields := strings.Fields(string(raw[end+1:]))
 	if len(fields) < 2 {
-		return 0, false
+		return "", 0, false
 	}
-	ppid, err := strconv.Atoi(fields[1])
-	return ppid, err == nil
+	ppid, err = strconv.Atoi(fields[1])
+	return string(raw[open+1 : end]), ppid, err == nil
 }
 
 // parseNspawnArgs picks the machine name and directory out of

@@ -22,7 +22,11 @@ func fakeProc(t *testing.T, procs map[int]struct {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		stat := strconv.Itoa(pid) + " (some (odd) name) S " + strconv.Itoa(p.ppid) + " 1 1 0\n"
+		comm := "some (odd) name"
+		if len(p.argv) > 0 && filepath.Base(p.argv[0]) == "systemd-nspawn" {
+			comm = "systemd-nspawn"
+		}
+		stat := strconv.Itoa(pid) + " (" + comm + ") S " + strconv.Itoa(p.ppid) + " 1 1 0\n"
 		cmdline := strings.Join(p.argv, "\x00") + "\x00"
 		if len(p.argv) == 0 {
 			cmdline = ""
@@ -124,5 +128,32 @@ func TestProbe(t *testing.T) {
 				t.Errorf("ProbeAll = %+v, %v; want %+v", all, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestReadStat(t *testing.T) {
+	for _, tt := range []struct {
+		stat string
+		comm string
+		ppid int
+		ok   bool
+	}{
+		{"100 (systemd-nspawn) S 1 100 100 0\n", "systemd-nspawn", 1, true},
+		{"7 (a) b) (c) R 42 7 7 0\n", "a) b) (c", 42, true},
+		{"7 () S 3 7 7\n", "", 3, true},
+		{"7 (x) S\n", "", 0, false},
+		{"garbage", "", 0, false},
+	} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(tt.stat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		comm, ppid, ok := readStat(dir)
+		if ok != tt.ok || (ok && (comm != tt.comm || ppid != tt.ppid)) {
+			t.Errorf("readStat(%q) = %q, %d, %v; want %q, %d, %v", tt.stat, comm, ppid, ok, tt.comm, tt.ppid, tt.ok)
+		}
+	}
+	if _, _, ok := readStat(filepath.Join(t.TempDir(), "gone")); ok {
+		t.Error("readStat of a missing process: ok")
 	}
 }
