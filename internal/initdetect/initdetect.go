@@ -80,7 +80,11 @@ func Detect(rootfs string, argv []string) (Detection, error) {
 		return Detection{}, fmt.Errorf("detecting the init of rootfs %s: %w", rootfs, &os.PathError{Op: "open", Path: rootfs, Err: err})
 	}
 	defer unix.Close(root)
-	r := resolver{root: root}
+	rootPath, err := fdPath(root)
+	if err != nil {
+		return Detection{}, fmt.Errorf("detecting the init of rootfs %s: %w", rootfs, err)
+	}
+	r := resolver{root: root, rootPath: rootPath}
 	if len(argv) == 0 {
 		return Detection{Kind: None, Evidence: "the image has no entrypoint or cmd"}, nil
 	}
@@ -170,7 +174,8 @@ func shellCommand(argv []string) ([]string, bool) {
 
 // resolver resolves paths inside a rootfs opened as root.
 type resolver struct {
-	root int
+	root     int
+	rootPath string // the path the kernel has for root
 }
 
 // lookup resolves the command name cmd inside the rootfs: an absolute path
@@ -201,14 +206,10 @@ func (r resolver) realPath(unsafePath string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	rootPath, err := fdPath(r.root)
-	if err != nil {
-		return "", false
-	}
-	if p == rootPath {
+	if p == r.rootPath {
 		return "/", true
 	}
-	rel, ok := strings.CutPrefix(p, strings.TrimSuffix(rootPath, "/")+"/")
+	rel, ok := strings.CutPrefix(p, strings.TrimSuffix(r.rootPath, "/")+"/")
 	if !ok {
 		return "", false
 	}
