@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,14 +86,15 @@ func parseAccessLog(rd io.Reader) ([]Request, error) {
 
 // CountRequests returns how many requests with the given method (exact,
 // e.g. "GET"; "" matches any) and a URI containing pathSubstring (e.g.
-// "/blobs/sha256:") the registry has logged, whatever their status.
+// "/blobs/sha256:"), or any of more substrings, the registry has logged,
+// whatever their status.
 //
 // The registry writes an access log line just after the response, so a
 // client may finish before its last request is logged. CountRequests
 // therefore first sends a marker request and waits (up to 5s) until the
 // marker is in the log; every request that completed before the call is
 // then counted.
-func (r *Registry) CountRequests(method, pathSubstring string) (int, error) {
+func (r *Registry) CountRequests(method, pathSubstring string, more ...string) (int, error) {
 	if err := r.syncLog(); err != nil {
 		return 0, err
 	}
@@ -100,9 +102,13 @@ func (r *Registry) CountRequests(method, pathSubstring string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	subs := append([]string{pathSubstring}, more...)
 	n := 0
 	for _, q := range reqs {
-		if (method == "" || q.Method == method) && strings.Contains(q.URI, pathSubstring) {
+		if method != "" && q.Method != method {
+			continue
+		}
+		if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(q.URI, sub) }) {
 			n++
 		}
 	}

@@ -60,6 +60,10 @@ func TestPlainRegistry(t *testing.T) {
 	if n != 3 {
 		t.Errorf("CountRequests(GET, /blobs/) = %d, want 3", n)
 	}
+	// Any of several substrings; a request matching two counts once.
+	if n, err := r.CountRequests(http.MethodGet, "/nothing", "/v2/", "/blobs/"); err != nil || n != 4 {
+		t.Errorf("CountRequests(GET, /nothing, /v2/, /blobs/) = %d, %v; want 4", n, err)
+	}
 	reqs, err := r.Requests()
 	if err != nil {
 		t.Fatal(err)
