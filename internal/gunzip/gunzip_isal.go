@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"unsafe"
 )
 
@@ -62,12 +63,13 @@ const inBufSize = 256 << 10
 // reader feeds isal_inflate from src. The state is C memory, freed by
 // Close; in is Go memory, passed to C only for the length of a call.
 type reader struct {
-	src   io.Reader
-	state *C.struct_inflate_state
-	in    []byte
-	pos   int  // in[pos:] is input not consumed yet
-	eof   bool // src is at its end
-	err   error
+	src     io.Reader
+	state   *C.struct_inflate_state
+	in      []byte
+	pos     int  // in[pos:] is input not consumed yet
+	eof     bool // src is at its end
+	err     error
+	cleanup runtime.Cleanup
 }
 
 func newReader(src io.Reader) (io.ReadCloser, error) {
@@ -75,7 +77,10 @@ func newReader(src io.Reader) (io.ReadCloser, error) {
 	if s == nil {
 		return nil, errors.New("gzip: allocating the ISA-L state")
 	}
-	return &reader{src: src, state: s, in: make([]byte, 0, inBufSize)}, nil
+	z := &reader{src: src, state: s, in: make([]byte, 0, inBufSize)}
+	// A reader dropped without Close still frees its C memory.
+	z.cleanup = runtime.AddCleanup(z, func(s *C.struct_inflate_state) { C.free(unsafe.Pointer(s)) }, s)
+	return z, nil
 }
 
 // fill reads more input into in, keeping what is not consumed yet.
@@ -158,6 +163,7 @@ func inflateError(ret C.int) error {
 
 func (z *reader) Close() error {
 	if z.state != nil {
+		z.cleanup.Stop()
 		C.free(unsafe.Pointer(z.state))
 		z.state = nil
 	}

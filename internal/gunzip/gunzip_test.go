@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"testing/iotest"
 )
@@ -198,4 +199,33 @@ func FuzzNewReader(f *testing.F) {
 			t.Fatalf("%s: %d bytes, compress/gzip: %d (first difference at %d)", Engine, len(got), len(want), firstDiff(got, want))
 		}
 	})
+}
+
+// Readers dropped without Close, half read or not read at all, are
+// collected without harm; Close twice is fine.
+func TestDropAndDoubleClose(t *testing.T) {
+	stream := gz(t, gzip.DefaultCompression, gzip.Header{}, payload(200000, 5))
+	for i := range 50 {
+		z, err := NewReader(bytes.NewReader(stream))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := z.Read(make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	z, err := NewReader(bytes.NewReader(stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
