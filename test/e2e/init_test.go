@@ -141,15 +141,11 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 	cmd := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
 		"-M", "ttytest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
 		"/man8s-init/man8s-init"))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	done := term.start(t, cmd)
 	term.slave.Close()
 	if !poll(30*time.Second, nil, fileExists(filepath.Join(rootfs, "ready"))) {
 		cancel() // SIGTERM: see stopGently
-		cmd.Wait()
+		<-done
 		t.Fatalf("the app never started\n%s", term.output())
 	}
 	if _, err := term.master.Write([]byte("typed\r")); err != nil {
@@ -158,14 +154,12 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 	typed := func() bool { got, _ := os.ReadFile(filepath.Join(rootfs, "line")); return string(got) == "typed\n" }
 	if !poll(10*time.Second, nil, typed) {
 		cancel() // SIGTERM: see stopGently
-		cmd.Wait()
+		<-done
 		t.Fatalf("the app could not read its terminal\n%s", term.output())
 	}
 	if _, err := term.master.Write([]byte{3}); err != nil { // Ctrl-C
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {

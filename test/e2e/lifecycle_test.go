@@ -143,13 +143,7 @@ func (m *machineHost) interactiveShell(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 	cmd := m.mbctl(t.Context(), "machines", "shell", name)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := term.start(t, cmd)
 	term.typeLine(t, "echo size=$(stty size)")
 	term.expect(t, "size=33 111")
 	term.typeLine(t, "sleep 97")

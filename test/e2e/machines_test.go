@@ -224,13 +224,7 @@ func TestMachinesPullAsksOnATerminal(t *testing.T) {
 
 	term := openTerminal(t)
 	cmd := exec.CommandContext(t.Context(), bins.mbctl, "--config", conf, "machines", "pull", ref, "asked")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := term.start(t, cmd)
 	// Volumes are asked in path order: /etc/app, then /var/lib/app.
 	term.expect(t, "The image declares the volume /etc/app.")
 	term.expect(t, "Choice [2]: ")

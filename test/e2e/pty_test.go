@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,6 +73,20 @@ func (term *terminal) expect(t *testing.T, want string) {
 	if !poll(60*time.Second, nil, seen) {
 		t.Fatalf("the program never wrote %q; it wrote:\n%s", want, term.output())
 	}
+}
+
+// start runs cmd as a session leader with the terminal as its controlling
+// terminal and its standard streams, and returns what cmd.Wait returns.
+func (term *terminal) start(t *testing.T, cmd *exec.Cmd) <-chan error {
+	t.Helper()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return done
 }
 
 // typeLine types line and Enter.
