@@ -77,7 +77,11 @@ func NewPairT(t testing.TB, a, b Options) (*Host, *Host) {
 
 func closeT(t testing.TB, h *Host) {
 	if t.Failed() {
-		for _, name := range []string{"networkd.log", "yggdrasil.log"} {
+		logs := []string{"networkd.log", "yggdrasil.log"}
+		if h.BusAddress != "" {
+			logs = append(logs, "dbus.log")
+		}
+		for _, name := range logs {
 			t.Logf("%s %s (tail):\n%s", h.Name, name, proc.Tail(filepath.Join(h.Dir, name), 4000))
 		}
 	}

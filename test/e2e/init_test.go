@@ -87,13 +87,7 @@ func TestInitTranslatesTheStopSignal(t *testing.T) {
 // in-process argument parser, and the app's exit status is the machine's.
 func TestInitStartsDistrolessAppAndPassesItsStatus(t *testing.T) {
 	testbed.RequireT(t, "systemd-nspawn", busybox)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	for _, d := range []string{"usr", "etc", "proc", "sys", "dev", "run", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(rootfs, "etc/os-release"), "ID=distroless\n", 0o644)
+	rootfs := distroless(t)
 	for src, dst := range map[string]string{filepath.Join(bins.dir, "man8s-init"): "man8s-init/man8s-init", busybox: "busybox"} {
 		data, err := os.ReadFile(src)
 		if err != nil {
@@ -104,15 +98,12 @@ func TestInitStartsDistrolessAppAndPassesItsStatus(t *testing.T) {
 	// Quoted words that a shell would have to parse; there is none.
 	writeFile(t, filepath.Join(rootfs, "man8env.env"), "MAN8S_APPLICATION_ARGS=/busybox sh -c 'echo \"args ok: $0\"; exit 5' 'zero arg'\n", 0o644)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	out, err := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
-		"-M", "distroless", "-D", rootfs, "--private-network", "--as-pid2", "/man8s-init/man8s-init")).CombinedOutput()
+	out, err := nspawn(t, rootfs, "distroless", []string{"--as-pid2"}, "/man8s-init/man8s-init")
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 5 {
 		t.Errorf("machine ended with %v, want exit status 5\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "args ok: zero arg") {
+	if !strings.Contains(out, "args ok: zero arg") {
 		t.Errorf("the app did not get its arguments:\n%s", out)
 	}
 }
@@ -142,7 +133,6 @@ func TestInitCtrlCReachesTheApp(t *testing.T) {
 		"-M", "ttytest", "-D", rootfs, "--private-network", "--as-pid2", "--kill-signal=SIGRTMIN+3",
 		"/man8s-init/man8s-init"))
 	done := term.start(t, cmd)
-	term.slave.Close()
 	if !poll(30*time.Second, nil, fileExists(filepath.Join(rootfs, "ready"))) {
 		cancel() // SIGTERM: see stopGently
 		<-done

@@ -192,6 +192,9 @@ func (m *machineHost) startRun(t *testing.T, name string) *runningMachine {
 	r := &runningMachine{out: &proc.Buffer{}, done: make(chan struct{})}
 	r.cmd = m.mbctl(context.Background(), "machines", "run", name)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	// Its own process group: if the orderly stop hangs, the cleanup kills
+	// mbctl and the systemd-nspawn it started together.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +207,8 @@ func (m *machineHost) startRun(t *testing.T, name string) *runningMachine {
 			select {
 			case <-r.done:
 			case <-time.After(30 * time.Second):
-				r.cmd.Process.Kill()
+				t.Errorf("machine %s did not stop in 30s; killing mbctl and systemd-nspawn", name)
+				syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 				<-r.done
 			}
 		}

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,20 +162,14 @@ func TestMachinesPullListShowRemove(t *testing.T) {
 	}
 
 	// Running: remove refuses and names the way to stop it.
-	nspawn := exec.Command("systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-M", "app1", "-D", rootfs,
-		"--private-network", "/bin/sleep", "1000")
+	nctx, cancel := context.WithCancel(t.Context())
+	nspawn := stopGently(exec.CommandContext(nctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-M", "app1", "-D", rootfs,
+		"--private-network", "/bin/sleep", "1000"))
 	nspawn.Stdout, nspawn.Stderr = os.Stderr, os.Stderr
 	if err := nspawn.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
-	stopNspawn := func() {
-		if !stopped {
-			stopped = true
-			nspawn.Process.Signal(syscall.SIGTERM)
-			nspawn.Wait()
-		}
-	}
+	stopNspawn := sync.OnceFunc(func() { cancel(); nspawn.Wait() })
 	t.Cleanup(stopNspawn)
 	waitFor(t, "machine app1 running", func() bool {
 		out, _ := mbctlCmd(t, conf, nil, "machines", "list")
@@ -289,20 +285,20 @@ func TestMachinesPullRefusesAndCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layerGets := func() int {
-		total := 0
-		for _, l := range layers {
-			d, err := l.Digest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, err := reg.CountRequests("GET", "/blobs/"+d.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += n
+	var blobPaths []string
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
 		}
-		return total
+		blobPaths = append(blobPaths, "/blobs/"+d.String())
+	}
+	layerGets := func() int {
+		n, err := reg.CountRequests("GET", blobPaths[0], blobPaths[1:]...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
 
 	work := t.TempDir()

@@ -49,8 +49,11 @@ func run(m *testing.M) int {
 		// Test what `make build` ships: mbctl with ISA-L, and beside it the
 		// pure-Go build that the multi-call test copies into a machine.
 		bins.mbctlStatic = filepath.Join(dir, "static", "mbctl")
-		builds = append(builds, []string{"CGO_ENABLED=0", "-o", bins.mbctlStatic, "github.com/man8s/mbctl/cmd/mbctl"})
-		builds = append(builds, []string{"CGO_ENABLED=1", "-tags", "isal", "-o", bins.mbctl, "github.com/man8s/mbctl/cmd/mbctl"})
+		builds = [][]string{
+			{"CGO_ENABLED=0", "-o", dir, "github.com/man8s/mbctl/cmd/man8s-init"},
+			{"CGO_ENABLED=0", "-o", bins.mbctlStatic, "github.com/man8s/mbctl/cmd/mbctl"},
+			{"CGO_ENABLED=1", "-tags", "isal", "-o", bins.mbctl, "github.com/man8s/mbctl/cmd/mbctl"},
+		}
 	}
 	for _, b := range builds {
 		build := exec.Command("go", append([]string{"build", "-trimpath"}, b[1:]...)...)

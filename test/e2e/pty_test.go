@@ -76,7 +76,8 @@ func (term *terminal) expect(t *testing.T, want string) {
 }
 
 // start runs cmd as a session leader with the terminal as its controlling
-// terminal and its standard streams, and returns what cmd.Wait returns.
+// terminal and its standard streams, and returns what cmd.Wait returns. A
+// terminal serves one command.
 func (term *terminal) start(t *testing.T, cmd *exec.Cmd) <-chan error {
 	t.Helper()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = term.slave, term.slave, term.slave
@@ -84,6 +85,7 @@ func (term *terminal) start(t *testing.T, cmd *exec.Cmd) <-chan error {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	term.slave.Close() // the child has it; the reader sees the end when it exits
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	return done

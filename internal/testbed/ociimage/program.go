@@ -20,15 +20,9 @@ import (
 // images.
 func HostProgram(ctx context.Context, path string) ([]Entry, error) {
 	files := []string{path}
-	out, err := exec.CommandContext(ctx, "ldd", path).Output()
-	if err != nil {
-		// "not a dynamic executable": a static program needs nothing more.
-		if !bytes.Contains(out, []byte("not a dynamic")) {
-			if _, statErr := os.Stat(path); statErr != nil {
-				return nil, statErr
-			}
-		}
-	}
+	// ldd fails for a static program and lists nothing: it needs nothing
+	// more. A missing path is reported by the read below.
+	out, _ := exec.CommandContext(ctx, "ldd", path).Output()
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
@@ -42,13 +36,13 @@ func HostProgram(ctx context.Context, path string) ([]Entry, error) {
 	}
 	var entries []Entry
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		fi, err := os.Stat(f)
 		if err != nil {
 			return nil, fmt.Errorf("packaging %s: %w", f, err)
 		}
-		fi, err := os.Stat(f)
+		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("packaging %s: %w", f, err)
 		}
 		entries = append(entries, File(strings.TrimPrefix(filepath.Clean(f), "/"), data, int64(fi.Mode().Perm())))
 	}

@@ -248,7 +248,7 @@ func (r *Registry) waitReady(ctx context.Context) error {
 		lastErr = err
 		select {
 		case <-r.proc.Done():
-			return errors.New("registry exited before answering")
+			return fmt.Errorf("registry exited before answering: %w", r.proc.Exited())
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for registry on %s: %w (last probe: %v)", r.addr, ctx.Err(), lastErr)
 		case <-ticker.C:
