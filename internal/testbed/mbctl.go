@@ -47,21 +47,25 @@ func NewMbctl(h *Host, bin, dir, extra string) (*Mbctl, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "nspawn"), 0o755); err != nil {
 		return nil, err
 	}
-	// The mount point; creating the empty dir changes nothing nspawn sees.
-	if err := os.MkdirAll(settingsDir, 0o755); err != nil {
-		return nil, err
-	}
 	return m, os.WriteFile(m.Config, []byte(conf), 0o644)
 }
 
 // Command runs mbctl args in the host's network namespace. A pull runs in
 // the root namespace instead, where test registries listen on loopback.
 func (m *Mbctl) Command(ctx context.Context, args ...string) *exec.Cmd {
-	script := `mount --bind "$0" ` + settingsDir + ` && exec "$@"`
-	argv := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script,
-		filepath.Join(m.Dir, "nspawn"), m.Bin, "--config", m.Config}, args...)
+	argv := NspawnDirArgs(filepath.Join(m.Dir, "nspawn"), append([]string{m.Bin, "--config", m.Config}, args...)...)
 	if len(args) > 1 && args[1] == "pull" {
-		return exec.CommandContext(ctx, "unshare", argv...)
+		return exec.CommandContext(ctx, argv[0], argv[1:]...)
 	}
-	return m.Host.Command(ctx, "unshare", argv...)
+	return m.Host.Command(ctx, argv[0], argv[1:]...)
+}
+
+// NspawnDirArgs returns the command line that runs argv in a private mount
+// namespace where dir is bind-mounted on /run/systemd/nspawn, the settings
+// directory that systemd-nspawn trusts: tests give machines settings files
+// without writing into the host's own directory.
+func NspawnDirArgs(dir string, argv ...string) []string {
+	// mkdir: the mount point; an empty dir changes nothing nspawn sees.
+	script := `mkdir -p ` + settingsDir + ` && mount --bind "$0" ` + settingsDir + ` && exec "$@"`
+	return append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, dir}, argv...)
 }

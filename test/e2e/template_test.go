@@ -78,22 +78,20 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	if err := envfile.WriteFileAtomic(p.EnvFile, env, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// A settings file in /run/systemd/nspawn is trusted, so Bind= applies.
-	nspawnFile := filepath.Join("/run/systemd/nspawn", name+".nspawn")
-	if err := os.MkdirAll(filepath.Dir(nspawnFile), 0o755); err != nil {
+	// A settings file in /run/systemd/nspawn is trusted, so Bind= applies;
+	// this one is there only in the command's own mount namespace.
+	nspawnDir := t.TempDir()
+	if err := unitfile.WriteFileAtomic(filepath.Join(nspawnDir, name+".nspawn"), settings, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := unitfile.WriteFileAtomic(nspawnFile, settings, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(nspawnFile) })
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	// --private-network replaces the settings' [Network] (the bridge is not
 	// there in this test); everything else comes from the settings file.
-	out, err := stopGently(exec.CommandContext(ctx, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
-		"-M", name, "-D", rootfs, "--private-network")).CombinedOutput()
+	argv := testbed.NspawnDirArgs(nspawnDir, "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"-M", name, "-D", rootfs, "--private-network")
+	out, err := stopGently(exec.CommandContext(ctx, argv[0], argv[1:]...)).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
 		t.Errorf("machine ended with %v, want the app's exit status 4\n%s\n--- settings:\n%s", err, out, settings.Bytes())
