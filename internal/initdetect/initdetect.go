@@ -80,7 +80,7 @@ func Detect(rootfs string, argv []string) (Detection, error) {
 		return Detection{}, fmt.Errorf("detecting the init of rootfs %s: %w", rootfs, &os.PathError{Op: "open", Path: rootfs, Err: err})
 	}
 	defer unix.Close(root)
-	rootPath, err := fdPath(root)
+	rootPath, err := fsutil.FdPath(root)
 	if err != nil {
 		return Detection{}, fmt.Errorf("detecting the init of rootfs %s: %w", rootfs, err)
 	}
@@ -197,23 +197,8 @@ func (r resolver) lookup(cmd string) (string, bool) {
 // realPath resolves unsafePath inside the rootfs and returns where the file
 // really is, as an absolute path inside the rootfs.
 func (r resolver) realPath(unsafePath string) (string, bool) {
-	fd, err := fsutil.OpenInRoot(r.root, unsafePath, unix.O_PATH)
-	if err != nil {
-		return "", false
-	}
-	defer unix.Close(fd)
-	p, err := fdPath(fd)
-	if err != nil {
-		return "", false
-	}
-	if p == r.rootPath {
-		return "/", true
-	}
-	rel, ok := strings.CutPrefix(p, strings.TrimSuffix(r.rootPath, "/")+"/")
-	if !ok {
-		return "", false
-	}
-	return "/" + rel, true
+	p, err := fsutil.RealPathInRoot(r.root, r.rootPath, unsafePath, unix.O_PATH)
+	return p, err == nil
 }
 
 // exists reports whether unsafePath exists inside the rootfs; dir asks for
@@ -258,11 +243,6 @@ func readDirNames(fd int) ([]string, error) {
 	f := os.NewFile(uintptr(dup), "dir")
 	defer f.Close()
 	return f.Readdirnames(-1)
-}
-
-// fdPath returns the path the kernel has for the open file fd.
-func fdPath(fd int) (string, error) {
-	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 }
 
 // Mode is how man8s-init runs the image's command.

@@ -390,30 +390,28 @@ func resolveInRoot(root, p string, create bool) (string, error) {
 		return "", fmt.Errorf("opening %s: %w", root, err)
 	}
 	defer unix.Close(rootfd)
+	rootPath, err := fsutil.FdPath(rootfd)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", root, err)
+	}
 	const flags = unix.O_PATH | unix.O_DIRECTORY
 	rel := strings.TrimPrefix(p, "/")
-	fd, err := fsutil.OpenInRoot(rootfd, rel, flags)
+	in, err := fsutil.RealPathInRoot(rootfd, rootPath, rel, flags)
 	if errors.Is(err, unix.ENOENT) && create {
-		fd, err = mkdirInRoot(rootfd, rel, flags)
+		if err = mkdirInRoot(rootfd, rel, flags); err == nil {
+			in, err = fsutil.RealPathInRoot(rootfd, rootPath, rel, flags)
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("resolving %s in %s: %w", p, root, err)
 	}
-	defer unix.Close(fd)
-	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	if err != nil {
-		return "", err
-	}
-	if !fsutil.Within(real, filepath.Clean(root)) {
-		return "", fmt.Errorf("%s resolves to %s, outside %s", p, real, root)
-	}
-	return real, nil
+	return filepath.Join(root, in), nil
 }
 
 // mkdirInRoot creates the missing dirs of rel (0755) one by one, each
-// resolved in root, and opens it. A dangling symlink on the way is an
-// error: where it points is not for mbctl to create.
-func mkdirInRoot(rootfd int, rel string, flags int) (int, error) {
+// resolved in root. A dangling symlink on the way is an error: where it
+// points is not for mbctl to create.
+func mkdirInRoot(rootfd int, rel string, flags int) error {
 	cur := ""
 	for _, part := range strings.Split(rel, "/") {
 		next := part
@@ -427,19 +425,19 @@ func mkdirInRoot(rootfd int, rel string, flags int) (int, error) {
 		}
 		pfd, err := fsutil.OpenInRoot(rootfd, orDot(cur), flags)
 		if err != nil {
-			return -1, err
+			return err
 		}
 		err = unix.Mkdirat(pfd, part, 0o755)
 		unix.Close(pfd)
 		if errors.Is(err, unix.EEXIST) {
-			return -1, fmt.Errorf("/%s is a dangling symlink or not a directory", next)
+			return fmt.Errorf("/%s is a dangling symlink or not a directory", next)
 		}
 		if err != nil {
-			return -1, fmt.Errorf("creating /%s: %w", next, err)
+			return fmt.Errorf("creating /%s: %w", next, err)
 		}
 		cur = next
 	}
-	return fsutil.OpenInRoot(rootfd, rel, flags)
+	return nil
 }
 
 func orDot(s string) string {

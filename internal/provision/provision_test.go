@@ -266,3 +266,32 @@ func TestResolveInRoot(t *testing.T) {
 		t.Errorf("through a dangling symlink: %v", err)
 	}
 }
+
+// A rootfs reached through a symlinked parent directory (paths.machines
+// linked to another disk) resolves inside it, not "outside" it.
+func TestResolveInRootSymlinkedParent(t *testing.T) {
+	disk := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(disk, "m", "rootfs", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(disk, "m", "rootfs", "abs")); err != nil {
+		t.Fatal(err)
+	}
+	machines := filepath.Join(t.TempDir(), "machines")
+	if err := os.Symlink(disk, machines); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(machines, "m", "rootfs")
+	for _, tt := range []struct{ in, want string }{
+		{"/etc", "etc"},
+		{"/abs/new", "etc/new"},
+	} {
+		got, err := resolveInRoot(root, tt.in, true)
+		if err != nil || got != filepath.Join(root, tt.want) {
+			t.Errorf("resolveInRoot(%s) = %q, %v; want %s", tt.in, got, err, filepath.Join(root, tt.want))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(disk, "m", "rootfs", "etc", "new")); err != nil {
+		t.Errorf("/abs/new not created in the rootfs: %v", err)
+	}
+}
