@@ -158,10 +158,10 @@ func TestHostCheck(t *testing.T) {
 			Subnet: func(context.Context) (netip.Prefix, string, error) {
 				return netip.MustParsePrefix("300::/64"), ygg.SubnetFromNode, nil
 			},
-			Userns:   func(context.Context) error { return nil },
-			Idmap:    func(context.Context, string) error { return nil },
-			IsStatic: func(string) (bool, error) { return true, nil },
-			Geteuid:  func() int { return 0 },
+			Userns:      func(context.Context) error { return nil },
+			Idmap:       func(context.Context, string) error { return nil },
+			CheckStatic: func(string) error { return nil },
+			Geteuid:     func() int { return 0 },
 		}, func() error { return nil }, nil
 	}
 	env, _, _ := hostEnv(t)

@@ -80,8 +80,9 @@ type Probes struct {
 	Userns func(ctx context.Context) error
 	// Idmap makes an idmapped mount of dir that is never attached.
 	Idmap func(ctx context.Context, dir string) error
-	// IsStatic reports whether an ELF file is statically linked.
-	IsStatic func(path string) (bool, error)
+	// CheckStatic returns nil if path is an executable regular file that is
+	// statically linked, else why not (man8init.CheckStatic).
+	CheckStatic func(path string) error
 	// Geteuid is the effective user id; probes that need root are skipped
 	// (with a warning) otherwise.
 	Geteuid func() int

@@ -3,6 +3,7 @@ package hostcheck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -86,7 +87,7 @@ func goodLinks() fakeLinks {
 	return fakeLinks{"srvgrp0": {"bridge", []string{"300:2e98:a4b0:1789::1/128", "fc00::f:e:d:c/64", "fe80::1/64"}}}
 }
 
-// staticFile is a file the fake IsStatic calls static.
+// staticFile is a file the fake CheckStatic calls static.
 func staticFile(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "busybox")
 	if err := os.WriteFile(p, []byte("elf"), 0o755); err != nil {
@@ -106,10 +107,10 @@ func goodProbes(t *testing.T, proc map[string]string) Probes {
 		Subnet: func(context.Context) (netip.Prefix, string, error) {
 			return subnet, ygg.SubnetFromNode, nil
 		},
-		Userns:   func(context.Context) error { return nil },
-		Idmap:    func(context.Context, string) error { return nil },
-		IsStatic: func(string) (bool, error) { return true, nil },
-		Geteuid:  func() int { return 0 },
+		Userns:      func(context.Context) error { return nil },
+		Idmap:       func(context.Context, string) error { return nil },
+		CheckStatic: func(string) error { return nil },
+		Geteuid:     func() int { return 0 },
 	}
 }
 
@@ -213,7 +214,7 @@ func TestRun(t *testing.T) {
 		}, "static busybox", "/usr/bin/busybox (on PATH)", "", OK},
 		{"busybox dynamic", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
 			cfg.Machines.Busybox = "/nonexistent/busybox"
-			p.IsStatic = func(string) (bool, error) { return false, nil }
+			p.CheckStatic = func(path string) error { return fmt.Errorf("%s is dynamically linked", path) }
 		}, "static busybox", "/usr/bin/busybox is dynamically linked", "busybox-static", Warn},
 		{"busybox none", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
 			cfg.Machines.Busybox = ""

@@ -42,9 +42,9 @@ func Default(cfg config.Config) (p Probes, close func() error, err error) {
 			}
 			return unix.Close(fd)
 		},
-		Idmap:    ProbeIdmap,
-		IsStatic: man8init.IsStatic,
-		Geteuid:  os.Geteuid,
+		Idmap:       ProbeIdmap,
+		CheckStatic: man8init.CheckStatic,
+		Geteuid:     os.Geteuid,
 	}
 	return p, func() error { h.Close(); return nil }, nil
 }

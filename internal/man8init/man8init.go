@@ -98,7 +98,7 @@ func locate(exe, cfgInit, cfgBusybox string, lookPath func(string) (string, erro
 
 func locateInit(exe, cfgInit string) (path, from string, err error) {
 	if cfgInit != "" {
-		if err := checkStatic(cfgInit); err != nil {
+		if err := CheckStatic(cfgInit); err != nil {
 			return "", "", fmt.Errorf("configured man8s-init: %w", err)
 		}
 		return cfgInit, FromConfig, nil
@@ -111,12 +111,12 @@ func locateInit(exe, cfgInit string) (path, from string, err error) {
 		if _, err := os.Stat(c.path); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := checkStatic(c.path); err != nil {
+		if err := CheckStatic(c.path); err != nil {
 			return "", "", fmt.Errorf("man8s-init %s: %w", c.from, err)
 		}
 		return c.path, c.from, nil
 	}
-	if err := checkStatic(exe); err != nil {
+	if err := CheckStatic(exe); err != nil {
 		return "", "", fmt.Errorf("no man8s-init beside mbctl or in %s, and mbctl itself cannot serve as one: %w (install it with `make install`, or set machines.init in the config)",
 			filepath.Join(filepath.Dir(dir), "lib", "man8s"), err)
 	}
@@ -124,21 +124,22 @@ func locateInit(exe, cfgInit string) (path, from string, err error) {
 }
 
 func locateBusybox(cfgBusybox string, lookPath func(string) (string, error)) string {
-	if cfgBusybox != "" && checkStatic(cfgBusybox) == nil {
+	if cfgBusybox != "" && CheckStatic(cfgBusybox) == nil {
 		return cfgBusybox
 	}
 	if lookPath == nil {
 		return ""
 	}
-	if p, err := lookPath("busybox"); err == nil && checkStatic(p) == nil {
+	if p, err := lookPath("busybox"); err == nil && CheckStatic(p) == nil {
 		return p
 	}
 	return ""
 }
 
-// checkStatic returns nil if path is an executable regular file without an
-// ELF program interpreter (statically linked).
-func checkStatic(path string) error {
+// CheckStatic returns nil if path is an executable regular file without an
+// ELF program interpreter (statically linked): what man8s-init and busybox
+// must be to be copied into an image. mbctl host check uses it too.
+func CheckStatic(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
