@@ -139,14 +139,14 @@ func newMachinesShowCmd(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			in, err := machine.Describe(p, st)
+			in, env, err := machine.DescribeEnv(p, st)
 			if err != nil {
 				return err
 			}
 			if len(in.Missing) == len(p.Entries()) {
 				return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
 			}
-			show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: readOrEmpty(p.Env)}
+			show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
 			if asJSON {
 				return writeJSON(f.IO.Out, show)
 			}

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,18 +33,29 @@ type Info struct {
 // Describe reads machine p's files. A missing env file leaves the fields
 // it would fill empty; other read errors are returned.
 func Describe(p Paths, st State) (Info, error) {
+	in, _, err := DescribeEnv(p, st)
+	return in, err
+}
+
+// DescribeEnv is Describe that also returns the content of the machine's
+// env file (nil when it is missing), read once for both.
+func DescribeEnv(p Paths, st State) (Info, []byte, error) {
 	in := Info{Name: p.Name, State: st, Paths: p}
 	for _, e := range p.Entries() {
 		if _, err := os.Lstat(e.Path); errors.Is(err, fs.ErrNotExist) {
 			in.Missing = append(in.Missing, e.What)
 		}
 	}
-	env, err := envfile.ReadFile(p.Env)
+	data, err := os.ReadFile(p.Env)
 	if errors.Is(err, fs.ErrNotExist) {
-		return in, nil
+		return in, nil, nil
 	}
 	if err != nil {
-		return in, fmt.Errorf("machine %s: %w", p.Name, err)
+		return in, nil, fmt.Errorf("machine %s: reading env file: %w", p.Name, err)
+	}
+	env, err := envfile.Parse(bytes.NewReader(data))
+	if err != nil {
+		return in, nil, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	get := func(k string) string { v, _ := env.Get(k); return v }
 	in.Image, in.Digest = get(man8env.KeyImageURL), get(man8env.KeyDigest)
@@ -51,7 +63,7 @@ func Describe(p Paths, st State) (Info, error) {
 	if t, err := time.Parse(time.RFC3339, get(man8env.KeyCreatedAt)); err == nil {
 		in.Created = t
 	}
-	return in, nil
+	return in, data, nil
 }
 
 // Names returns the machines found under dirs: every directory in the

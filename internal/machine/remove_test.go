@@ -185,4 +185,8 @@ func TestNamesAndDescribe(t *testing.T) {
 	if want := []string{"root file system", "storage dir", "nspawn settings link", "machinectl image link"}; !slices.Equal(in.Missing, want) {
 		t.Errorf("Missing = %q, want %q", in.Missing, want)
 	}
+	in, env, err := DescribeEnv(PathsFor(dirs, "only-config"), State{})
+	if err != nil || in.Image != "x" || string(env) != "MAN8S_OCI_IMAGE_URL=x\n" {
+		t.Errorf("DescribeEnv(only-config) = %+v, %q, %v", in, env, err)
+	}
 }
