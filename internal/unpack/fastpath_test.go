@@ -1,6 +1,8 @@
 package unpack
 
 import (
+	"encoding/binary"
+	"errors"
 	"os"
 	"testing"
 
@@ -74,5 +76,62 @@ func TestRegularFileOwnerAndModeExact(t *testing.T) {
 				t.Errorf("mode %o, want %o", got, tt.mode)
 			}
 		})
+	}
+}
+
+// aclDefault is the system.posix_acl_default value of the default ACL
+// u::rwx,g::r-x,o::--- (version 2, then tag, perm and id per entry).
+func aclDefault() []byte {
+	const undefinedID = 0xffffffff
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range []struct{ tag, perm uint16 }{
+		{0x01, 7}, // ACL_USER_OBJ rwx
+		{0x04, 5}, // ACL_GROUP_OBJ r-x
+		{0x20, 0}, // ACL_OTHER ---
+	} {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, undefinedID)
+	}
+	return b
+}
+
+// A default ACL on the root, not the umask, decides the mode of new
+// entries: the fast path must not be taken there.
+func TestRootWithDefaultACL(t *testing.T) {
+	e := newEnv(t)
+	err := unix.Setxattr(e.root, "system.posix_acl_default", aclDefault(), 0)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		// The temp dir's file system (tmpfs, say) may lack ACLs.
+		dir, derr := os.MkdirTemp("/var/tmp", "unpack-acl-")
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		e.root = dir
+		err = unix.Setxattr(e.root, "system.posix_acl_default", aclDefault(), 0)
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) && os.Getenv("CI") != "true" {
+		t.Skip("the file system does not support POSIX ACLs")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.apply(t, []ent{
+		file("f", "x"),
+		file("g", "x").with(func(e *ent) { e.mode = 0o666 }),
+		dir("d"),
+		file("d/f", "x").with(func(e *ent) { e.mode = 0o604 }),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{"f": 0o644, "g": 0o666, "d": 0o755, "d/f": 0o604} {
+		var st unix.Stat_t
+		if err := unix.Lstat(e.path(path), &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := os.FileMode(st.Mode & 0o7777); got != want {
+			t.Errorf("%s: mode %o, want %o", path, got, want)
+		}
 	}
 }

@@ -112,7 +112,8 @@ type Unpacker struct {
 	// mode and needs no fchown or fchmod. It requires knowing which
 	// directories pass their group on (setgid), so it is only on for a
 	// root that was empty, and goes off for good if a setgid directory is
-	// reached through a symbolic link.
+	// reached through a symbolic link. A default ACL (on the root or set
+	// by a layer) replaces the umask, so it turns the fast path off too.
 	fastMeta bool
 	umask    uint32
 	sgid     map[string]struct{} // setgid directories, by clean path
@@ -175,6 +176,13 @@ func New(root string, opts Options) (*Unpacker, error) {
 		names, err := u.root.Readdirnames(1)
 		u.fastMeta = len(names) == 0 && errors.Is(err, io.EOF) &&
 			unix.Fstat(fd, &st) == nil && st.Mode&unix.S_ISGID == 0
+	}
+	if u.fastMeta {
+		// A default ACL on the root gives new entries their mode instead
+		// of the umask (see bornExact), as one set by a layer does.
+		if n, err := unix.Fgetxattr(fd, "system.posix_acl_default", nil); err == nil && n > 0 {
+			u.fastMeta = false
+		}
 	}
 	return u, nil
 }
