@@ -87,20 +87,3 @@ func syncDir(dir string) error {
 func Within(path, dir string) bool {
 	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }
-
-// RemoveNoFollow deletes path: a directory with everything in it (symlinks
-// inside are deleted, not followed), anything else, a symlink included,
-// with unlink. A missing path is not an error.
-func RemoveNoFollow(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return os.RemoveAll(path)
-	}
-	return os.Remove(path)
-}

@@ -88,12 +88,13 @@ func customVolumes(p Paths) []string {
 	return out
 }
 
-// Execute deletes the plan's paths, never following a symlink: a symlink
-// is deleted as a link. It goes on after a failure and reports all of them.
+// Execute deletes the plan's paths with os.RemoveAll, which never follows a
+// symlink: a symlink is deleted as a link. It goes on after a failure and
+// reports all of them.
 func (plan *RemovePlan) Execute() error {
 	var errs []error
 	for _, e := range plan.Delete {
-		if err := fsutil.RemoveNoFollow(e.Path); err != nil {
+		if err := os.RemoveAll(e.Path); err != nil {
 			errs = append(errs, fmt.Errorf("deleting %s %s: %w", e.What, e.Path, err))
 		}
 	}

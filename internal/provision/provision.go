@@ -509,11 +509,12 @@ func (u *undo) symlink(target, link string) error {
 	return nil
 }
 
-// run removes what was made, newest first, never following a symlink.
+// run removes what was made, newest first, never following a symlink
+// (os.RemoveAll deletes a symlink as a link).
 func (u *undo) run() error {
 	var errs []error
 	for i := len(u.made) - 1; i >= 0; i-- {
-		if err := fsutil.RemoveNoFollow(u.made[i]); err != nil {
+		if err := os.RemoveAll(u.made[i]); err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", u.made[i], err))
 		}
 	}
