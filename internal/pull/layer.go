@@ -43,7 +43,7 @@ type layerStream struct {
 // (if it supports O_TMPFILE; else it waits for the reader).
 func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir string) (*layerStream, error) {
 	ls := &layerStream{diff: sha256.New(), closeDec: func() {}}
-	dec, closeDec, err := decompress(r, compression)
+	dec, closeDec, err := decompress(r, compression, chunkSize)
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +67,13 @@ func openLayerStream(r io.Reader, compression string, maxSize int64, spillDir st
 
 // decompress returns the decompressed stream of r (compression "gzip",
 // "zstd" or "none") and the function that releases the decompressor.
-func decompress(r io.Reader, compression string) (io.Reader, func(), error) {
-	r = bufio.NewReaderSize(r, chunkSize)
+// bufSize is the size of the read buffer put before r where reading in
+// small pieces would cost a system call each: for zstd, and for an
+// uncompressed stream, which the tar reader reads 512 bytes at a time.
+// The gzip engines buffer their input themselves (ISA-L reads 256 KiB at
+// a time; for klauspost/compress, gunzip adds a buffer unless r is an
+// io.ByteReader already), so gzip gets none here.
+func decompress(r io.Reader, compression string, bufSize int) (io.Reader, func(), error) {
 	switch compression {
 	case "gzip":
 		zr, err := gunzip.NewReader(r)
@@ -77,13 +82,13 @@ func decompress(r io.Reader, compression string) (io.Reader, func(), error) {
 		}
 		return zr, func() { zr.Close() }, nil
 	case "zstd":
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		zr, err := zstd.NewReader(bufio.NewReaderSize(r, bufSize), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
 		if err != nil {
 			return nil, nil, fmt.Errorf("starting zstd: %w", err)
 		}
 		return zr, zr.Close, nil
 	case "none":
-		return r, func() {}, nil
+		return bufio.NewReaderSize(r, bufSize), func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("unsupported layer compression %q", compression)
 }
@@ -97,7 +102,17 @@ func readSmall(path, compression string, max int64) []byte {
 		return nil
 	}
 	defer f.Close()
-	dec, closeDec, err := decompress(f, compression)
+	// One buffer the size of the blob (within bounds) serves every
+	// compression: decompress reuses a *bufio.Reader that is large
+	// enough, and klauspost/compress reads through it as an io.ByteReader.
+	bufSize := chunkSize
+	if fi, err := f.Stat(); err == nil && fi.Size() < chunkSize {
+		bufSize = int(fi.Size())
+		if bufSize < 4<<10 {
+			bufSize = 4 << 10
+		}
+	}
+	dec, closeDec, err := decompress(bufio.NewReaderSize(f, bufSize), compression, bufSize)
 	if err != nil {
 		return nil
 	}
