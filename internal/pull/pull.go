@@ -432,7 +432,7 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 				return
 			}
 			ls, err := openLayerStream(r, im.Layers[i].Compression, opts.MaxLayerSize, dir)
-			if err == nil {
+			if err == nil && opts.Log.Enabled(ctx, slog.LevelDebug) {
 				start, spill := time.Now(), ls.spill >= 0
 				go func() {
 					<-ls.produced()
