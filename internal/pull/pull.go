@@ -416,12 +416,11 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 			err = cerr
 		}
 	}()
-	small := make([][]byte, len(im.Layers)) // tar streams read by scanNext
-	open := func(i int) <-chan openedLayer {
+	// open starts layer i, from small if scanNext read its tar stream.
+	open := func(i int, small []byte) <-chan openedLayer {
 		ch := make(chan openedLayer, 1)
-		if t := small[i]; t != nil {
-			small[i] = nil
-			ls, err := openLayerStream(bytes.NewReader(t), "none", opts.MaxLayerSize, "")
+		if small != nil {
+			ls, err := openLayerStream(bytes.NewReader(small), "none", opts.MaxLayerSize, "")
 			ch <- openedLayer{ls: ls, err: err}
 			return ch
 		}
@@ -443,7 +442,7 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 		}()
 		return ch
 	}
-	next := open(0)
+	next := open(0, nil)
 	defer func() {
 		// A layer opened ahead of a failure: wait for it and let it go.
 		if next != nil {
@@ -460,11 +459,12 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 			return fmt.Errorf("reading layer %d/%d %s: %w", i+1, len(im.Layers), l.Digest, cur.err)
 		}
 		var doomed *unpack.Doomed
+		var small []byte // the next layer's tar stream, if scanNext read it
 		if lookahead && i+1 < len(im.Layers) {
-			doomed, small[i+1] = scanNext(ctx, im.Layers[i+1], blobs[i+1], opts.MaxLayerSize)
+			doomed, small = scanNext(ctx, im.Layers[i+1], blobs[i+1], opts.MaxLayerSize)
 		}
 		if i+1 < len(im.Layers) {
-			next = open(i + 1)
+			next = open(i+1, small)
 		}
 		applyStart := time.Now()
 		st, err := u.ApplyBefore(ctx, cur.ls, doomed)
