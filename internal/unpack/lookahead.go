@@ -90,15 +90,11 @@ func (d *Doomed) covers(p string) bool {
 		return true
 	}
 	for {
-		i := strings.LastIndexByte(p, '/')
-		parent := ""
-		if i >= 0 {
-			parent = p[:i]
-		}
+		parent, _ := splitPath(p)
 		if _, ok := d.opaque[parent]; ok {
 			return true
 		}
-		if i < 0 {
+		if parent == "" {
 			return false
 		}
 		if _, ok := d.whiteouts[parent]; ok {
