@@ -232,9 +232,7 @@ func (w *walker) walk(d v1.Descriptor, required bool) {
 		return
 	}
 	if kind == kindUnknown {
-		if kind = kindOf(mediatype.Of("", data)); kind == kindUnknown {
-			kind = kindOther
-		}
+		kind = kindOf(mediatype.Of("", data))
 	}
 	switch kind {
 	case kindIndex:
