@@ -9,14 +9,14 @@ import "golang.org/x/sys/unix"
 // added. The kernel's EAGAIN (a rename elsewhere raced the lookup) is
 // retried.
 func OpenInRoot(root int, unsafePath string, flags int) (int, error) {
-	return Openat2(root, unsafePath, &unix.OpenHow{
+	return openat2(root, unsafePath, &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
 }
 
-// Openat2 is openat2(2) with the kernel's EAGAIN retried a few times.
-func Openat2(dir int, path string, how *unix.OpenHow) (int, error) {
+// openat2 is openat2(2) with the kernel's EAGAIN retried a few times.
+func openat2(dir int, path string, how *unix.OpenHow) (int, error) {
 	for i := 0; ; i++ {
 		fd, err := unix.Openat2(dir, path, how)
 		if err == unix.EAGAIN && i < 16 {
@@ -30,7 +30,7 @@ func Openat2(dir int, path string, how *unix.OpenHow) (int, error) {
 // without following a symlink (ELOOP) or crossing a mount point. flags are
 // open(2) flags; O_NOFOLLOW and O_CLOEXEC are added.
 func OpenChild(dir int, name string, flags int) (int, error) {
-	return Openat2(dir, name, &unix.OpenHow{
+	return openat2(dir, name, &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
