@@ -33,7 +33,7 @@ func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func
 			step("dhcp", "lease renewer started as PID %d", pid)
 		}
 	}
-	path, err := supervise.LookPath(sup.Argv[0], sup.Env, sup.Dir)
+	path, err := supervise.LookPath(sup.Argv[0], sup.Env)
 	if err != nil {
 		step("app", "exec %q: %v", sup.Argv[0], err)
 		return supervise.ExecStatus(err)

@@ -63,8 +63,6 @@ type Options struct {
 	Argv []string
 	// Env is the application's environment.
 	Env []string
-	// Dir is the application's working directory; empty keeps ours.
-	Dir string
 	// Credential drops privileges (uid, gid, supplementary groups); nil keeps ours.
 	Credential *syscall.Credential
 	// StopSignal is sent to the application once on the first SIGTERM
@@ -220,7 +218,7 @@ func Run(ctx context.Context, opts Options) (int, error) {
 const hupGrace = 50 * time.Millisecond
 
 func start(opts Options) (int, int, error) {
-	path, err := LookPath(opts.Argv[0], opts.Env, opts.Dir)
+	path, err := LookPath(opts.Argv[0], opts.Env)
 	if err != nil {
 		return 0, ExecStatus(err), fmt.Errorf("supervise: start %q: %w", opts.Argv[0], err)
 	}
@@ -228,7 +226,6 @@ func start(opts Options) (int, int, error) {
 	// handled signals to their default; Setpgid puts the application in its own
 	// process group, whose id is its pid.
 	attr := &syscall.ProcAttr{
-		Dir:   opts.Dir,
 		Env:   opts.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
@@ -291,8 +288,8 @@ func ExecStatus(err error) int {
 }
 
 // LookPath resolves file like execvp does, using the PATH of env rather than ours.
-// A name with a slash is returned as is (relative to dir) and exec reports errors.
-func LookPath(file string, env []string, dir string) (string, error) {
+// A name with a slash is returned as is and exec reports errors.
+func LookPath(file string, env []string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, nil
 	}
@@ -308,11 +305,7 @@ func LookPath(file string, env []string, dir string) (string, error) {
 			d = "."
 		}
 		candidate := filepath.Join(d, file)
-		statPath := candidate
-		if !filepath.IsAbs(candidate) && dir != "" {
-			statPath = filepath.Join(dir, candidate)
-		}
-		fi, err := os.Stat(statPath)
+		fi, err := os.Stat(candidate)
 		if err != nil {
 			continue
 		}
@@ -323,7 +316,7 @@ func LookPath(file string, env []string, dir string) (string, error) {
 			return candidate, nil
 		}
 		if denied == nil {
-			denied = fmt.Errorf("%s: %w", statPath, syscall.EACCES)
+			denied = fmt.Errorf("%s: %w", candidate, syscall.EACCES)
 		}
 	}
 	if denied != nil {

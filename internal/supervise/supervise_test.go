@@ -502,7 +502,7 @@ func TestLookPath(t *testing.T) {
 		{file: "sh", env: nil, want: "/usr/bin/sh"},
 	}
 	for _, tt := range tests {
-		got, err := LookPath(tt.file, tt.env, "")
+		got, err := LookPath(tt.file, tt.env)
 		if tt.wantErr != nil {
 			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("LookPath(%q, %q) error = %v, want %v", tt.file, tt.env, err, tt.wantErr)
