@@ -43,8 +43,6 @@ type Options struct {
 	// Log returns the logger of one step ("link", "dhcp", "ipv6", "ygg",
 	// "check", "network"); nil discards.
 	Log func(step string) *slog.Logger
-	// ProcSys is the sysctl tree (default /proc/sys).
-	ProcSys string
 }
 
 // Timings are how long each part took, counted from Setup's start.
@@ -56,7 +54,6 @@ type Timings struct {
 type Network struct {
 	Link     string
 	Lease    *dhcp4.Lease
-	IPv6     netip.Prefix
 	Timings  Timings
 	settings Settings
 	opts     Options
@@ -85,9 +82,6 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 	if opts.Root == "" {
 		opts.Root = "/"
 	}
-	if opts.ProcSys == "" {
-		opts.ProcSys = "/proc/sys"
-	}
 	link, err := pickLink(s.Link)
 	if err != nil {
 		return nil, err
@@ -96,7 +90,7 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 	n := &Network{Link: name, settings: s, opts: opts, link: link}
 	logLink := opts.log("link")
 
-	optimistic := enableOptimisticDAD(opts.ProcSys, name)
+	optimistic := enableOptimisticDAD(name)
 	w, err := newWatch()
 	if err != nil {
 		return n, err
@@ -180,8 +174,8 @@ func pickLink(name string) (netlink.Link, error) {
 // enableOptimisticDAD turns on optimistic DAD for link (RFC 4429): SLAAC
 // addresses are usable at once while DAD runs. It reports whether the
 // kernel took it (CONFIG_IPV6_OPTIMISTIC_DAD).
-func enableOptimisticDAD(procSys, link string) bool {
-	dir := filepath.Join(procSys, "net/ipv6/conf", link)
+func enableOptimisticDAD(link string) bool {
+	dir := filepath.Join("/proc/sys/net/ipv6/conf", link)
 	ok := true
 	for _, key := range []string{"optimistic_dad", "use_optimistic"} {
 		if err := os.WriteFile(filepath.Join(dir, key), []byte("1\n"), 0o644); err != nil {
@@ -405,7 +399,6 @@ func (n *Network) setupIPv6(ctx context.Context, start time.Time, optimistic boo
 		}
 		return err
 	}
-	n.IPv6 = st.addr
 	log.Info(fmt.Sprintf("%s (%s) default via %s after %s (router solicited after %s)", st.addr, addrFlags(st.flags), st.router, ms(n.Timings.SLAAC), ms(solicited)))
 	return nil
 }
