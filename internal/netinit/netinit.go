@@ -91,24 +91,7 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 	logLink := opts.log("link")
 
 	optimistic := enableOptimisticDAD(name)
-	w, err := newWatch()
-	if err != nil {
-		return n, err
-	}
-	defer w.Close()
-	if err := netlink.LinkSetUp(link); err != nil {
-		return n, fmt.Errorf("bringing %s up: %w", name, err)
-	}
-	wait := max(s.DHCPTimeout, s.IPv6Timeout)
-	carrierCtx, cancel := context.WithTimeoutCause(ctx, wait, fmt.Errorf("%s has no carrier after %s", name, wait))
-	link, err = until(carrierCtx, w, func() (netlink.Link, bool, error) {
-		l, err := netlink.LinkByIndex(link.Attrs().Index)
-		if err != nil {
-			return nil, false, fmt.Errorf("reading %s: %w", name, err)
-		}
-		return l, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, nil
-	})
-	cancel()
+	link, err = upWithCarrier(ctx, link, max(s.DHCPTimeout, s.IPv6Timeout))
 	if err != nil {
 		return n, err
 	}
@@ -169,6 +152,29 @@ func pickLink(name string) (netlink.Link, error) {
 		}
 	}
 	return nil, ErrNoLink
+}
+
+// upWithCarrier brings link up and waits up to wait for its carrier. The
+// link-state watch it opens is closed before it returns.
+func upWithCarrier(ctx context.Context, link netlink.Link, wait time.Duration) (netlink.Link, error) {
+	name := link.Attrs().Name
+	w, err := newWatch()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bringing %s up: %w", name, err)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, wait, fmt.Errorf("%s has no carrier after %s", name, wait))
+	defer cancel()
+	return until(ctx, w, func() (netlink.Link, bool, error) {
+		l, err := netlink.LinkByIndex(link.Attrs().Index)
+		if err != nil {
+			return nil, false, fmt.Errorf("reading %s: %w", name, err)
+		}
+		return l, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, nil
+	})
 }
 
 // enableOptimisticDAD turns on optimistic DAD for link (RFC 4429): SLAAC
