@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/ygg"
 )
 
 // YggPlan is the Yggdrasil configuration of a machine (DESIGN.md
@@ -29,11 +31,12 @@ type YggPlan struct {
 // PlanYgg returns the plan for addr with the given table and rule priority.
 func PlanYgg(addr netip.Addr, table, priority int) YggPlan {
 	subnet := netip.PrefixFrom(addr, 64).Masked()
+	gw, _ := ygg.Gateway(subnet) // cannot fail: ParseSettings admits only plain IPv6 addresses
 	return YggPlan{
 		Addr:     netip.PrefixFrom(addr, 64),
 		Subnet:   subnet,
-		Gateway:  subnet.Addr().Next(),
-		Overlay:  netip.MustParsePrefix("200::/7"),
+		Gateway:  gw,
+		Overlay:  ygg.Overlay(),
 		Table:    table,
 		Priority: priority,
 	}

@@ -8,6 +8,9 @@ import (
 	"net/netip"
 )
 
+// Overlay returns 200::/7, the range of every Yggdrasil address and subnet.
+func Overlay() netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x02}), 7) }
+
 // Address returns the address of the machine called name inside prefix.
 //
 // The prefix bits of the result are those of prefix (host bits set in

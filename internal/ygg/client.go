@@ -41,9 +41,6 @@ const excerptLen = 120
 // answering.
 const requestFormat = `{"request":%q,"arguments":{},"keepalive":false}`
 
-// ygg200 is 200::/7, the range of every Yggdrasil address and subnet.
-func ygg200() netip.Prefix { return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x02}), 7) }
-
 // Self is what a Yggdrasil node reports about itself (getself).
 type Self struct {
 	// Address is the node's own address, in 200::/7.
@@ -371,11 +368,11 @@ func (c *Client) parseSelf(raw json.RawMessage) (Self, error) {
 		return Self{}, c.malformed(raw, errors.New("getself: no address or subnet"))
 	}
 	addr, err := netip.ParseAddr(e.Address)
-	if err != nil || !addr.Is6() || addr.Zone() != "" || !ygg200().Contains(addr) {
+	if err != nil || !addr.Is6() || addr.Zone() != "" || !Overlay().Contains(addr) {
 		return Self{}, c.malformed(raw, fmt.Errorf("getself: address %q is not an address in 200::/7", e.Address))
 	}
 	subnet, err := netip.ParsePrefix(e.Subnet)
-	if err != nil || !subnet.Addr().Is6() || !ygg200().Contains(subnet.Addr()) || subnet.Bits() < 7 {
+	if err != nil || !subnet.Addr().Is6() || !Overlay().Contains(subnet.Addr()) || subnet.Bits() < 7 {
 		return Self{}, c.malformed(raw, fmt.Errorf("getself: subnet %q is not a prefix in 200::/7", e.Subnet))
 	}
 	return Self{
