@@ -110,19 +110,7 @@ func Run(ctx context.Context, opts Options) int {
 	}
 
 	if spec := strings.TrimSpace(vars[man8env.KeyWaitFor]); spec != "" {
-		targets, err := waitfor.Parse(spec)
-		if err == nil {
-			var timeout time.Duration
-			if timeout, err = waitfor.ParseTimeout(vars[man8env.KeyWaitTimeout]); err == nil {
-				start := time.Now()
-				step("wait", "waiting up to %s for %d dependencies: %s", timeout, len(targets), targetList(targets))
-				err = waitfor.Wait(ctx, targets, waitfor.Options{Timeout: timeout, Log: stepLogger(opts.Log, "wait")})
-				if err == nil {
-					step("wait", "%d dependencies met after %.1fs", len(targets), time.Since(start).Seconds())
-				}
-			}
-		}
-		if err != nil {
+		if err := waitDeps(ctx, spec, vars, opts.Log, step); err != nil {
 			step("wait", "%v", err)
 			return 1
 		}
@@ -183,6 +171,26 @@ func setupNetwork(ctx context.Context, opts Options, vars map[string]string, ste
 		step("network", "going on despite failures (%s=%s): %v", man8env.KeyCheck, settings.Check, oneLine(err))
 	}
 	return n, true
+}
+
+// waitDeps waits, within MAN8S_WAIT_TIMEOUT, for the MAN8S_WAIT_FOR
+// targets in spec.
+func waitDeps(ctx context.Context, spec string, vars map[string]string, log io.Writer, step func(string, string, ...any)) error {
+	targets, err := waitfor.Parse(spec)
+	if err != nil {
+		return err
+	}
+	timeout, err := envfile.Duration(vars, man8env.KeyWaitTimeout, waitfor.DefaultTimeout)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	step("wait", "waiting up to %s for %d dependencies: %s", timeout, len(targets), targetList(targets))
+	if err := waitfor.Wait(ctx, targets, waitfor.Options{Timeout: timeout, Log: stepLogger(log, "wait")}); err != nil {
+		return err
+	}
+	step("wait", "%d dependencies met after %.1fs", len(targets), time.Since(start).Seconds())
+	return nil
 }
 
 // targetList names the targets (credentials redacted).

@@ -16,9 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/man8s/mbctl/internal/envfile"
-	"github.com/man8s/mbctl/internal/man8env"
 )
 
 // Target kinds.
@@ -151,12 +148,6 @@ func redactItem(item string) string {
 		}
 	}
 	return item
-}
-
-// ParseTimeout parses MAN8S_WAIT_TIMEOUT: seconds ("300") or a Go duration ("300s", "5m").
-// An empty value yields DefaultTimeout; zero and negative values are errors.
-func ParseTimeout(s string) (time.Duration, error) {
-	return envfile.Duration(map[string]string{man8env.KeyWaitTimeout: s}, man8env.KeyWaitTimeout, DefaultTimeout)
 }
 
 // Options configure Wait.
