@@ -9,8 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Suffix is appended to the name of a protected directory: /run → /run.man8sprotected.
@@ -84,10 +83,7 @@ func protectOne(dir string, mode fs.FileMode) (reason string, err error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return "", err
-	}
+	st := fi.Sys().(*syscall.Stat_t)
 	if err := os.Rename(dir, aside); err != nil {
 		return "", err
 	}
