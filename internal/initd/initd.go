@@ -218,7 +218,7 @@ func usage() string {
 // appOptions builds the supervisor's options from the environment file.
 func appOptions(root string, vars map[string]string) (supervise.Options, error) {
 	var o supervise.Options
-	_, err := os.Stat(filepath.Join(root, "bin/sh"))
+	_, err := os.Stat(filepath.Join(root, appargs.ShellPath))
 	if o.Argv, err = appargs.Command(vars[man8env.KeyArgs], err == nil); err != nil {
 		return o, fmt.Errorf("%s: %w", man8env.KeyArgs, err)
 	}
