@@ -2,7 +2,6 @@ package initd
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -86,9 +85,9 @@ func KeepLease(ctx context.Context, opts Options) int {
 	if opts.EnvFile == "" {
 		opts.EnvFile = "/man8env.env"
 	}
-	step := func(name, format string, args ...any) {
-		fmt.Fprintf(opts.Log, "man8s-init: %s: %s\n", name, fmt.Sprintf(format, args...))
-	}
+	lw := &lockedWriter{w: opts.Log}
+	opts.Log = lw
+	step := lw.step
 	env, err := envfile.ReadFile(opts.EnvFile)
 	if err != nil {
 		step("dhcp", "renewer: %v", err)

@@ -75,9 +75,9 @@ func Run(ctx context.Context, opts Options) int {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
-	step := func(name, format string, args ...any) {
-		fmt.Fprintf(opts.Log, "man8s-init: %s: %s\n", name, fmt.Sprintf(format, args...))
-	}
+	lw := &lockedWriter{w: opts.Log}
+	opts.Log = lw
+	step := lw.step
 
 	env, err := envfile.ReadFile(opts.EnvFile)
 	if err != nil {

@@ -9,17 +9,37 @@ import (
 	"sync"
 )
 
+// lockedWriter serialises writes to w. Run and KeepLease wrap their log
+// in one, shared by the step lines and every step logger: netinit logs
+// from several goroutines at once.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	n, err := l.w.Write(p)
+	l.mu.Unlock()
+	return n, err
+}
+
+// step prints one step line, "man8s-init: STEP: message", in one write.
+func (l *lockedWriter) step(name, format string, args ...any) {
+	fmt.Fprintf(l, "man8s-init: %s: %s\n", name, fmt.Sprintf(format, args...))
+}
+
 // stepLogger returns a logger whose records print as step lines:
-// "man8s-init: STEP: message key=value ...".
+// "man8s-init: STEP: message key=value ...". Each record is a single write
+// to w, which loggers used at once must share (a lockedWriter).
 func stepLogger(w io.Writer, step string) *slog.Logger {
-	return slog.New(&stepHandler{w: w, step: step, mu: &sync.Mutex{}})
+	return slog.New(&stepHandler{w: w, step: step})
 }
 
 type stepHandler struct {
 	w     io.Writer
 	step  string
 	attrs []slog.Attr
-	mu    *sync.Mutex
 }
 
 func (h *stepHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
@@ -36,8 +56,6 @@ func (h *stepHandler) Handle(_ context.Context, r slog.Record) error {
 	}
 	r.Attrs(add)
 	b.WriteByte('\n')
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	_, err := io.WriteString(h.w, b.String())
 	return err
 }
