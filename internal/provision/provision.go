@@ -144,6 +144,8 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 			}
 		}
 	}
+	// The shared parents are made once with their final modes and never
+	// removed: another machine may live in them by the time this run ends.
 	for _, d := range []struct {
 		path string
 		mode fs.FileMode
@@ -153,14 +155,20 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 		{o.Dirs.Machines, 0o700}, {o.Dirs.Configs, 0o700}, {o.Dirs.Storage, 0o700},
 		{o.Dirs.Nspawn, 0o755}, {o.Dirs.Machinectl, 0o700},
 	} {
-		if err := u.mkdirAll(d.path, d.mode); err != nil {
+		if _, err := ensureDir(d.path, d.mode); err != nil {
 			return nil, err
 		}
 	}
 	stage := func(final string) (string, error) {
 		parent := filepath.Dir(final)
-		if err := u.mkdirAll(parent, 0o755); err != nil {
+		made, err := ensureDir(parent, 0o755)
+		if err != nil {
 			return "", err
+		}
+		// A custom volume's parents that this run made go again if they
+		// hold nothing else by then.
+		for _, d := range made {
+			u.addParent(d)
 		}
 		dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
 		if err != nil {
@@ -447,46 +455,64 @@ func orDot(s string) string {
 	return s
 }
 
-// undo records what Create made so that a failure can take it back.
-type undo struct {
-	made []string // removed in reverse order
-}
-
-func (u *undo) add(path string) { u.made = append(u.made, path) }
-
-// mkdirAll creates path and its missing parents with mode and records the
-// topmost dir it created.
-func (u *undo) mkdirAll(path string, mode fs.FileMode) error {
+// ensureDir creates path and its missing parents with mode, and returns
+// the dirs it created, topmost first. A dir that another process creates at
+// the same moment is fine; only dirs this call created get their mode set
+// (the umask applied to Mkdir).
+func ensureDir(path string, mode fs.FileMode) ([]string, error) {
 	var missing []string
 	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err == nil {
 			if !fi.IsDir() {
-				return fmt.Errorf("%s is not a directory", p)
+				return nil, fmt.Errorf("%s is not a directory", p)
 			}
 			break
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return err
+			return nil, err
 		}
 		missing = append(missing, p)
 		if p == filepath.Dir(p) {
 			break
 		}
 	}
+	var made []string
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], mode); err != nil {
-			return fmt.Errorf("creating %s: %w", missing[i], err)
+		err := os.Mkdir(missing[i], mode)
+		if errors.Is(err, fs.ErrExist) {
+			if fi, serr := os.Stat(missing[i]); serr == nil && fi.IsDir() {
+				continue // made by someone else meanwhile
+			}
 		}
-		if err := os.Chmod(missing[i], mode); err != nil { // the umask applied
-			return err
+		if err != nil {
+			return made, fmt.Errorf("creating %s: %w", missing[i], err)
 		}
-		if i == len(missing)-1 {
-			u.add(missing[i])
+		if err := os.Chmod(missing[i], mode); err != nil {
+			return made, err
 		}
+		made = append(made, missing[i])
 	}
-	return nil
+	return made, nil
 }
+
+// undo records what Create made so that a failure can take it back. It
+// only ever removes what this run created: the staging dirs (unique names),
+// what they were renamed to (RENAME_NOREPLACE: nothing else was there), the
+// links it created, and — only while they are empty — parent dirs it made.
+type undo struct {
+	made []undoEntry // taken back in reverse order
+}
+
+type undoEntry struct {
+	path string
+	// parent: a dir made to hold what this run stages, removed only if it
+	// holds nothing else (rmdir), never with its content.
+	parent bool
+}
+
+func (u *undo) add(path string)       { u.made = append(u.made, undoEntry{path: path}) }
+func (u *undo) addParent(path string) { u.made = append(u.made, undoEntry{path: path, parent: true}) }
 
 // rename moves a staging dir to its final name, which must not exist.
 func (u *undo) rename(from, to string) error {
@@ -494,8 +520,8 @@ func (u *undo) rename(from, to string) error {
 		return fmt.Errorf("moving %s to %s: %w", from, to, err)
 	}
 	for i, m := range u.made {
-		if m == from {
-			u.made[i] = to
+		if m.path == from {
+			u.made[i].path = to
 		}
 	}
 	return nil
@@ -510,12 +536,20 @@ func (u *undo) symlink(target, link string) error {
 }
 
 // run removes what was made, newest first, never following a symlink
-// (os.RemoveAll deletes a symlink as a link).
+// (os.RemoveAll deletes a symlink as a link). A parent dir that is not
+// empty belongs to someone else by now and stays.
 func (u *undo) run() error {
 	var errs []error
 	for i := len(u.made) - 1; i >= 0; i-- {
-		if err := os.RemoveAll(u.made[i]); err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", u.made[i], err))
+		e := u.made[i]
+		if e.parent {
+			if err := unix.Rmdir(e.path); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
+			}
+			continue
+		}
+		if err := os.RemoveAll(e.path); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
 		}
 	}
 	u.made = nil

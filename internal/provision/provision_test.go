@@ -200,18 +200,14 @@ func TestCreate(t *testing.T) {
 	}
 }
 
-// Interrupting Create before each of its steps leaves the host as it was:
-// only the pre-existing dirs remain, nothing created by the run.
+// Interrupting Create before each of its steps leaves the host as it was,
+// but for the shared parent dirs (machines, configs, ...), which stay with
+// their final modes and nothing in them.
 func TestCreateInterruptedAtEveryStep(t *testing.T) {
 	im := appImage(t)
 	for _, at := range createSteps {
 		t.Run(at, func(t *testing.T) {
 			o, root := testOptions(t, im)
-			// The machines dir exists beforehand and must survive; the
-			// others are created by Create and must go again.
-			if err := os.MkdirAll(o.Dirs.Machines, 0o700); err != nil {
-				t.Fatal(err)
-			}
 			before, err := tree.Snapshot(root)
 			if err != nil {
 				t.Fatal(err)
@@ -232,10 +228,120 @@ func TestCreateInterruptedAtEveryStep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := tree.Diff(before, after); len(diff) > 0 {
-				t.Errorf("interrupted at %s, the host changed:\n%s", at, diff)
+			checkOnlySharedDirsAdded(t, o.Dirs, root, before, after)
+		})
+	}
+}
+
+// checkOnlySharedDirsAdded fails unless after differs from before only by
+// empty shared parent dirs of dirs (and their own parents) with the modes
+// Create gives them.
+func checkOnlySharedDirsAdded(t *testing.T, dirs config.Paths, root string, before, after map[string]tree.Node) {
+	t.Helper()
+	shared := map[string]os.FileMode{}
+	for d, mode := range map[string]os.FileMode{dirs.Machines: 0o700, dirs.Configs: 0o700, dirs.Storage: 0o700, dirs.Nspawn: 0o755, dirs.Machinectl: 0o700} {
+		for p := d; p != root; p = filepath.Dir(p) {
+			rel, _ := filepath.Rel(root, p)
+			shared["/"+rel] = mode
+		}
+	}
+	for _, d := range tree.Diff(before, after) {
+		path, _, _ := strings.Cut(d, ": ")
+		mode, ok := shared[path]
+		if !ok || !strings.Contains(d, "only in the second tree") {
+			t.Errorf("the host changed: %s", d)
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(root, path))
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != mode {
+			t.Errorf("shared dir %s: %v (%v), want a dir with mode %v", path, fi.Mode(), err, mode)
+		}
+	}
+}
+
+// Regression (issue 18): two pulls on a fresh host, B completes while A
+// runs, then A is interrupted. A's undo must not take the shared parent
+// dirs, and B with them.
+func TestCreateInterruptedKeepsOtherMachine(t *testing.T) {
+	im := appImage(t)
+	for _, at := range createSteps {
+		t.Run(at, func(t *testing.T) {
+			a, root := testOptions(t, im)
+			a.Name = "ma"
+			a.Volumes = []machine.Volume{
+				{Path: "/var/lib/app", Kind: machine.VolumeData},
+				{Path: "/etc/app", Kind: machine.VolumeSkip},
+				{Path: "/srv/out", Kind: machine.VolumeCustom, Host: filepath.Join(root, "custom/a/out")},
+			}
+			b := a
+			b.Name = "mb"
+			b.Volumes = []machine.Volume{
+				{Path: "/var/lib/app", Kind: machine.VolumeData},
+				{Path: "/etc/app", Kind: machine.VolumeConfig},
+				{Path: "/srv/out", Kind: machine.VolumeCustom, Host: filepath.Join(root, "custom/b/out")},
+			}
+			var made *Created
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			a.beforeStep = func(step string) error {
+				if step != at {
+					return nil
+				}
+				// Under "prepare" A has made nothing yet: B then makes the
+				// parents, A's staging comes after.
+				var err error
+				if made, err = Create(t.Context(), b); err != nil {
+					t.Fatalf("Create(mb) while ma runs: %v", err)
+				}
+				cancel()
+				return ctx.Err()
+			}
+			if _, err := Create(ctx, a); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Create(ma) = %v, want context.Canceled", err)
+			}
+			p := made.Paths
+			for _, path := range []string{p.Rootfs, p.ConfigDir, p.Env, p.Settings, p.StorageDir, p.SettingsLink, p.ImageLink,
+				filepath.Join(p.StorageDir, "var/lib/app/data.txt"), filepath.Join(root, "custom/b/out")} {
+				if _, err := os.Lstat(path); err != nil {
+					t.Errorf("ma's undo removed mb's %s: %v", path, err)
+				}
+			}
+			for _, path := range []string{filepath.Join(a.Dirs.Machines, "ma"), filepath.Join(a.Dirs.Configs, "ma"),
+				filepath.Join(a.Dirs.Storage, "ma"), filepath.Join(root, "custom/a")} {
+				if _, err := os.Lstat(path); err == nil {
+					t.Errorf("ma's %s was left behind", path)
+				}
+			}
+			for _, d := range []string{a.Dirs.Machines, a.Dirs.Configs, a.Dirs.Storage, filepath.Join(root, "custom")} {
+				if m, _ := filepath.Glob(filepath.Join(d, ".*mbctl-staging*")); len(m) > 0 {
+					t.Errorf("staging left: %v", m)
+				}
 			}
 		})
+	}
+}
+
+// Shared parents are created by whoever comes first; a concurrent creator
+// is not an error.
+func TestEnsureDirConcurrent(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "a/b/c")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { _, err := ensureDir(path, 0o700); errs <- err }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("ensureDir: %v", err)
+		}
+	}
+	for _, p := range []string{"a", "a/b", "a/b/c"} {
+		if fi, err := os.Stat(filepath.Join(root, p)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v", p, fi.Mode(), err)
+		}
+	}
+	if made, err := ensureDir(path, 0o700); err != nil || len(made) != 0 {
+		t.Errorf("ensureDir of an existing dir = %v, %v; want nothing made", made, err)
 	}
 }
 
