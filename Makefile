@@ -53,7 +53,7 @@ install: build ## install binaries, completions and systemd-configs under $(DEST
 test: deps ## every test, e2e included (root; installs missing packages)
 	$(GO) test -count=1 $(MBCTL_TAGS) ./...
 	@# the pure-Go gzip engine, which `go install` builds, too
-	$(if $(MBCTL_TAGS),CGO_ENABLED=0 $(GO) test -count=1 ./internal/gunzip ./internal/pull)
+	$(if $(MBCTL_TAGS),CGO_ENABLED=0 $(GO) test -count=1 ./internal/image/gunzip ./internal/image/pull)
 
 test-unit: ## unit tests only (no root needed for most)
 	$(GO) test -count=1 $(MBCTL_TAGS) $(UNIT_PKGS)

@@ -11,14 +11,14 @@ import (
 	"path/filepath"
 
 	"github.com/man8s/mbctl/internal/cli"
-	"github.com/man8s/mbctl/internal/initd"
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/man8init"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/guest/boot"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 )
 
 func main() {
-	if filepath.Base(os.Args[0]) == man8init.InitName {
-		os.Exit(initd.Main(os.Args[1:], "; multi-call mbctl"))
+	if filepath.Base(os.Args[0]) == initinstall.InitName {
+		os.Exit(boot.Main(os.Args[1:], "; multi-call mbctl"))
 	}
 	os.Exit(cli.Main(os.Args[1:], iostreams.System()))
 }

@@ -6,8 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/machine"
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
 func newAddressCmd(f *Factory) *cobra.Command {
@@ -49,17 +50,17 @@ func newAddressGetCmd(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			subnet, source, err := ygg.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix)
+			subnet, source, err := yggadmin.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 			if err != nil {
 				return err
 			}
 			f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
-			addr, err := ygg.Address(subnet, name)
+			addr, err := yggaddr.Address(subnet, name)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(f.IO.Out, addressReport{Name: name, Suffix: ygg.Suffix(name), Address: &addr, Subnet: subnet.String(), Source: source})
+				return writeJSON(f.IO.Out, addressReport{Name: name, Suffix: yggaddr.Suffix(name), Address: &addr, Subnet: subnet.String(), Source: source})
 			}
 			_, err = fmt.Fprintln(f.IO.Out, addr)
 			return err
@@ -85,15 +86,15 @@ full address is included when this host's subnet is known.`,
 			if err := machine.ValidateName(name); err != nil {
 				return err
 			}
-			suffix := ygg.Suffix(name)
+			suffix := yggaddr.Suffix(name)
 			if !asJSON {
 				_, err := fmt.Fprintln(f.IO.Out, suffix)
 				return err
 			}
 			report := addressReport{Name: name, Suffix: suffix}
 			if cfg, _, err := f.Config(); err == nil {
-				if subnet, source, err := ygg.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix); err == nil {
-					if addr, err := ygg.Address(subnet, name); err == nil {
+				if subnet, source, err := yggadmin.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix); err == nil {
+					if addr, err := yggaddr.Address(subnet, name); err == nil {
 						report.Address, report.Subnet, report.Source = &addr, subnet.String(), source
 					}
 				} else {

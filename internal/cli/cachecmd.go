@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/cache"
+	"github.com/man8s/mbctl/internal/image/cache"
 )
 
 func newCacheCmd(f *Factory) *cobra.Command {

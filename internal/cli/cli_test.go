@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 // runCLI runs mbctl with args and an environment of env, and returns the

@@ -9,13 +9,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/man8s/mbctl/internal/nspawn"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 // commands runs the host programs mbctl delegates to.
 type commands interface {
 	// Host describes this host's init (systemd or not).
-	Host() nspawn.Host
+	Host() machine.HostInit
 	// Run runs argv in the foreground with the terminal and returns its
 	// exit status. SIGINT and SIGTERM that mbctl receives meanwhile are
 	// passed on to it as SIGTERM (for nspawn: an orderly stop).
@@ -33,7 +33,7 @@ func (f *Factory) commands() commands {
 
 type systemCommands struct{}
 
-func (systemCommands) Host() nspawn.Host { return nspawn.Detect("/") }
+func (systemCommands) Host() machine.HostInit { return machine.DetectHostInit("/") }
 
 func (systemCommands) Run(ctx context.Context, argv []string) (int, error) {
 	path, err := exec.LookPath(argv[0])

@@ -3,7 +3,7 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/config"
+	"github.com/man8s/mbctl/internal/host/config"
 )
 
 func newConfigCmd(f *Factory) *cobra.Command {

@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/config"
-	"github.com/man8s/mbctl/internal/hostcheck"
-	"github.com/man8s/mbctl/internal/hostsetup"
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/hostcheck"
+	"github.com/man8s/mbctl/internal/host/hostsetup"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
 func newHostCmd(f *Factory) *cobra.Command {
@@ -171,11 +171,11 @@ func hostSetup(ctx context.Context, f *Factory, o hostSetupOptions) error {
 		fmt.Fprintf(f.IO.ErrOut, "notice: new machines are attached to network.bridge %q; set network.bridge = %q in %s to use %s\n",
 			cfg.Network.Bridge, o.bridge, origin.Path, o.bridge)
 	}
-	subnet, source, err := ygg.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
+	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {
 		return fmt.Errorf("the bridge's gateway needs this host's yggdrasil subnet: %w", err)
 	}
-	if source == ygg.SubnetFromConfig {
+	if source == yggadmin.SubnetFromConfig {
 		fmt.Fprintf(f.IO.ErrOut, "notice: yggdrasil at %s is unreachable; using network.ygg_prefix %s\n", cfg.Network.YggAdmin, subnet)
 	}
 	f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)

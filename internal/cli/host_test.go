@@ -12,11 +12,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/man8s/mbctl/internal/config"
-	"github.com/man8s/mbctl/internal/hostcheck"
-	"github.com/man8s/mbctl/internal/hostsetup"
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/hostcheck"
+	"github.com/man8s/mbctl/internal/host/hostsetup"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
 // hostEnv is a host in temp dirs: a config whose networkd and sysctl dirs
@@ -156,7 +156,7 @@ func TestHostCheck(t *testing.T) {
 			Output:   func(context.Context, string, ...string) ([]byte, error) { return []byte("systemd 255 (255.4)\n"), nil },
 			LookPath: func(name string) (string, error) { return "/usr/bin/" + name, nil },
 			Subnet: func(context.Context) (netip.Prefix, string, error) {
-				return netip.MustParsePrefix("300::/64"), ygg.SubnetFromNode, nil
+				return netip.MustParsePrefix("300::/64"), yggadmin.SubnetFromNode, nil
 			},
 			Userns:      func(context.Context) error { return nil },
 			Idmap:       func(context.Context, string) error { return nil },

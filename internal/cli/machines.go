@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/config"
-	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 func newMachinesCmd(f *Factory) *cobra.Command {

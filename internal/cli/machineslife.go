@@ -10,10 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/envfile"
-	"github.com/man8s/mbctl/internal/machine"
-	"github.com/man8s/mbctl/internal/nspawn"
-	"github.com/man8s/mbctl/internal/unitfile"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 // existingMachine returns the paths of machine name, which must have a
@@ -52,9 +49,9 @@ Without a systemd system bus (containers, minimal hosts) nspawn runs with
 				return err
 			}
 			cfg, _, _ := f.Config()
-			if !nspawn.ReadsSettings(cfg.Paths.Nspawn) {
+			if !machine.ReadsSettings(cfg.Paths.Nspawn) {
 				f.Logger().Warn("systemd-nspawn does not read settings from the configured nspawn dir; the machine runs without its settings",
-					"paths.nspawn", cfg.Paths.Nspawn, "read", strings.Join(nspawn.SettingsDirs(), " and "))
+					"paths.nspawn", cfg.Paths.Nspawn, "read", strings.Join(machine.SettingsDirs(), " and "))
 			}
 			st, err := f.Prober.Probe(p)
 			if err != nil {
@@ -63,7 +60,7 @@ Without a systemd system bus (containers, minimal hosts) nspawn runs with
 			if st.Running {
 				return fmt.Errorf("machine %s is already running; enter it with 'mbctl machines shell %s'", p.Name, p.Name)
 			}
-			return runForeground(cmd.Context(), f, nspawn.Run(p, f.commands().Host()))
+			return runForeground(cmd.Context(), f, machine.RunCommand(p, f.commands().Host()))
 		},
 	}
 }
@@ -83,12 +80,12 @@ func runForeground(ctx context.Context, f *Factory, argv []string) error {
 
 // serviceVerbs are the verbs that go through systemd.
 var serviceVerbs = []struct{ verb, short string }{
-	{nspawn.Start, "Start a machine as a systemd service (systemd-nspawn@NAME)"},
-	{nspawn.Stop, "Stop a running machine (the app gets its own stop signal)"},
-	{nspawn.Restart, "Restart a machine's service"},
-	{nspawn.Status, "Show a machine's systemd status"},
-	{nspawn.Enable, "Start a machine at boot"},
-	{nspawn.Disable, "Do not start a machine at boot"},
+	{machine.VerbStart, "Start a machine as a systemd service (systemd-nspawn@NAME)"},
+	{machine.VerbStop, "Stop a running machine (the app gets its own stop signal)"},
+	{machine.VerbRestart, "Restart a machine's service"},
+	{machine.VerbStatus, "Show a machine's systemd status"},
+	{machine.VerbEnable, "Start a machine at boot"},
+	{machine.VerbDisable, "Do not start a machine at boot"},
 }
 
 func newMachinesServiceCmds(f *Factory) []*cobra.Command {
@@ -112,7 +109,7 @@ needs systemd as PID 1; elsewhere use 'mbctl machines run NAME'.`,
 				if !f.commands().Host().Systemd {
 					return fmt.Errorf("'mbctl machines %s' needs systemd as PID 1, which this host does not run: use 'mbctl machines run %s' to run it in the foreground", sv.verb, p.Name)
 				}
-				argv, err := nspawn.Service(sv.verb, p.Name)
+				argv, err := machine.ServiceCommand(sv.verb, p.Name)
 				if err != nil {
 					return err
 				}
@@ -144,7 +141,7 @@ to that terminal instead.`,
 			if !f.commands().Host().Systemd {
 				return fmt.Errorf("'mbctl machines logs' reads systemd's journal, and systemd is not PID 1 here: a machine run with 'mbctl machines run %s' logs to its terminal", p.Name)
 			}
-			return f.commands().Exec(nspawn.Logs(p.Name, follow, lines), nil)
+			return f.commands().Exec(machine.LogsCommand(p.Name, follow, lines), nil)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
@@ -190,13 +187,13 @@ and routes.`,
 			if !st.Running || st.Leader == 0 {
 				return fmt.Errorf("machine %s is not running: start it with 'mbctl machines start %s' or 'mbctl machines run %s'", p.Name, p.Name, p.Name)
 			}
-			argv, err := nspawn.Shell(p, nspawn.ShellOptions{Leader: st.Leader, NetworkOnly: networkOnly, Command: args[1:]})
+			argv, err := machine.ShellCommand(p, machine.ShellOptions{Leader: st.Leader, NetworkOnly: networkOnly, Command: args[1:]})
 			if err != nil {
 				return err
 			}
 			var env []string
 			if !networkOnly {
-				if env, err = machineEnv(p, f.Getenv("TERM")); err != nil {
+				if env, err = machine.Env(p, f.Getenv("TERM")); err != nil {
 					return err
 				}
 			}
@@ -206,51 +203,4 @@ and routes.`,
 	}
 	cmd.Flags().BoolVar(&networkOnly, "network-only", false, "enter only the network namespace and run a host command")
 	return cmd
-}
-
-// machineEnv is the environment a command in machine p gets: the
-// settings' Environment= assignments, then man8env.env, then the user's
-// TERM (the terminal is theirs).
-func machineEnv(p machine.Paths, term string) ([]string, error) {
-	vars := map[string]string{}
-	var order []string
-	set := func(k, v string) {
-		if _, ok := vars[k]; !ok {
-			order = append(order, k)
-		}
-		vars[k] = v
-	}
-	if s, err := unitfile.ReadFile(p.Settings); err == nil {
-		for _, line := range s.GetAll("Exec", "Environment") {
-			assigns, err := unitfile.ParseEnvironment(line)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", p.Settings, err)
-			}
-			for _, a := range assigns {
-				k, v, _ := strings.Cut(a, "=")
-				set(k, v)
-			}
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	if e, err := envfile.ReadFile(p.Env); err == nil {
-		for _, kv := range e.Environ() {
-			k, v, _ := strings.Cut(kv, "=")
-			set(k, v)
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	if term != "" {
-		set("TERM", term)
-	}
-	if _, ok := vars["PATH"]; !ok {
-		set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-	}
-	env := make([]string, 0, len(order))
-	for _, k := range order {
-		env = append(env, k+"="+vars[k])
-	}
-	return env, nil
 }

@@ -9,21 +9,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/machine"
-	"github.com/man8s/mbctl/internal/nspawn"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 // fakeCommands records what mbctl would run.
 type fakeCommands struct {
-	host nspawn.Host
+	host machine.HostInit
 	code int
 	ran  [][]string
 	exec []string
 	env  []string
 }
 
-func (c *fakeCommands) Host() nspawn.Host { return c.host }
+func (c *fakeCommands) Host() machine.HostInit { return c.host }
 func (c *fakeCommands) Run(_ context.Context, argv []string) (int, error) {
 	c.ran = append(c.ran, argv)
 	return c.code, nil
@@ -51,7 +50,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	unit := "systemd-nspawn@web.service"
 	tests := []struct {
 		name     string
-		host     nspawn.Host
+		host     machine.HostInit
 		code     int
 		args     []string
 		wantCode int
@@ -60,18 +59,18 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	}{
 		{name: "run without a bus", args: []string{"machines", "run", "web"},
 			wantRun: []string{"systemd-nspawn", "--quiet", "--machine=web", "--directory=" + rootfs, "--register=no", "--keep-unit"}},
-		{name: "run passes the app's status", host: nspawn.Host{Systemd: true, Bus: true}, code: 3, args: []string{"machines", "run", "web"}, wantCode: 3,
+		{name: "run passes the app's status", host: machine.HostInit{Systemd: true, Bus: true}, code: 3, args: []string{"machines", "run", "web"}, wantCode: 3,
 			wantRun: []string{"systemd-nspawn", "--quiet", "--machine=web", "--directory=" + rootfs}},
-		{name: "start", host: nspawn.Host{Systemd: true, Bus: true}, args: []string{"machines", "start", "web"}, wantRun: []string{"machinectl", "start", "web"}},
-		{name: "stop", host: nspawn.Host{Systemd: true, Bus: true}, args: []string{"machines", "stop", "web"}, wantRun: []string{"systemctl", "stop", unit}},
-		{name: "restart", host: nspawn.Host{Systemd: true, Bus: true}, args: []string{"machines", "restart", "web"}, wantRun: []string{"systemctl", "restart", unit}},
-		{name: "status", host: nspawn.Host{Systemd: true, Bus: true}, code: 3, args: []string{"machines", "status", "web"}, wantCode: 3,
+		{name: "start", host: machine.HostInit{Systemd: true, Bus: true}, args: []string{"machines", "start", "web"}, wantRun: []string{"machinectl", "start", "web"}},
+		{name: "stop", host: machine.HostInit{Systemd: true, Bus: true}, args: []string{"machines", "stop", "web"}, wantRun: []string{"systemctl", "stop", unit}},
+		{name: "restart", host: machine.HostInit{Systemd: true, Bus: true}, args: []string{"machines", "restart", "web"}, wantRun: []string{"systemctl", "restart", unit}},
+		{name: "status", host: machine.HostInit{Systemd: true, Bus: true}, code: 3, args: []string{"machines", "status", "web"}, wantCode: 3,
 			wantRun: []string{"systemctl", "status", "--no-pager", "--full", unit}},
-		{name: "enable", host: nspawn.Host{Systemd: true, Bus: true}, args: []string{"machines", "enable", "web"}, wantRun: []string{"machinectl", "enable", "web"}},
-		{name: "disable", host: nspawn.Host{Systemd: true, Bus: true}, args: []string{"machines", "disable", "web"}, wantRun: []string{"machinectl", "disable", "web"}},
+		{name: "enable", host: machine.HostInit{Systemd: true, Bus: true}, args: []string{"machines", "enable", "web"}, wantRun: []string{"machinectl", "enable", "web"}},
+		{name: "disable", host: machine.HostInit{Systemd: true, Bus: true}, args: []string{"machines", "disable", "web"}, wantRun: []string{"machinectl", "disable", "web"}},
 		{name: "start without systemd names run", args: []string{"machines", "start", "web"}, wantCode: 1, wantErr: "use 'mbctl machines run web'"},
 		{name: "logs without systemd", args: []string{"machines", "logs", "web"}, wantCode: 1, wantErr: "systemd is not PID 1"},
-		{name: "unknown machine", host: nspawn.Host{Systemd: true}, args: []string{"machines", "start", "nope"}, wantCode: 1, wantErr: "machine nope does not exist"},
+		{name: "unknown machine", host: machine.HostInit{Systemd: true}, args: []string{"machines", "start", "nope"}, wantCode: 1, wantErr: "machine nope does not exist"},
 		{name: "shell of a stopped machine", args: []string{"machines", "shell", "web"}, wantCode: 1, wantErr: "is not running"},
 	}
 	for _, tt := range tests {
@@ -94,7 +93,7 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	}
 
 	t.Run("logs", func(t *testing.T) {
-		cmds := &fakeCommands{host: nspawn.Host{Systemd: true}}
+		cmds := &fakeCommands{host: machine.HostInit{Systemd: true}}
 		if code, stderr := runWith(t, env, &Factory{Commands: cmds, Prober: noMachinesRun(t)}, "machines", "logs", "-f", "-n", "20", "web"); code != 0 {
 			t.Fatal(stderr)
 		}

@@ -12,13 +12,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/buildinfo"
-	"github.com/man8s/mbctl/internal/initdetect"
-	"github.com/man8s/mbctl/internal/machine"
-	"github.com/man8s/mbctl/internal/provision"
-	"github.com/man8s/mbctl/internal/pull"
-	"github.com/man8s/mbctl/internal/registry"
-	"github.com/man8s/mbctl/internal/template"
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
+	"github.com/man8s/mbctl/internal/image/pull"
+	"github.com/man8s/mbctl/internal/image/registry"
 )
 
 type machinesPullOptions struct {
@@ -69,11 +69,11 @@ created is removed again.`,
 	fl := cmd.Flags()
 	fl.StringVar(&o.Template, "template", "", "settings template: network_isolated (alias netns-init) (default machines.default_template)")
 	fl.StringArrayVar(&o.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
-	fl.StringVar(&o.InitMode, "init-mode", string(initdetect.Auto), "auto, supervise or exec-pid1")
+	fl.StringVar(&o.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
 	fl.StringVar(&o.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&o.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
 	fl.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress output")
-	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(template.Templates(), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(man8env.Templates(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("init-mode", cobra.FixedCompletions(initModeNames(), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -88,10 +88,10 @@ func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error 
 	if tmpl == "" {
 		tmpl = cfg.Machines.DefaultTemplate
 	}
-	if tmpl, err = template.ParseTemplate(tmpl); err != nil {
+	if tmpl, err = man8env.ParseTemplate(tmpl); err != nil {
 		return usagef("--template: %v", err)
 	}
-	mode, err := initdetect.ParseMode(o.InitMode)
+	mode, err := imageinit.ParseMode(o.InitMode)
 	if err != nil {
 		return usagef("--init-mode: %v", err)
 	}
@@ -116,7 +116,7 @@ func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error 
 	if err := p.CheckFree(); err != nil {
 		return err
 	}
-	subnet, source, err := ygg.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
+	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {
 		return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", o.Name, err)
 	}
@@ -288,7 +288,7 @@ func printCreated(f *Factory, res *provision.Created, im *registry.Image, took t
 // initModeNames lists the --init-mode values.
 func initModeNames() []string {
 	var out []string
-	for _, m := range initdetect.Modes() {
+	for _, m := range imageinit.Modes() {
 		out = append(out, string(m))
 	}
 	return out

@@ -7,29 +7,29 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/man8init"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 )
 
 // envInit names the environment variable that overrides machines.init.
 const envInit = "MBCTL_INIT"
 
 // locateInit finds the man8s-init and busybox to install into machines:
-// $MBCTL_INIT, else machines.init, else the search of man8init.Locate.
-func locateInit(f *Factory) (man8init.Sources, error) {
+// $MBCTL_INIT, else machines.init, else the search of initinstall.Locate.
+func locateInit(f *Factory) (initinstall.Sources, error) {
 	cfg, _, err := f.Config()
 	if err != nil {
-		return man8init.Sources{}, err
+		return initinstall.Sources{}, err
 	}
 	cfgInit := cfg.Machines.Init
 	from := "machines.init"
 	if v := f.Getenv(envInit); v != "" {
 		cfgInit, from = v, "$"+envInit
 	}
-	src, err := man8init.Locate(cfgInit, cfg.Machines.Busybox, exec.LookPath)
+	src, err := initinstall.Locate(cfgInit, cfg.Machines.Busybox, exec.LookPath)
 	if err != nil {
 		return src, err
 	}
-	if src.InitFrom == man8init.FromConfig {
+	if src.InitFrom == initinstall.FromConfig {
 		src.InitFrom = from
 	}
 	f.Logger().Debug("man8s-init source", "path", src.Init, "from", src.InitFrom, "busybox", src.Busybox)
@@ -81,7 +81,7 @@ directory is replaced by one, and /bin is resolved inside PATH.`,
 			if err != nil {
 				return fmt.Errorf("installing man8s-init: %w", err)
 			}
-			res, err := man8init.Install(rootfs, src)
+			res, err := initinstall.Install(rootfs, src)
 			if err != nil {
 				return err
 			}
@@ -108,7 +108,7 @@ func printMan8init(f *Factory, r man8initReport) error {
 		fmt.Fprintf(out, "installed %s from %s\n", r.Busybox, r.BusyboxFrom)
 	}
 	if r.ShellLink {
-		fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", man8init.ShellPath, man8init.BusyboxPath)
+		fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", initinstall.ShellPath, initinstall.BusyboxPath)
 	}
 	return nil
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/pull"
-	"github.com/man8s/mbctl/internal/registry"
+	"github.com/man8s/mbctl/internal/image/pull"
+	"github.com/man8s/mbctl/internal/image/registry"
 )
 
 func newOCICmd(f *Factory) *cobra.Command {

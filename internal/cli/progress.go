@@ -10,9 +10,9 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
-	"github.com/man8s/mbctl/internal/pull"
-	"github.com/man8s/mbctl/internal/registry"
-	"github.com/man8s/mbctl/internal/unpack"
+	"github.com/man8s/mbctl/internal/image/pull"
+	"github.com/man8s/mbctl/internal/image/registry"
+	"github.com/man8s/mbctl/internal/image/unpack"
 )
 
 // newPullProgress returns how a pull reports progress: bars on a terminal,

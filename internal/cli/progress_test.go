@@ -6,9 +6,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/registry"
-	"github.com/man8s/mbctl/internal/unpack"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/image/registry"
+	"github.com/man8s/mbctl/internal/image/unpack"
 )
 
 func TestPullProgress(t *testing.T) {

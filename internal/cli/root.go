@@ -17,9 +17,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/man8s/mbctl/internal/config"
-	"github.com/man8s/mbctl/internal/iostreams"
-	"github.com/man8s/mbctl/internal/machine"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/machine"
 )
 
 // Exit codes.

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/buildinfo"
-	"github.com/man8s/mbctl/internal/gunzip"
+	"github.com/man8s/mbctl/internal/image/gunzip"
 )
 
 func versionString() string {

@@ -21,7 +21,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
 
 	"github.com/man8s/mbctl/internal/testbed/proc"
 )
@@ -73,7 +73,7 @@ type Host struct {
 	// YggAdmin is the yggdrasil admin endpoint (unix://...).
 	YggAdmin string
 	// Ygg is what yggdrasil reports about itself: its address and subnet.
-	Ygg ygg.Self
+	Ygg yggadmin.Self
 	// NetworkDir is what networkd reads as /etc/systemd/network.
 	NetworkDir string
 	// BusAddress is the host's private system bus (DBUS_SYSTEM_BUS_ADDRESS

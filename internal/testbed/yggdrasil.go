@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/man8s/mbctl/internal/ygg"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
 
 	"github.com/man8s/mbctl/internal/testbed/proc"
 )
@@ -55,7 +55,7 @@ func (h *Host) startYggdrasil(ctx context.Context, listen, peers []string) error
 		return err
 	}
 
-	client, err := ygg.NewClient(h.YggAdmin)
+	client, err := yggadmin.NewClient(h.YggAdmin)
 	if err != nil {
 		return err
 	}

@@ -26,11 +26,11 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/proc"
 	"github.com/man8s/mbctl/internal/testbed/registry"
-	"github.com/man8s/mbctl/internal/ygg"
 )
 
 const machineName = "Man8Registry"
@@ -144,7 +144,7 @@ func run(ctx context.Context, mbctl string, keep, verbose bool) (err error) {
 		}
 	}()
 
-	addr, err := ygg.Address(host.Ygg.Subnet, machineName)
+	addr, err := yggaddr.Address(host.Ygg.Subnet, machineName)
 	if err != nil {
 		return err
 	}

@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/proc"
-	"github.com/man8s/mbctl/internal/ygg"
 )
 
 // netMachine is a busybox machine run by systemd-nspawn on a testbed
@@ -56,7 +56,7 @@ func startNetMachine(t *testing.T, h *testbed.Host, spec machineSpec) *netMachin
 	m := &netMachine{Name: "net-" + hex.EncodeToString(rnd[:]), Rootfs: filepath.Join(t.TempDir(), "rootfs"), Out: &proc.Buffer{}, done: make(chan struct{})}
 	initRootfs(t, m.Rootfs, spec.Files)
 	var err error
-	if m.Ygg, err = ygg.Address(h.Ygg.Subnet, m.Name); err != nil {
+	if m.Ygg, err = yggaddr.Address(h.Ygg.Subnet, m.Name); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(m.Rootfs, "man8env.env"), fmt.Sprintf("MAN8S_CONTAINER_NAME=%s\nMAN8S_YGGDRASIL_ADDRESS=%s\n%s", m.Name, m.Ygg, spec.Env), 0o644)

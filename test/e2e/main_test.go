@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/man8s/mbctl/internal/gunzip"
+	"github.com/man8s/mbctl/internal/image/gunzip"
 	"github.com/man8s/mbctl/internal/testbed"
 )
 

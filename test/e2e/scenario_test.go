@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/registry"
-	"github.com/man8s/mbctl/internal/ygg"
 )
 
 // Proof (issue 4, the whole scenario on one host): the real registry,
@@ -34,7 +34,7 @@ func TestScenarioRegistryMachine(t *testing.T) {
 	pushT(t, regImg, ref)
 
 	m.mustMbctl(t, "machines", "pull", "--quiet", ref, "Man8Registry", "--volume", "/var/lib/registry=data")
-	addr, err := ygg.Address(m.Ygg.Subnet, "Man8Registry")
+	addr, err := yggaddr.Address(m.Ygg.Subnet, "Man8Registry")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,11 +104,11 @@ func TestScenarioTwoHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushT(t, server, reg.Addr()+"/demo/web:1")
-	bAddr, err := ygg.Address(b.Ygg.Subnet, "web")
+	bAddr, err := yggaddr.Address(b.Ygg.Subnet, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	aAddr, err := ygg.Address(a.Ygg.Subnet, "client")
+	aAddr, err := yggaddr.Address(a.Ygg.Subnet, "client")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,13 +13,13 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/man8s/mbctl/internal/envfile"
-	"github.com/man8s/mbctl/internal/initdetect"
-	"github.com/man8s/mbctl/internal/man8init"
-	"github.com/man8s/mbctl/internal/template"
+	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/unitfile"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
-	"github.com/man8s/mbctl/internal/unitfile"
 )
 
 // Proof (issue 3, generated files): systemd-nspawn accepts the generated
@@ -37,7 +37,7 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(rootfs, "srv/app dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := man8init.Install(rootfs, man8init.Sources{Init: filepath.Join(bins.dir, "man8s-init"), Busybox: busybox}); err != nil {
+	if _, err := initinstall.Install(rootfs, initinstall.Sources{Init: filepath.Join(bins.dir, "man8s-init"), Busybox: busybox}); err != nil {
 		t.Fatal(err)
 	}
 	configs := filepath.Join(work, "configs: "+name)
@@ -50,25 +50,25 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 		Cmd:        []string{`echo "pwd=$(pwd)"; echo "greeting=$GREETING"; echo "home=$HOME"; echo "arg=$0"; cat /data/f; exit 4`, "it's $0"},
 		WorkingDir: "/srv/app dir",
 	}
-	d, err := initdetect.Detect(rootfs, append(img.Entrypoint, img.Cmd...))
+	d, err := imageinit.Detect(rootfs, append(img.Entrypoint, img.Cmd...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode, _ := initdetect.Choose(initdetect.Auto, d)
-	p := template.Params{
+	mode, _ := imageinit.Choose(imageinit.Auto, d)
+	p := machinefiles.Params{
 		Name: name, Template: "netns-init", Bridge: "m8s-absent0",
 		YggAddress: netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d"),
 		ImageRef:   "example.com/app:1", ImageDigest: "sha256:0123",
-		Image: img, Mode: mode, KillSignal: initdetect.KillSignal(mode, d),
+		Image: img, Mode: mode, KillSignal: imageinit.KillSignal(mode, d),
 		EnvFile: filepath.Join(configs, "man8env.env"),
-		Binds:   []template.Bind{{Host: data, Container: "/data"}},
+		Binds:   []machinefiles.Bind{{Host: data, Container: "/data"}},
 		Version: "e2e", Created: time.Now(),
 	}
-	settings, err := template.Settings(p)
+	settings, err := machinefiles.Settings(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := template.Env(p)
+	env, err := machinefiles.Env(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,9 +35,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
-	"github.com/man8s/mbctl/internal/ygg"
 )
 
 func main() {
@@ -113,7 +113,7 @@ func run(ctx context.Context, initBin string, runs int, verbose bool) error {
 	for i, c := range cases {
 		c.machine = fmt.Sprintf("bench%d", i)
 		c.rootfs = filepath.Join(work, c.machine)
-		if c.ygg, err = ygg.Address(h.Ygg.Subnet, c.machine); err != nil {
+		if c.ygg, err = yggaddr.Address(h.Ygg.Subnet, c.machine); err != nil {
 			return err
 		}
 		if err := ociimage.Rootfs(c.rootfs, bb); err != nil {

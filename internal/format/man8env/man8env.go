@@ -1,0 +1,41 @@
+// Package man8env is the contract between mbctl and man8s-init (DESIGN.md):
+// the keys of a machine's man8env.env, those mbctl writes when it pulls a
+// machine and those man8s-init reads when the machine starts; the init-mode
+// values and template names; and the paths inside the rootfs where mbctl
+// puts the init and the env file. Both sides use these names, so they
+// cannot drift apart.
+package man8env
+
+// Written by mbctl at pull; MAN8S_APPLICATION_*, MAN8S_STOP_SIGNAL and
+// MAN8S_INIT_MODE are read by man8s-init too.
+const (
+	KeyName       = "MAN8S_CONTAINER_NAME"
+	KeyTemplate   = "MAN8S_CONTAINER_TEMPLATE"
+	KeyYggAddress = "MAN8S_YGGDRASIL_ADDRESS"
+	KeyImageURL   = "MAN8S_OCI_IMAGE_URL"
+	KeyDigest     = "MAN8S_OCI_IMAGE_DIGEST"
+	KeyArgs       = "MAN8S_APPLICATION_ARGS"
+	KeyUser       = "MAN8S_APPLICATION_USER"
+	KeyStopSignal = "MAN8S_STOP_SIGNAL"
+	KeyInitMode   = "MAN8S_INIT_MODE"
+	KeyVersion    = "MAN8S_MBCTL_VERSION"
+	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
+)
+
+// Read by man8s-init only; users add them to tune a machine.
+const (
+	KeyStopTimeout = "MAN8S_STOP_TIMEOUT"
+	KeyWaitFor     = "MAN8S_WAIT_FOR"
+	KeyWaitTimeout = "MAN8S_WAIT_TIMEOUT"
+
+	// The network steps (DESIGN.md "Networking").
+	KeyLink        = "MAN8S_NETWORK_LINK"
+	KeyCheck       = "MAN8S_NETWORK_CHECK"
+	KeyIPv6        = "MAN8S_IPV6"
+	KeyYggTable    = "MAN8S_YGG_TABLE"
+	KeyYggPriority = "MAN8S_YGG_RULE_PRIORITY"
+	KeyCheckDNS    = "MAN8S_CHECK_DNS"
+	KeyDHCPTimeout = "MAN8S_DHCP_TIMEOUT"
+	KeyIPv6Timeout = "MAN8S_IPV6_TIMEOUT"
+	KeyResolvConf  = "MAN8S_RESOLV_CONF"
+)

@@ -1,0 +1,314 @@
+// Package config loads mbctl's configuration file (TOML).
+//
+// Every host path mbctl touches is a key here, so tests and unusual hosts can
+// move all of them. A missing file means the defaults; an unknown key or a bad
+// value is an error that names the key and its line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/host/yggadmin"
+	"github.com/man8s/mbctl/internal/image/registry"
+)
+
+// DefaultPath is where mbctl looks for its configuration file when neither
+// --config nor $MBCTL_CONFIG names one.
+const DefaultPath = "/etc/man8s/mbctl.toml"
+
+// EnvVar names the environment variable that overrides DefaultPath.
+const EnvVar = "MBCTL_CONFIG"
+
+// Config is the effective configuration. The toml tags are the file's keys;
+// the comment tags are shown by `mbctl config show`.
+type Config struct {
+	Paths      Paths      `toml:"paths"`
+	Network    Network    `toml:"network"`
+	Machines   Machines   `toml:"machines"`
+	Registries Registries `toml:"registries"`
+}
+
+// Paths are the host directories mbctl manages. All must be absolute.
+type Paths struct {
+	Machines   string `toml:"machines" comment:"machine root filesystems (one dir per machine)"`
+	Configs    string `toml:"configs" comment:"machine config dirs: container.nspawn, man8env.env, config volumes"`
+	Storage    string `toml:"storage" comment:"machine data dirs (data volumes)"`
+	Nspawn     string `toml:"nspawn" comment:"where systemd-nspawn reads NAME.nspawn (a symlink to the config dir's file)"`
+	Machinectl string `toml:"machinectl" comment:"machinectl image links (NAME -> rootfs)"`
+	Cache      string `toml:"cache" comment:"image content cache (OCI image layout)"`
+	Scratch    string `toml:"scratch" comment:"scratch space for downloads and staging"`
+	Networkd   string `toml:"networkd" comment:"where mbctl host setup writes the bridge's systemd-networkd .netdev and .network"`
+	Sysctl     string `toml:"sysctl" comment:"where mbctl host setup writes the forwarding sysctl drop-in"`
+}
+
+// Network configures the host side of the machines' network.
+type Network struct {
+	Bridge    string `toml:"bridge" comment:"bridge the machines are attached to"`
+	YggAdmin  string `toml:"ygg_admin" comment:"Yggdrasil admin endpoint: unix:///path or tcp://host:port"`
+	YggPrefix string `toml:"ygg_prefix" comment:"fixed Yggdrasil subnet, used when the admin endpoint is unreachable (e.g. 300:1234::/64)"`
+}
+
+// Machines holds defaults for new machines.
+type Machines struct {
+	DefaultTemplate string `toml:"default_template" comment:"template for new machines"`
+	Busybox         string `toml:"busybox" comment:"static busybox installed into machines as a debug shell (also searched on PATH)"`
+	Init            string `toml:"init" comment:"man8s-init binary installed into machines (default: beside mbctl, then PREFIX/lib/man8s)"`
+}
+
+// Registries configures how images are fetched.
+type Registries struct {
+	Mirrors  map[string][]string `toml:"mirrors" comment:"registry host -> mirror endpoints tried in order before it"`
+	Insecure []string            `toml:"insecure" comment:"registries reached over plain HTTP (loopback always may)"`
+	CAFile   string              `toml:"ca_file" comment:"extra CA certificates (PEM) trusted for registries"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Paths: Paths{
+			Machines:   "/var/lib/man8machines",
+			Configs:    "/var/lib/man8machine_configs",
+			Storage:    "/var/lib/man8machine_storage",
+			Nspawn:     "/etc/systemd/nspawn",
+			Machinectl: "/var/lib/machines",
+			Cache:      "/var/cache/man8s",
+			Scratch:    "/var/tmp/man8s",
+			Networkd:   "/etc/systemd/network",
+			Sysctl:     "/etc/sysctl.d",
+		},
+		Network: Network{
+			Bridge:   "srvgrp0",
+			YggAdmin: "unix:///var/run/yggdrasil.sock",
+		},
+		Machines: Machines{
+			DefaultTemplate: man8env.TemplateNetworkIsolated,
+			Busybox:         "/usr/bin/busybox",
+		},
+		Registries: Registries{Mirrors: map[string][]string{}},
+	}
+}
+
+// Origin records where the configuration came from.
+type Origin struct {
+	// Path is the file that was consulted.
+	Path string
+	// Found is false when the file does not exist and defaults apply.
+	Found bool
+	// lines maps a dotted key ("paths.cache") to its line in Path.
+	lines map[string]int
+}
+
+// Source says where the value of a dotted key came from: "FILE:LINE" or
+// "default".
+func (o Origin) Source(key string) string {
+	if line, ok := o.lines[key]; ok {
+		return fmt.Sprintf("%s:%d", o.Path, line)
+	}
+	return "default"
+}
+
+// Path returns the configuration file to use: flagValue if set, else
+// $MBCTL_CONFIG, else DefaultPath.
+func Path(flagValue string, getenv func(string) string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := getenv(EnvVar); v != "" {
+		return v
+	}
+	return DefaultPath
+}
+
+// Load reads the file at path on top of the defaults. A missing file is not
+// an error (the defaults apply) unless required is true, which callers set
+// when the user named the file explicitly.
+func Load(path string, required bool) (Config, Origin, error) {
+	origin := Origin{Path: path}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !required:
+		return Default(), origin, nil
+	case err != nil:
+		return Config{}, origin, fmt.Errorf("reading config: %w", err)
+	}
+	origin.Found = true
+	cfg, lines, err := Parse(path, data)
+	origin.lines = lines
+	return cfg, origin, err
+}
+
+// Parse decodes file content (named path in errors) on top of the defaults and
+// validates the result. It also returns the line of every key set.
+func Parse(path string, data []byte) (Config, map[string]int, error) {
+	cfg := Default()
+	lines, err := keyLines(data)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, nil, describeDecodeError(path, err)
+	}
+	if err := cfg.validate(); err != nil {
+		var ke *keyError
+		if errors.As(err, &ke) {
+			if line, ok := lines[ke.key]; ok {
+				return Config{}, nil, fmt.Errorf("config %s:%d: %w", path, line, err)
+			}
+		}
+		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, lines, nil
+}
+
+func describeDecodeError(path string, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var errs []error
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			key := strings.Join(e.Key(), ".")
+			errs = append(errs, fmt.Errorf("config %s:%d: unknown key %q (see `mbctl config show` for the valid keys)", path, row, key))
+		}
+		return errors.Join(errs...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		if k := de.Key(); len(k) > 0 {
+			return fmt.Errorf("config %s:%d: key %q: %w", path, row, strings.Join(k, "."), err)
+		}
+		return fmt.Errorf("config %s:%d: %w", path, row, err)
+	}
+	return fmt.Errorf("config %s: %w", path, err)
+}
+
+// keyLines maps each dotted key set in data to the line it is set on.
+func keyLines(data []byte) (map[string]int, error) {
+	lines := map[string]int{}
+	var p unstable.Parser
+	p.Reset(data)
+	var table []string
+	for p.NextExpression() {
+		expr := p.Expression()
+		switch expr.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			table = keyParts(expr.Key())
+		case unstable.KeyValue:
+			it := expr.Key()
+			parts := keyParts(it)
+			full := strings.Join(append(append([]string{}, table...), parts...), ".")
+			k := expr.Key()
+			k.Next()
+			lines[full] = p.Shape(k.Node().Raw).Start.Line
+		}
+	}
+	if err := p.Error(); err != nil {
+		var perr *unstable.ParserError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("line %d: %s", p.Shape(p.Range(perr.Highlight)).Start.Line, perr.Message)
+		}
+		return nil, err
+	}
+	return lines, nil
+}
+
+func keyParts(it unstable.Iterator) []string {
+	var parts []string
+	for it.Next() {
+		parts = append(parts, string(it.Node().Data))
+	}
+	return parts
+}
+
+// keyError is a validation error about one dotted key.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return fmt.Sprintf("%s: %v", e.key, e.err) }
+func (e *keyError) Unwrap() error { return e.err }
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, &keyError{key: key, err: fmt.Errorf(format, args...)})
+	}
+	pv := reflect.ValueOf(c.Paths)
+	for i := range pv.NumField() {
+		key := "paths." + pv.Type().Field(i).Tag.Get("toml")
+		p := pv.Field(i).String()
+		if !filepath.IsAbs(p) {
+			bad(key, "%q is not an absolute path", p)
+		}
+	}
+	if err := ValidateIfName(c.Network.Bridge); err != nil {
+		bad("network.bridge", "%w", err)
+	}
+	if _, _, err := yggadmin.ParseEndpoint(c.Network.YggAdmin); err != nil {
+		bad("network.ygg_admin", "%w", err)
+	}
+	if c.Network.YggPrefix != "" {
+		if _, err := c.YggPrefix(); err != nil {
+			bad("network.ygg_prefix", "%w", err)
+		}
+	}
+	if _, err := man8env.ParseTemplate(c.Machines.DefaultTemplate); err != nil {
+		bad("machines.default_template", "%w", err)
+	}
+	if c.Machines.Init != "" && !filepath.IsAbs(c.Machines.Init) {
+		bad("machines.init", "%q is not an absolute path", c.Machines.Init)
+	}
+	for host, mirrors := range c.Registries.Mirrors {
+		for _, m := range mirrors {
+			if err := registry.ValidateMirror(m); err != nil {
+				bad("registries.mirrors."+host, "%w", err)
+			}
+		}
+	}
+	for _, h := range c.Registries.Insecure {
+		if h == "" || strings.ContainsAny(h, "/ \t") {
+			bad("registries.insecure", "%q is not a registry host[:port]", h)
+		}
+	}
+	if c.Registries.CAFile != "" && !filepath.IsAbs(c.Registries.CAFile) {
+		bad("registries.ca_file", "%q is not an absolute path", c.Registries.CAFile)
+	}
+	return errors.Join(errs...)
+}
+
+// YggPrefix returns the configured fixed Yggdrasil subnet; ok is false when
+// none is configured.
+func (c Config) YggPrefix() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c.Network.YggPrefix)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 prefix like 300:1234:5678:9abc::/64", c.Network.YggPrefix)
+	}
+	if !p.Addr().Is6() || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 prefix", c.Network.YggPrefix)
+	}
+	return p.Masked(), nil
+}
+
+// ValidateIfName checks that name can be a Linux network interface name.
+func ValidateIfName(name string) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("interface name %q must be 1 to 15 characters", name)
+	}
+	if strings.ContainsAny(name, "/ \t\n:") || name == "." || name == ".." {
+		return fmt.Errorf("interface name %q must not contain '/', ':' or spaces", name)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+// Package hostsetup prepares a host for Man8S machines: it renders the
+// machines' bridge for systemd-networkd and the forwarding sysctl drop-in
+// from the files shipped in systemd-configs/, plans what would change on
+// this host, and applies that plan.
+//
+// Setup is idempotent: a file is written (atomically) only when its content
+// differs, a sysctl only when its value differs, and systemd-networkd is
+// reloaded only when one of its files changed.
+//
+// Sysctls are applied by writing /proc/sys directly, and only the keys of
+// our own drop-in, rather than by `sysctl --system`: that would re-apply
+// every drop-in of the host and undo runtime changes an administrator made
+// on purpose. The drop-in makes the values survive a reboot. Writing
+// /proc/sys/net acts on the caller's network namespace, which is the one
+// whose bridge is being set up.
+package hostsetup
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
+
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+)
+
+// Names of the shipped files in systemd-configs/.
+const (
+	shippedNetdev  = "80-man8s-" + systemdconfigs.BridgeName + ".netdev"
+	shippedNetwork = "80-man8s-" + systemdconfigs.BridgeName + ".network"
+	shippedSysctl  = "99-man8s-forwarding.conf"
+)
+
+// Kind says which directory a rendered file belongs in.
+type Kind int
+
+const (
+	// NetworkdFile: files go into the systemd-networkd directory (paths.networkd).
+	NetworkdFile Kind = iota
+	// SysctlFile: files go into the sysctl.d directory (paths.sysctl).
+	SysctlFile
+)
+
+// Rendered is one configuration file with this host's values.
+type Rendered struct {
+	Name    string
+	Kind    Kind
+	Content []byte
+}
+
+// header starts every file mbctl writes, so that an administrator knows
+// where it came from and that a re-run rewrites it.
+const header = "# Written by `mbctl host setup`; running it again rewrites this file.\n"
+
+// Render returns the bridge's .netdev and .network for bridge, with the
+// machines' Yggdrasil gateway <subnet>::1 of this host's subnet, and the
+// forwarding sysctl drop-in. The output depends only on its arguments.
+func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
+	gw, err := yggaddr.Gateway(subnet)
+	if err != nil {
+		return nil, err
+	}
+	gwPrefix := netip.PrefixFrom(gw, gw.BitLen()).String()
+	var out []Rendered
+	for _, f := range []struct {
+		shipped, name string
+		kind          Kind
+	}{
+		{shippedNetdev, "80-man8s-" + bridge + ".netdev", NetworkdFile},
+		{shippedNetwork, "80-man8s-" + bridge + ".network", NetworkdFile},
+		{shippedSysctl, shippedSysctl, SysctlFile},
+	} {
+		data, err := fs.ReadFile(systemdconfigs.Files, f.shipped)
+		if err != nil {
+			return nil, fmt.Errorf("reading shipped %s: %w", f.shipped, err)
+		}
+		s := string(data)
+		if f.kind == NetworkdFile {
+			s = dropPlaceholderNote(s)
+			if !strings.Contains(s, systemdconfigs.YggGateway) && f.shipped == shippedNetwork {
+				return nil, fmt.Errorf("shipped %s has no %s placeholder", f.shipped, systemdconfigs.YggGateway)
+			}
+			s = strings.ReplaceAll(s, systemdconfigs.YggGateway, gwPrefix)
+			s = strings.ReplaceAll(s, systemdconfigs.YggSubnet, subnet.Masked().String())
+			s = strings.ReplaceAll(s, systemdconfigs.BridgeName, bridge)
+		}
+		out = append(out, Rendered{Name: f.name, Kind: f.kind, Content: []byte(header + s)})
+	}
+	return out, nil
+}
+
+// dropPlaceholderNote removes the comment block that starts with
+// "# >>> PLACEHOLDER" (instructions for filling the file in by hand), which
+// is wrong once the placeholder is filled in.
+func dropPlaceholderNote(s string) string {
+	var b strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(s))
+	skipping := false
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "# >>> PLACEHOLDER") {
+			skipping = true
+			continue
+		}
+		if skipping && strings.HasPrefix(line, "#") {
+			continue
+		}
+		skipping = false
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Sysctls parses a sysctl.d file: "key = value" lines, '#' and ';'
+// comments. It returns the keys in file order with their values.
+func Sysctls(content []byte) ([][2]string, error) {
+	var kv [][2]string
+	sc := bufio.NewScanner(strings.NewReader(string(content)))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" || strings.Contains(k, "..") || strings.ContainsAny(k, "/ ") {
+			return nil, fmt.Errorf("line %d: %q is not key = value", n, line)
+		}
+		kv = append(kv, [2]string{k, v})
+	}
+	return kv, nil
+}
+
+// sysctlPath is key's file under procSys (/proc/sys).
+func sysctlPath(procSys, key string) string {
+	return filepath.Join(procSys, strings.ReplaceAll(key, ".", "/"))
+}

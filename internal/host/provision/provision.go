@@ -1,0 +1,557 @@
+// Package provision creates a machine from an image: it composes the pull
+// engine, init detection, the file templates and the man8s-init installer,
+// and takes everything back when any step fails or is cancelled.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/protect"
+	"github.com/man8s/mbctl/internal/format/unitfile"
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/image/cache"
+	"github.com/man8s/mbctl/internal/image/pull"
+	"github.com/man8s/mbctl/internal/image/registry"
+)
+
+// Options say what machine Create makes and from what.
+type Options struct {
+	Name string
+	// Dirs are the configured host directories.
+	Dirs config.Paths
+	// Bridge is the host bridge the machine is attached to.
+	Bridge string
+	// Template is the settings template (machinefiles.ParseTemplate).
+	Template string
+	// Image is the resolved image (config fetched, layers not yet); Ref is
+	// the reference as the user gave it.
+	Image *registry.Image
+	Ref   string
+	// Subnet is the host's Yggdrasil subnet.
+	Subnet netip.Prefix
+	// Mode is the requested init mode (imageinit.Auto to detect).
+	Mode imageinit.Mode
+	// Volumes say where each volume lives; Kind must be set, Host only for
+	// custom volumes.
+	Volumes []machine.Volume
+	// Cache is the content cache; Pull tunes the download.
+	Cache *cache.Cache
+	Pull  pull.Options
+	// Init is what gets installed at /man8s-init.
+	Init initinstall.Sources
+	// Version is mbctl's version; Now the creation time (default now).
+	Version string
+	Now     time.Time
+	Log     *slog.Logger
+
+	// beforeStep, for tests, runs before each step; an error aborts there.
+	beforeStep func(step string) error
+}
+
+// Created describes a new machine.
+type Created struct {
+	Paths      machine.Paths
+	YggAddress netip.Addr
+	Detection  imageinit.Detection
+	Mode       imageinit.Mode
+	ModeReason string
+	Volumes    []machine.Volume
+	Pull       *pull.Result
+	Init       initinstall.Result
+	Protect    protect.Result
+}
+
+// Steps of Create, in order (the names tests interrupt at).
+var createSteps = []string{"prepare", "unpack", "detect", "volumes", "files", "init", "protect", "install"}
+
+// Create makes machine o.Name: it unpacks the image into a staging dir,
+// detects the image's init, copies the volumes' image content into their
+// host dirs, writes container.nspawn and man8env.env, installs man8s-init,
+// protects /run and /tmp, then moves everything into place and creates the
+// settings and machinectl links.
+//
+// On any error or cancellation everything this call created is removed,
+// and nothing else: the host is as it was before.
+func Create(ctx context.Context, o Options) (res *Created, err error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if err := machine.ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	p := machine.PathsFor(o.Dirs, o.Name)
+	res = &Created{Paths: p}
+	if res.YggAddress, err = yggaddr.Address(o.Subnet, o.Name); err != nil {
+		return nil, err
+	}
+	vols, err := placeVolumes(o.Volumes, p)
+	if err != nil {
+		return nil, err
+	}
+	res.Volumes = vols
+
+	var u undo
+	defer func() {
+		if err != nil {
+			if uerr := u.run(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleaning up after the failure: %w", uerr))
+			}
+		}
+	}()
+	step := func(name string) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if o.beforeStep != nil {
+			return o.beforeStep(name)
+		}
+		return nil
+	}
+
+	// prepare: the parent dirs, then staging dirs beside each final one.
+	if err := step("prepare"); err != nil {
+		return nil, err
+	}
+	if err := p.CheckFree(); err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			if err := machine.CheckCustomDir(v.Host, p); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+			}
+		}
+	}
+	// The shared parents are made once with their final modes and never
+	// removed: another machine may live in them by the time this run ends.
+	for _, d := range []struct {
+		path string
+		mode fs.FileMode
+	}{
+		// The machines dir holds setuid files and device nodes of images:
+		// only root may enter it. The config dirs hold secrets.
+		{o.Dirs.Machines, 0o700}, {o.Dirs.Configs, 0o700}, {o.Dirs.Storage, 0o700},
+		{o.Dirs.Nspawn, 0o755}, {o.Dirs.Machinectl, 0o700},
+	} {
+		if _, err := ensureDir(d.path, d.mode); err != nil {
+			return nil, err
+		}
+	}
+	stage := func(final string) (string, error) {
+		parent := filepath.Dir(final)
+		made, err := ensureDir(parent, 0o755)
+		if err != nil {
+			return "", err
+		}
+		// A custom volume's parents that this run made go again if they
+		// hold nothing else by then.
+		for _, d := range made {
+			u.addParent(d)
+		}
+		dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
+		if err != nil {
+			return "", fmt.Errorf("creating a staging dir next to %s: %w", final, err)
+		}
+		u.add(dir)
+		return dir, nil
+	}
+	rootfs, err := stage(p.Rootfs)
+	if err != nil {
+		return nil, err
+	}
+	confDir, err := stage(p.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	storDir, err := stage(p.StorageDir)
+	if err != nil {
+		return nil, err
+	}
+	// staged maps each final dir to the staging dir standing in for it.
+	staged := map[string]string{p.ConfigDir: confDir, p.StorageDir: storDir}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			if staged[v.Host], err = stage(v.Host); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// stagedPath maps a final host path to where it is being built.
+	stagedPath := func(final string) string {
+		for f, s := range staged {
+			if fsutil.Within(final, f) {
+				return s + strings.TrimPrefix(final, f)
+			}
+		}
+		return final
+	}
+
+	if err := step("unpack"); err != nil {
+		return nil, err
+	}
+	if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, rootfs, o.Pull); err != nil {
+		return nil, err
+	}
+
+	if err := step("detect"); err != nil {
+		return nil, err
+	}
+	cfg := o.Image.Config.Config
+	argv := slices.Concat(cfg.Entrypoint, cfg.Cmd)
+	if res.Detection, err = imageinit.Detect(rootfs, argv); err != nil {
+		return nil, err
+	}
+	res.Mode, res.ModeReason = imageinit.Choose(o.Mode, res.Detection)
+
+	if err := step("volumes"); err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeSkip {
+			continue
+		}
+		if err := copyVolume(rootfs, v.Path, stagedPath(v.Host)); err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+		}
+	}
+
+	if err := step("files"); err != nil {
+		return nil, err
+	}
+	params := machinefiles.Params{
+		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
+		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: cfg,
+		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
+		EnvFile: p.Env, Version: o.Version, Created: o.Now,
+	}
+	for _, v := range vols {
+		if v.Kind != machine.VolumeSkip {
+			params.Binds = append(params.Binds, machinefiles.Bind{Host: v.Host, Container: v.Path})
+		}
+	}
+	settings, err := machinefiles.Settings(params)
+	if err != nil {
+		return nil, err
+	}
+	env, err := machinefiles.Env(params)
+	if err != nil {
+		return nil, err
+	}
+	if err := unitfile.WriteFileAtomic(stagedPath(p.Settings), settings, 0o644); err != nil {
+		return nil, err
+	}
+	// The environment may hold secrets: root only.
+	if err := envfile.WriteFileAtomic(stagedPath(p.Env), env, 0o600); err != nil {
+		return nil, err
+	}
+
+	if err := step("init"); err != nil {
+		return nil, err
+	}
+	if res.Init, err = initinstall.Install(rootfs, o.Init); err != nil {
+		return nil, err
+	}
+
+	if err := step("protect"); err != nil {
+		return nil, err
+	}
+	if res.Protect, err = protect.Protect(rootfs); err != nil {
+		return nil, err
+	}
+
+	// install: rename every staging dir into place, then the links. The
+	// rootfs goes last among the dirs: until then no machine of that name
+	// is visible to nspawn.
+	if err := step("install"); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(rootfs, 0o755); err != nil {
+		return nil, err
+	}
+	moves := [][2]string{{confDir, p.ConfigDir}, {storDir, p.StorageDir}}
+	for _, v := range vols {
+		if v.Kind == machine.VolumeCustom {
+			moves = append(moves, [2]string{staged[v.Host], v.Host})
+		}
+	}
+	moves = append(moves, [2]string{rootfs, p.Rootfs})
+	for _, m := range moves {
+		if err := u.rename(m[0], m[1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range [][2]string{{p.Settings, p.SettingsLink}, {p.Rootfs, p.ImageLink}} {
+		if err := u.symlink(l[0], l[1]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// placeVolumes checks the volumes and fills in their host dirs.
+func placeVolumes(vols []machine.Volume, p machine.Paths) ([]machine.Volume, error) {
+	out := make([]machine.Volume, 0, len(vols))
+	seen := map[string]bool{}
+	for _, v := range vols {
+		clean, err := machine.CleanVolumePath(v.Path)
+		if err != nil {
+			return nil, err
+		}
+		if seen[clean] {
+			return nil, fmt.Errorf("volume %s given twice", clean)
+		}
+		seen[clean] = true
+		v.Path = clean
+		switch v.Kind {
+		case machine.VolumeConfig, machine.VolumeData, machine.VolumeSkip:
+			v = v.Place(p)
+		case machine.VolumeCustom:
+			if v.Host == "" {
+				return nil, fmt.Errorf("volume %s: no host dir given", clean)
+			}
+			v.Host = filepath.Clean(v.Host)
+		default:
+			return nil, fmt.Errorf("volume %s: unknown kind %q", clean, v.Kind)
+		}
+		out = append(out, v)
+	}
+	for i, a := range out {
+		for _, b := range out[i+1:] {
+			if a.Host != "" && b.Host != "" && (fsutil.Within(a.Host, b.Host) || fsutil.Within(b.Host, a.Host)) {
+				return nil, fmt.Errorf("volumes %s and %s: host dirs %s and %s overlap", a.Path, b.Path, a.Host, b.Host)
+			}
+		}
+	}
+	return out, nil
+}
+
+// copyVolume creates the host dir dst with the content and attributes of
+// the image's dir at volPath inside rootfs. When the image has nothing
+// there, dst is an empty 0755 dir and the mount point is created in the
+// rootfs.
+func copyVolume(rootfs, volPath, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	src, err := resolveInRoot(rootfs, volPath, true)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("the image has a %s at %s, not a directory", fileType(fi), volPath)
+	}
+	// A custom volume's dst is its (empty) staging dir, already there.
+	if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, err := fsutil.CopyTree(src, dst); err != nil {
+		return fmt.Errorf("copying the image's %s to %s: %w", volPath, dst, err)
+	}
+	return fsutil.CopyMeta(src, dst)
+}
+
+func fileType(fi fs.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsRegular():
+		return "file"
+	default:
+		return "special file"
+	}
+}
+
+// resolveInRoot returns the host path of p inside root, resolving
+// symlinks as if root were "/" (openat2 RESOLVE_IN_ROOT), so a hostile
+// image cannot point a volume at a host dir. With create, missing dirs
+// are made (0755). root must be private to the caller: the result is a
+// path, valid as long as nobody else changes the tree.
+func resolveInRoot(root, p string, create bool) (string, error) {
+	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", root, err)
+	}
+	defer unix.Close(rootfd)
+	rootPath, err := fsutil.FdPath(rootfd)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", root, err)
+	}
+	const flags = unix.O_PATH | unix.O_DIRECTORY
+	rel := strings.TrimPrefix(p, "/")
+	in, err := fsutil.RealPathInRoot(rootfd, rootPath, rel, flags)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err = mkdirInRoot(rootfd, rel, flags); err == nil {
+			in, err = fsutil.RealPathInRoot(rootfd, rootPath, rel, flags)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("resolving %s in %s: %w", p, root, err)
+	}
+	return filepath.Join(root, in), nil
+}
+
+// mkdirInRoot creates the missing dirs of rel (0755) one by one, each
+// resolved in root. A dangling symlink on the way is an error: where it
+// points is not for mbctl to create.
+func mkdirInRoot(rootfd int, rel string, flags int) error {
+	cur := ""
+	for _, part := range strings.Split(rel, "/") {
+		next := part
+		if cur != "" {
+			next = cur + "/" + part
+		}
+		if fd, err := fsutil.OpenInRoot(rootfd, next, flags); err == nil {
+			unix.Close(fd)
+			cur = next
+			continue
+		}
+		pfd, err := fsutil.OpenInRoot(rootfd, orDot(cur), flags)
+		if err != nil {
+			return err
+		}
+		err = unix.Mkdirat(pfd, part, 0o755)
+		unix.Close(pfd)
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("/%s is a dangling symlink or not a directory", next)
+		}
+		if err != nil {
+			return fmt.Errorf("creating /%s: %w", next, err)
+		}
+		cur = next
+	}
+	return nil
+}
+
+func orDot(s string) string {
+	if s == "" {
+		return "."
+	}
+	return s
+}
+
+// ensureDir creates path and its missing parents with mode, and returns
+// the dirs it created, topmost first. A dir that another process creates at
+// the same moment is fine; only dirs this call created get their mode set
+// (the umask applied to Mkdir).
+func ensureDir(path string, mode fs.FileMode) ([]string, error) {
+	var missing []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return nil, fmt.Errorf("%s is not a directory", p)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		missing = append(missing, p)
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	var made []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		err := os.Mkdir(missing[i], mode)
+		if errors.Is(err, fs.ErrExist) {
+			if fi, serr := os.Stat(missing[i]); serr == nil && fi.IsDir() {
+				continue // made by someone else meanwhile
+			}
+		}
+		if err != nil {
+			return made, fmt.Errorf("creating %s: %w", missing[i], err)
+		}
+		if err := os.Chmod(missing[i], mode); err != nil {
+			return made, err
+		}
+		made = append(made, missing[i])
+	}
+	return made, nil
+}
+
+// undo records what Create made so that a failure can take it back. It
+// only ever removes what this run created: the staging dirs (unique names),
+// what they were renamed to (RENAME_NOREPLACE: nothing else was there), the
+// links it created, and — only while they are empty — parent dirs it made.
+type undo struct {
+	made []undoEntry // taken back in reverse order
+}
+
+type undoEntry struct {
+	path string
+	// parent: a dir made to hold what this run stages, removed only if it
+	// holds nothing else (rmdir), never with its content.
+	parent bool
+}
+
+func (u *undo) add(path string)       { u.made = append(u.made, undoEntry{path: path}) }
+func (u *undo) addParent(path string) { u.made = append(u.made, undoEntry{path: path, parent: true}) }
+
+// rename moves a staging dir to its final name, which must not exist.
+func (u *undo) rename(from, to string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("moving %s to %s: %w", from, to, err)
+	}
+	for i, m := range u.made {
+		if m.path == from {
+			u.made[i].path = to
+		}
+	}
+	return nil
+}
+
+func (u *undo) symlink(target, link string) error {
+	if err := os.Symlink(target, link); err != nil {
+		return fmt.Errorf("creating link %s: %w", link, err)
+	}
+	u.add(link)
+	return nil
+}
+
+// run removes what was made, newest first, never following a symlink
+// (os.RemoveAll deletes a symlink as a link). A parent dir that is not
+// empty belongs to someone else by now and stays.
+func (u *undo) run() error {
+	var errs []error
+	for i := len(u.made) - 1; i >= 0; i-- {
+		e := u.made[i]
+		if e.parent {
+			if err := unix.Rmdir(e.path); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
+			}
+			continue
+		}
+		if err := os.RemoveAll(e.path); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
+		}
+	}
+	u.made = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,403 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/unitfile"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/image/cache"
+	"github.com/man8s/mbctl/internal/image/registry"
+	"github.com/man8s/mbctl/internal/testbed"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	tbregistry "github.com/man8s/mbctl/internal/testbed/registry"
+	"github.com/man8s/mbctl/internal/testbed/tree"
+)
+
+// appImage pushes an image with two volumes whose content has owners,
+// links and xattrs, a /run to protect, and a symlink that points a third
+// volume at the host's root.
+func appImage(t *testing.T) *registry.Image {
+	t.Helper()
+	testbed.RequireT(t, "docker-registry")
+	reg := tbregistry.StartT(t, tbregistry.Options{})
+	l, err := ociimage.Layer(
+		ociimage.File("bin/app", []byte("#!/bin/sh\n"), 0o755),
+		ociimage.Entry{Path: "var/lib/app/", Type: '5', Mode: 0o750, UID: 1000, GID: 1000},
+		ociimage.Entry{Path: "var/lib/app/data.txt", Type: '0', Mode: 0o640, UID: 1000, GID: 1001, Content: []byte("data"), Xattrs: map[string]string{"user.origin": "image"}},
+		ociimage.Entry{Path: "var/lib/app/hard", Type: '1', Linkname: "var/lib/app/data.txt"},
+		ociimage.Entry{Path: "var/lib/app/link", Type: '2', Linkname: "data.txt", UID: 1000, GID: 1000},
+		ociimage.File("etc/app/app.conf", []byte("listen=:80\n"), 0o644),
+		ociimage.File("run/app/ready", []byte("x"), 0o644),
+		ociimage.Symlink("escape", "/"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ociimage.Image(ociimage.AppConfig{
+		Entrypoint: []string{"/bin/app"}, Cmd: []string{"--name", "a b"},
+		Env:        []string{ociimage.DefaultPath, "APP_MODE=prod"},
+		StopSignal: "SIGQUIT", Volumes: []string{"/var/lib/app", "/etc/app"},
+	}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Addr() + "/test/app:1"
+	if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
+		t.Fatal(err)
+	}
+	r, err := registry.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := registry.Resolve(t.Context(), r, registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
+func testOptions(t *testing.T, im *registry.Image) (Options, string) {
+	t.Helper()
+	root := t.TempDir()
+	dirs := config.Paths{Machines: filepath.Join(root, "machines"), Configs: filepath.Join(root, "configs"),
+		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "etc/nspawn"), Machinectl: filepath.Join(root, "machinectl")}
+	c, err := cache.Open(filepath.Join(t.TempDir(), "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initBin := filepath.Join(t.TempDir(), "man8s-init")
+	if err := os.WriteFile(initBin, []byte("init"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Options{
+		Name: "app1", Dirs: dirs, Bridge: "srvgrp0", Template: "network_isolated",
+		Image: im, Ref: "test/app:1", Subnet: netip.MustParsePrefix("300:2e98:a4b0:1789::/64"),
+		Mode: imageinit.Auto, Cache: c, Init: initinstall.Sources{Init: initBin},
+		Volumes: []machine.Volume{
+			{Path: "/var/lib/app", Kind: machine.VolumeData},
+			{Path: "/etc/app/", Kind: machine.VolumeConfig},
+			{Path: "/srv/out", Kind: machine.VolumeCustom, Host: filepath.Join(root, "custom/out")},
+		},
+		Version: "test", Now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC),
+	}, root
+}
+
+func TestCreate(t *testing.T) {
+	im := appImage(t)
+	o, root := testOptions(t, im)
+	// A hostile volume: /escape/tmp resolves to the rootfs's own /tmp.
+	o.Volumes = append(o.Volumes, machine.Volume{Path: "/escape/tmp", Kind: machine.VolumeSkip})
+	res, err := Create(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.Paths
+	if got, want := res.YggAddress.String(), "300:2e98:a4b0:1789:"; !strings.HasPrefix(got, want) {
+		t.Errorf("ygg address %s", got)
+	}
+	// Links.
+	for link, target := range map[string]string{p.SettingsLink: p.Settings, p.ImageLink: p.Rootfs} {
+		if got, err := os.Readlink(link); err != nil || got != target {
+			t.Errorf("%s -> %q (%v), want %s", link, got, err, target)
+		}
+	}
+	// Data volume content with owners, modes, hardlink, symlink, xattr.
+	data := filepath.Join(p.StorageDir, "var/lib/app")
+	snap, err := tree.Snapshot(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := tree.Snapshot(filepath.Join(p.Rootfs, "var/lib/app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := tree.Diff(want, snap); len(diff) > 0 {
+		t.Errorf("data volume differs from the image's dir:\n%s", diff)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(data, &st); err != nil || st.Uid != 1000 || st.Mode&0o7777 != 0o750 {
+		t.Errorf("data volume dir: uid %d mode %o (%v), want 1000, 750", st.Uid, st.Mode&0o7777, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.ConfigDir, "etc/app/app.conf")); err != nil || string(b) != "listen=:80\n" {
+		t.Errorf("config volume: %q %v", b, err)
+	}
+	custom := filepath.Join(root, "custom/out")
+	if fi, err := os.Stat(custom); err != nil || !fi.IsDir() {
+		t.Errorf("custom volume dir: %v", err)
+	}
+	// The custom volume's mount point was made inside the rootfs.
+	if fi, err := os.Stat(filepath.Join(p.Rootfs, "srv/out")); err != nil || !fi.IsDir() {
+		t.Errorf("mount point /srv/out: %v", err)
+	}
+	// Settings: binds in order, env file first.
+	s, err := unitfile.ReadFile(p.Settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBinds := []string{
+		p.Env + ":/man8env.env:idmap",
+		data + ":/var/lib/app:idmap",
+		filepath.Join(p.ConfigDir, "etc/app") + ":/etc/app:idmap",
+		custom + ":/srv/out:idmap",
+	}
+	if got := s.GetAll("Files", "Bind"); !slices.Equal(got, wantBinds) {
+		t.Errorf("Bind = %q\nwant %q", got, wantBinds)
+	}
+	env, err := envfile.ReadFile(p.Env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"MAN8S_CONTAINER_NAME": "app1", "MAN8S_STOP_SIGNAL": "SIGQUIT", "APP_MODE": "prod",
+		"MAN8S_APPLICATION_ARGS": "/bin/app --name 'a b'", "MAN8S_INIT_MODE": "supervise",
+		"MAN8S_OCI_IMAGE_DIGEST": im.Digest.String(), "MAN8S_YGGDRASIL_ADDRESS": res.YggAddress.String(),
+	} {
+		if got, _ := env.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if fi, err := os.Stat(p.Env); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("env file mode: %v %v", fi.Mode(), err)
+	}
+	// Init installed, /run protected, rootfs 0755 and the machines dir 0700.
+	if b, err := os.ReadFile(filepath.Join(p.Rootfs, "man8s-init/man8s-init")); err != nil || string(b) != "init" {
+		t.Errorf("man8s-init: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(p.Rootfs, "run.man8sprotected/app/ready")); err != nil {
+		t.Errorf("/run not protected: %v", err)
+	}
+	for dir, mode := range map[string]os.FileMode{p.Rootfs: 0o755, o.Dirs.Machines: 0o700, o.Dirs.Configs: 0o700} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v (%v), want %v", dir, fi.Mode().Perm(), err, mode)
+		}
+	}
+	// Nothing left from staging.
+	for _, d := range []string{o.Dirs.Machines, o.Dirs.Configs, o.Dirs.Storage, filepath.Join(root, "custom")} {
+		if m, _ := filepath.Glob(filepath.Join(d, ".*mbctl-staging*")); len(m) > 0 {
+			t.Errorf("staging left: %v", m)
+		}
+	}
+	// A second create of the same name is refused and changes nothing.
+	if _, err := Create(t.Context(), o); !errors.As(err, new(*machine.ExistsError)) {
+		t.Errorf("second Create = %v, want ExistsError", err)
+	}
+	if _, err := os.Stat(p.Rootfs); err != nil {
+		t.Errorf("refused Create removed the machine: %v", err)
+	}
+}
+
+// Interrupting Create before each of its steps leaves the host as it was,
+// but for the shared parent dirs (machines, configs, ...), which stay with
+// their final modes and nothing in them.
+func TestCreateInterruptedAtEveryStep(t *testing.T) {
+	im := appImage(t)
+	for _, at := range createSteps {
+		t.Run(at, func(t *testing.T) {
+			o, root := testOptions(t, im)
+			before, err := tree.Snapshot(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			o.beforeStep = func(step string) error {
+				if step == at {
+					cancel()
+					return ctx.Err()
+				}
+				return nil
+			}
+			if _, err := Create(ctx, o); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Create = %v, want context.Canceled", err)
+			}
+			after, err := tree.Snapshot(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkOnlySharedDirsAdded(t, o.Dirs, root, before, after)
+		})
+	}
+}
+
+// checkOnlySharedDirsAdded fails unless after differs from before only by
+// empty shared parent dirs of dirs (and their own parents) with the modes
+// Create gives them.
+func checkOnlySharedDirsAdded(t *testing.T, dirs config.Paths, root string, before, after map[string]tree.Node) {
+	t.Helper()
+	shared := map[string]os.FileMode{}
+	for d, mode := range map[string]os.FileMode{dirs.Machines: 0o700, dirs.Configs: 0o700, dirs.Storage: 0o700, dirs.Nspawn: 0o755, dirs.Machinectl: 0o700} {
+		for p := d; p != root; p = filepath.Dir(p) {
+			rel, _ := filepath.Rel(root, p)
+			shared["/"+rel] = mode
+		}
+	}
+	for _, d := range tree.Diff(before, after) {
+		path, _, _ := strings.Cut(d, ": ")
+		mode, ok := shared[path]
+		if !ok || !strings.Contains(d, "only in the second tree") {
+			t.Errorf("the host changed: %s", d)
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(root, path))
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != mode {
+			t.Errorf("shared dir %s: %v (%v), want a dir with mode %v", path, fi.Mode(), err, mode)
+		}
+	}
+}
+
+// Regression (issue 18): two pulls on a fresh host, B completes while A
+// runs, then A is interrupted. A's undo must not take the shared parent
+// dirs, and B with them.
+func TestCreateInterruptedKeepsOtherMachine(t *testing.T) {
+	im := appImage(t)
+	for _, at := range createSteps {
+		t.Run(at, func(t *testing.T) {
+			a, root := testOptions(t, im)
+			a.Name = "ma"
+			a.Volumes = []machine.Volume{
+				{Path: "/var/lib/app", Kind: machine.VolumeData},
+				{Path: "/etc/app", Kind: machine.VolumeSkip},
+				{Path: "/srv/out", Kind: machine.VolumeCustom, Host: filepath.Join(root, "custom/a/out")},
+			}
+			b := a
+			b.Name = "mb"
+			b.Volumes = []machine.Volume{
+				{Path: "/var/lib/app", Kind: machine.VolumeData},
+				{Path: "/etc/app", Kind: machine.VolumeConfig},
+				{Path: "/srv/out", Kind: machine.VolumeCustom, Host: filepath.Join(root, "custom/b/out")},
+			}
+			var made *Created
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			a.beforeStep = func(step string) error {
+				if step != at {
+					return nil
+				}
+				// Under "prepare" A has made nothing yet: B then makes the
+				// parents, A's staging comes after.
+				var err error
+				if made, err = Create(t.Context(), b); err != nil {
+					t.Fatalf("Create(mb) while ma runs: %v", err)
+				}
+				cancel()
+				return ctx.Err()
+			}
+			if _, err := Create(ctx, a); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Create(ma) = %v, want context.Canceled", err)
+			}
+			p := made.Paths
+			for _, path := range []string{p.Rootfs, p.ConfigDir, p.Env, p.Settings, p.StorageDir, p.SettingsLink, p.ImageLink,
+				filepath.Join(p.StorageDir, "var/lib/app/data.txt"), filepath.Join(root, "custom/b/out")} {
+				if _, err := os.Lstat(path); err != nil {
+					t.Errorf("ma's undo removed mb's %s: %v", path, err)
+				}
+			}
+			for _, path := range []string{filepath.Join(a.Dirs.Machines, "ma"), filepath.Join(a.Dirs.Configs, "ma"),
+				filepath.Join(a.Dirs.Storage, "ma"), filepath.Join(root, "custom/a")} {
+				if _, err := os.Lstat(path); err == nil {
+					t.Errorf("ma's %s was left behind", path)
+				}
+			}
+			for _, d := range []string{a.Dirs.Machines, a.Dirs.Configs, a.Dirs.Storage, filepath.Join(root, "custom")} {
+				if m, _ := filepath.Glob(filepath.Join(d, ".*mbctl-staging*")); len(m) > 0 {
+					t.Errorf("staging left: %v", m)
+				}
+			}
+		})
+	}
+}
+
+// Shared parents are created by whoever comes first; a concurrent creator
+// is not an error.
+func TestEnsureDirConcurrent(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "a/b/c")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { _, err := ensureDir(path, 0o700); errs <- err }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("ensureDir: %v", err)
+		}
+	}
+	for _, p := range []string{"a", "a/b", "a/b/c"} {
+		if fi, err := os.Stat(filepath.Join(root, p)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v", p, fi.Mode(), err)
+		}
+	}
+	if made, err := ensureDir(path, 0o700); err != nil || len(made) != 0 {
+		t.Errorf("ensureDir of an existing dir = %v, %v; want nothing made", made, err)
+	}
+}
+
+func TestResolveInRoot(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][2]string{{"abs", "/etc"}, {"up", "../../.."}, {"dangling", "/nowhere/deeper"}} {
+		if err := os.Symlink(l[1], filepath.Join(root, l[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"/abs/x", "etc/x"},
+		{"/up/y", "y"},
+		{"/a/b", "a/b"},
+	} {
+		got, err := resolveInRoot(root, tt.in, true)
+		if err != nil || got != filepath.Join(root, tt.want) {
+			t.Errorf("resolveInRoot(%s) = %q, %v; want %s", tt.in, got, err, filepath.Join(root, tt.want))
+		}
+	}
+	if _, err := os.Stat("/etc/x"); err == nil {
+		t.Fatal("created /etc/x on the host")
+	}
+	if _, err := resolveInRoot(root, "/dangling/z", true); err == nil || !strings.Contains(err.Error(), "dangling") {
+		t.Errorf("through a dangling symlink: %v", err)
+	}
+}
+
+// A rootfs reached through a symlinked parent directory (paths.machines
+// linked to another disk) resolves inside it, not "outside" it.
+func TestResolveInRootSymlinkedParent(t *testing.T) {
+	disk := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(disk, "m", "rootfs", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(disk, "m", "rootfs", "abs")); err != nil {
+		t.Fatal(err)
+	}
+	machines := filepath.Join(t.TempDir(), "machines")
+	if err := os.Symlink(disk, machines); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(machines, "m", "rootfs")
+	for _, tt := range []struct{ in, want string }{
+		{"/etc", "etc"},
+		{"/abs/new", "etc/new"},
+	} {
+		got, err := resolveInRoot(root, tt.in, true)
+		if err != nil || got != filepath.Join(root, tt.want) {
+			t.Errorf("resolveInRoot(%s) = %q, %v; want %s", tt.in, got, err, filepath.Join(root, tt.want))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(disk, "m", "rootfs", "etc", "new")); err != nil {
+		t.Errorf("/abs/new not created in the rootfs: %v", err)
+	}
+}
