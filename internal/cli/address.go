@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
@@ -20,7 +24,7 @@ suffix and only the prefix changes.
 
 The host's subnet is read from the Yggdrasil admin endpoint (network.ygg_admin);
 when that is unreachable, network.ygg_prefix from the configuration is used.`)
-	cmd.AddCommand(newAddressGetCmd(f), newAddressGetSuffixCmd(f))
+	cmd.AddCommand(NewCmdAddressGet(f, nil), NewCmdAddressGetSuffix(f, nil))
 	return cmd
 }
 
@@ -33,45 +37,73 @@ type addressReport struct {
 	Source  string      `json:"subnet_source,omitempty"`
 }
 
-func newAddressGetCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+// AddressOptions are the inputs of `address get` and `address getsuffix`.
+type AddressOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+
+	Name string
+	JSON bool
+}
+
+// NewCmdAddressGet builds `address get`; runF, if not nil, replaces
+// addressGetRun (tests).
+func NewCmdAddressGet(f *Factory, runF func(context.Context, *AddressOptions) error) *cobra.Command {
+	opts := &AddressOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "get NAME",
 		Short: "Print machine NAME's address in this host's Yggdrasil subnet",
+		Long: `Print machine NAME's address in this host's Yggdrasil subnet. NAME need not
+exist yet: the address follows from the name alone, so it can go into other
+machines' configuration before NAME is pulled.`,
 		Example: `  $ mbctl address get TestBWContainer3
-  300:2e98:a4b0:1789:1d44:bc13:a177:c4d`,
-		Args: exactArgs("NAME"),
+  300:2e98:a4b0:1789:1d44:bc13:a177:c4d
+
+  # reach a machine's service from any host of the mesh
+  curl "http://[$(mbctl address get Man8Registry)]:5000/v2/"`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := machine.ValidateName(name); err != nil {
-				return err
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			cfg, _, err := f.Config()
-			if err != nil {
-				return err
-			}
-			subnet, source, err := yggadmin.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix)
-			if err != nil {
-				return err
-			}
-			f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
-			addr, err := yggaddr.Address(subnet, name)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(f.IO.Out, addressReport{Name: name, Suffix: yggaddr.Suffix(name), Address: &addr, Subnet: subnet.String(), Source: source})
-			}
-			_, err = fmt.Fprintln(f.IO.Out, addr)
-			return err
+			return addressGetRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print name, suffix, address and the subnet's source as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print name, suffix, address and the subnet's source as JSON")
 	return cmd
 }
 
-func newAddressGetSuffixCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+func addressGetRun(ctx context.Context, opts *AddressOptions) error {
+	if err := machine.ValidateName(opts.Name); err != nil {
+		return err
+	}
+	cfg, _, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
+	if err != nil {
+		return err
+	}
+	opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
+	addr, err := yggaddr.Address(subnet, opts.Name)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, addressReport{Name: opts.Name, Suffix: yggaddr.Suffix(opts.Name), Address: &addr, Subnet: subnet.String(), Source: source})
+	}
+	_, err = fmt.Fprintln(opts.IO.Out, addr)
+	return err
+}
+
+// NewCmdAddressGetSuffix builds `address getsuffix`; runF, if not nil,
+// replaces addressGetSuffixRun (tests).
+func NewCmdAddressGetSuffix(f *Factory, runF func(context.Context, *AddressOptions) error) *cobra.Command {
+	opts := &AddressOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "getsuffix NAME",
 		Short: "Print the host-independent suffix of machine NAME's address (prefix ::/64)",
@@ -80,30 +112,38 @@ address that does not depend on the host. Needs no Yggdrasil. With --json the
 full address is included when this host's subnet is known.`,
 		Example: `  $ mbctl address getsuffix TestBWContainer3
   ::1d44:bc13:a177:c4d`,
-		Args: exactArgs("NAME"),
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := machine.ValidateName(name); err != nil {
-				return err
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			suffix := yggaddr.Suffix(name)
-			if !asJSON {
-				_, err := fmt.Fprintln(f.IO.Out, suffix)
-				return err
-			}
-			report := addressReport{Name: name, Suffix: suffix}
-			if cfg, _, err := f.Config(); err == nil {
-				if subnet, source, err := yggadmin.HostSubnet(cmd.Context(), cfg.Network.YggAdmin, cfg.Network.YggPrefix); err == nil {
-					if addr, err := yggaddr.Address(subnet, name); err == nil {
-						report.Address, report.Subnet, report.Source = &addr, subnet.String(), source
-					}
-				} else {
-					f.Logger().Debug("host subnet unknown; printing the suffix only", "err", err)
-				}
-			}
-			return writeJSON(f.IO.Out, report)
+			return addressGetSuffixRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print name, suffix and (when known) the full address as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print name, suffix and (when known) the full address as JSON")
 	return cmd
+}
+
+func addressGetSuffixRun(ctx context.Context, opts *AddressOptions) error {
+	if err := machine.ValidateName(opts.Name); err != nil {
+		return err
+	}
+	suffix := yggaddr.Suffix(opts.Name)
+	if !opts.JSON {
+		_, err := fmt.Fprintln(opts.IO.Out, suffix)
+		return err
+	}
+	report := addressReport{Name: opts.Name, Suffix: suffix}
+	if cfg, _, err := opts.Config(); err == nil {
+		if subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix); err == nil {
+			if addr, err := yggaddr.Address(subnet, opts.Name); err == nil {
+				report.Address, report.Subnet, report.Source = &addr, subnet.String(), source
+			}
+		} else {
+			opts.Log.Debug("host subnet unknown; printing the suffix only", "err", err)
+		}
+	}
+	return writeJSON(opts.IO.Out, report)
 }

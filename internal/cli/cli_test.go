@@ -53,7 +53,7 @@ func TestExitStatus(t *testing.T) {
 		{"unknown group", []string{"bogus"}, 2, `unknown command "bogus"`},
 		{"unknown verb", []string{"address", "bogus"}, 2, `unknown verb "bogus"`},
 		{"unknown flag", []string{"address", "getsuffix", "--nope", "x"}, 2, "unknown flag"},
-		{"missing argument", []string{"address", "getsuffix"}, 2, "takes 1 argument(s): NAME"},
+		{"missing argument", []string{"address", "getsuffix"}, 2, "takes 1 argument: NAME"},
 		{"invalid name", []string{"address", "getsuffix", "a b"}, 1, `invalid machine name "a b"`},
 	}
 	for _, tt := range tests {

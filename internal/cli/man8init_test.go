@@ -64,7 +64,7 @@ func TestOCIMan8initErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"no path", busybox, []string{"oci", "man8init"}, 2, "takes 1 argument(s): PATH"},
+		{"no path", busybox, []string{"oci", "man8init"}, 2, "takes 1 argument: PATH"},
 		{"missing rootfs", busybox, []string{"oci", "man8init", missing}, 1, missing},
 		{"rootfs is a file", busybox, []string{"oci", "man8init", file}, 1, "is not a directory"},
 		{"init missing", missing, []string{"oci", "man8init", t.TempDir()}, 1, "configured man8s-init"},

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -33,6 +34,9 @@ const (
 type Factory struct {
 	IO     *iostreams.IOStreams
 	Getenv func(string) string
+	// Geteuid is the effective user id (nil: the process's own); tests
+	// pretend not to be root with it.
+	Geteuid func() int
 
 	// configPath is the --config flag value.
 	configPath string
@@ -62,13 +66,21 @@ func (f *Factory) Config() (config.Config, config.Origin, error) {
 	return f.cfg, f.origin, f.cfgErr
 }
 
-// Logger returns the debug/notice logger: text to stderr, debug level with -v.
+// Logger returns the debug/notice logger: text to stderr, debug level with
+// -v. Commands may take it before the flags are parsed: the level is read
+// when a record is logged.
 func (f *Factory) Logger() *slog.Logger {
-	level := slog.LevelInfo
-	if f.verbose {
-		level = slog.LevelDebug
+	return slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: verbosity{f}}))
+}
+
+// verbosity is the level -v asks for, read at log time.
+type verbosity struct{ f *Factory }
+
+func (v verbosity) Level() slog.Level {
+	if v.f.verbose {
+		return slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: level}))
+	return slog.LevelInfo
 }
 
 // usageError marks errors in how mbctl was called (exit status 2).
@@ -169,11 +181,26 @@ func groupCmd(use, short, long string) *cobra.Command {
 // exactArgs is cobra.ExactArgs with a usage error that names the arguments.
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != len(names) {
-			return usagef("%s takes %d argument(s): %s (got %d)", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
+		if len(args) == len(names) {
+			return nil
 		}
-		return nil
+		if len(names) == 0 {
+			return usagef("%s takes no arguments (got %d: %s)", cmd.CommandPath(), len(args), strings.Join(args, " "))
+		}
+		noun := "arguments"
+		if len(names) == 1 {
+			noun = "argument"
+		}
+		return usagef("%s takes %d %s: %s (got %d)", cmd.CommandPath(), len(names), noun, strings.Join(names, " "), len(args))
 	}
+}
+
+// isRoot reports whether mbctl runs as root.
+func (f *Factory) isRoot() bool {
+	if f.Geteuid != nil {
+		return f.Geteuid() == 0
+	}
+	return os.Geteuid() == 0
 }
 
 // Main runs mbctl with args and returns the process exit status.
@@ -206,6 +233,11 @@ func run(ctx context.Context, args []string, f *Factory) int {
 		return es.code // the command said what happened itself
 	}
 	fmt.Fprintf(ios.ErrOut, "mbctl: %v\n", err)
+	if errors.Is(err, fs.ErrPermission) && !f.isRoot() {
+		// Machines, their files and the cache belong to root.
+		fmt.Fprintf(ios.ErrOut, "mbctl: run mbctl as root (sudo %s)\n", strings.Join(append([]string{"mbctl"}, args...), " "))
+		return exitError
+	}
 	var ue *usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
 		fmt.Fprintf(ios.ErrOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
