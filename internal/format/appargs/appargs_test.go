@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/man8s/mbctl/internal/testbed/ci"
 )
 
 const helperEnv = "APPARGS_TEST_PRINT_ARGS"
@@ -53,7 +55,7 @@ func TestQuoteRoundTrip(t *testing.T) {
 
 func TestQuoteThroughRealShell(t *testing.T) {
 	if _, err := os.Stat(ShellPath); err != nil {
-		t.Skipf("no %s: %v", ShellPath, err)
+		ci.Skip(t, "no %s: %v", ShellPath, err)
 	}
 	self, err := os.Executable()
 	if err != nil {

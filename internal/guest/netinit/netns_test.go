@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -22,9 +24,7 @@ import (
 // goroutine), so nothing here touches the test host's network.
 func inNewNetns(t *testing.T, fn func() error) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
+	ci.RequireRoot(t, "network namespaces")
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/man8s/mbctl/internal/host/config"
@@ -297,9 +299,7 @@ func TestNetworkdPID(t *testing.T) {
 // The real probes, where they can run: a user namespace and an idmapped
 // mount of a temp dir (never attached, so nothing to clean up).
 func TestRealProbes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	ci.RequireRoot(t, "user namespaces and idmapped mounts")
 	if err := ProbeIdmap(t.Context(), t.TempDir()); err != nil {
 		t.Errorf("ProbeIdmap on a temp dir: %v", err)
 	}

@@ -72,6 +72,9 @@ type Cache struct {
 	// noSync skips the fdatasync before a blob is renamed into place; only
 	// the benchmark sets it, to measure what the sync costs.
 	noSync bool
+	// lockWaiting, if set, is called when Acquire finds the lock taken and
+	// starts to wait; tests wait on it instead of sleeping.
+	lockWaiting func()
 }
 
 // Open opens the cache in dir, creating dir, oci-layout, blobs/sha256 and an

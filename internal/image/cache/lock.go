@@ -29,7 +29,7 @@ func (c *Cache) Acquire(ctx context.Context, shared bool) (release func() error,
 		how, kind = unix.LOCK_SH, "shared"
 	}
 	p := filepath.Join(c.dir, lockFile)
-	f, err := lockWait(ctx, p, how)
+	f, err := lockWait(ctx, p, how, c.lockWaiting)
 	if err != nil {
 		return nil, fmt.Errorf("taking %s lock on %s: %w", kind, p, err)
 	}
@@ -43,7 +43,7 @@ func (c *Cache) Acquire(ctx context.Context, shared bool) (release func() error,
 
 // lockWait opens (creating if needed) the lock file p and flocks it with
 // how, polling until it succeeds or ctx is done.
-func lockWait(ctx context.Context, p string, how int) (*os.File, error) {
+func lockWait(ctx context.Context, p string, how int, waiting func()) (*os.File, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -67,6 +67,9 @@ func lockWait(ctx context.Context, p string, how int) (*os.File, error) {
 			return nil, err
 		}
 		if timer == nil {
+			if waiting != nil {
+				waiting()
+			}
 			timer = time.NewTimer(lockPollTime)
 		} else {
 			timer.Reset(lockPollTime)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -43,6 +44,8 @@ func TestAcquireSemantics(t *testing.T) {
 			}
 
 			// Once the holder releases, a waiter gets the lock.
+			waiting := make(chan struct{})
+			c.lockWaiting = sync.OnceFunc(func() { close(waiting) })
 			got := make(chan error, 1)
 			go func() {
 				rel, err := c.Acquire(context.Background(), tc.wanted)
@@ -54,7 +57,9 @@ func TestAcquireSemantics(t *testing.T) {
 			select {
 			case err := <-got:
 				t.Fatalf("Acquire() returned %v while the lock was held", err)
-			case <-time.After(150 * time.Millisecond):
+			case <-waiting:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the waiter neither waited nor returned")
 			}
 			if err := release(); err != nil {
 				t.Fatal(err)
@@ -83,21 +88,25 @@ func TestAcquireCancel(t *testing.T) {
 	defer release()
 
 	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan struct{})
+	c.lockWaiting = sync.OnceFunc(func() { close(waiting) })
 	got := make(chan error, 1)
 	go func() {
 		_, err := c.Acquire(ctx, true)
 		got <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
+	select {
+	case <-waiting: // blocked on the lock: now cancel
+	case err := <-got:
+		t.Fatalf("Acquire() = %v while the lock was held", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Acquire neither waited nor returned")
+	}
 	cancel()
 	select {
 	case err := <-got:
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Acquire() = %v, want context.Canceled", err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Acquire took %v to notice the cancellation", d)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Acquire did not return after cancel")

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -111,8 +113,8 @@ func TestRootWithDefaultACL(t *testing.T) {
 		e.root = dir
 		err = unix.Setxattr(e.root, "system.posix_acl_default", aclDefault(), 0)
 	}
-	if errors.Is(err, unix.EOPNOTSUPP) && os.Getenv("CI") != "true" {
-		t.Skip("the file system does not support POSIX ACLs")
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		ci.Skip(t, "the file system does not support POSIX ACLs")
 	}
 	if err != nil {
 		t.Fatal(err)

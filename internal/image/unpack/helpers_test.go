@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -254,13 +256,7 @@ func (e *testEnv) snapshot(t testing.TB) map[string]nodeState {
 // trusted.* and security.* attributes), except in CI where it fails.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true but not running as root: root-only tests must run in CI")
-	}
-	t.Skip("needs root: chown, mknod, trusted.* and security.* xattrs")
+	ci.RequireRoot(t, "chown, mknod, trusted.* and security.* xattrs")
 }
 
 func testLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -241,9 +243,7 @@ func TestRootfs(t *testing.T) {
 	if err := Rootfs(dir, bb); err != nil {
 		t.Fatalf("second Rootfs: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("chroot check needs root")
-	}
+	ci.RequireRoot(t, "the chroot check")
 	out, err := exec.CommandContext(t.Context(), "chroot", dir, "/bin/sh", "-c", "echo $(id -un) $(ls /bin/busybox) ok").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "root /bin/busybox ok" {
 		t.Errorf("chroot sh: %q, %v", out, err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 )
 
@@ -21,7 +23,7 @@ func binaries(t *testing.T) (static, dynamic string) {
 			return static, c
 		}
 	}
-	t.Skip("no dynamically linked executable on this host")
+	ci.Skip(t, "no dynamically linked executable on this host")
 	return
 }
 
