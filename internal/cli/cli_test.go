@@ -140,7 +140,7 @@ func TestAddressGet(t *testing.T) {
 		t.Errorf("got status %d, stdout %q, stderr %q", code, out, stderr)
 	}
 	code, _, stderr = runCLI(t, noConfig(t, ""), "address", "get", "TestBWContainer3")
-	if code != 1 || !strings.Contains(stderr, "is yggdrasil running? or set ygg_prefix") {
+	if code != 1 || !strings.Contains(stderr, "is yggdrasil running? or set network.ygg_prefix") {
 		t.Errorf("without yggdrasil or ygg_prefix: status %d, stderr %q; want a hint", code, stderr)
 	}
 }

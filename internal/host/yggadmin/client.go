@@ -249,7 +249,7 @@ func (c *Client) request(ctx context.Context, name string) (json.RawMessage, err
 
 // dialError explains why connecting failed.
 func (c *Client) dialError(ctx context.Context, budget time.Duration, err error) error {
-	const notRunning = "is yggdrasil running? or set ygg_prefix in the config"
+	const notRunning = "is yggdrasil running? or set network.ygg_prefix in the config"
 	switch {
 	case errors.Is(err, syscall.ENOENT):
 		return &clientError{

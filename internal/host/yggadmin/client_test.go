@@ -248,25 +248,25 @@ func TestGetSelfUnreachable(t *testing.T) {
 		{
 			name:     "missing socket",
 			endpoint: "unix://" + dir + "/x.sock",
-			wantErr:  "yggdrasil admin socket " + dir + "/x.sock does not exist: is yggdrasil running? or set ygg_prefix in the config",
+			wantErr:  "yggdrasil admin socket " + dir + "/x.sock does not exist: is yggdrasil running? or set network.ygg_prefix in the config",
 			wantIs:   fs.ErrNotExist,
 		},
 		{
 			name:     "missing directory",
 			endpoint: "unix://" + dir + "/nodir/x.sock",
-			wantErr:  "yggdrasil admin socket " + dir + "/nodir/x.sock does not exist: is yggdrasil running? or set ygg_prefix in the config",
+			wantErr:  "yggdrasil admin socket " + dir + "/nodir/x.sock does not exist: is yggdrasil running? or set network.ygg_prefix in the config",
 			wantIs:   fs.ErrNotExist,
 		},
 		{
 			name:     "stale socket",
 			endpoint: "unix://" + stale,
-			wantErr:  "yggdrasil admin socket " + stale + " refused the connection: is yggdrasil running? or set ygg_prefix in the config",
+			wantErr:  "yggdrasil admin socket " + stale + " refused the connection: is yggdrasil running? or set network.ygg_prefix in the config",
 			wantIs:   syscall.ECONNREFUSED,
 		},
 		{
 			name:     "closed TCP port",
 			endpoint: "tcp://" + closedPort,
-			wantErr:  "yggdrasil admin endpoint tcp://" + closedPort + " refused the connection: is yggdrasil running? or set ygg_prefix in the config",
+			wantErr:  "yggdrasil admin endpoint tcp://" + closedPort + " refused the connection: is yggdrasil running? or set network.ygg_prefix in the config",
 			wantIs:   syscall.ECONNREFUSED,
 		},
 	}

@@ -14,7 +14,7 @@ const (
 	// SubnetFromNode means the running Yggdrasil node reported the subnet.
 	SubnetFromNode = "yggdrasil"
 	// SubnetFromConfig means the node was unreachable and the configured
-	// prefix (ygg_prefix) was used.
+	// prefix (network.ygg_prefix) was used.
 	SubnetFromConfig = "config"
 )
 
@@ -47,14 +47,14 @@ func HostSubnet(ctx context.Context, admin, configured string, opts ...Option) (
 		if nodeErr != nil {
 			return netip.Prefix{}, "", nodeErr
 		}
-		return netip.Prefix{}, "", errors.New("this host's yggdrasil subnet is unknown: set ygg_admin to the yggdrasil admin endpoint or ygg_prefix to the subnet in the config")
+		return netip.Prefix{}, "", errors.New("this host's yggdrasil subnet is unknown: set network.ygg_admin to the yggdrasil admin endpoint or network.ygg_prefix to the subnet in the config")
 	}
 	p, err := netip.ParsePrefix(configured)
 	if err == nil {
 		err = yggaddr.CheckPrefix(p)
 	}
 	if err != nil {
-		return netip.Prefix{}, "", fmt.Errorf("configured yggdrasil prefix ygg_prefix %q: %w", configured, err)
+		return netip.Prefix{}, "", fmt.Errorf("configured yggdrasil prefix network.ygg_prefix %q: %w", configured, err)
 	}
 	return p.Masked(), SubnetFromConfig, nil
 }

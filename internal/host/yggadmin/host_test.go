@@ -27,11 +27,11 @@ func TestHostSubnet(t *testing.T) {
 		{name: "node unreachable, config used", admin: missing, configured: "300:2e98:a4b0:1789::/64", want: "300:2e98:a4b0:1789::/64", wantSource: SubnetFromConfig},
 		{name: "configured prefix is masked", admin: missing, configured: "300:2e98:a4b0:1789::1/64", want: "300:2e98:a4b0:1789::/64", wantSource: SubnetFromConfig},
 		{name: "no endpoint, config used", configured: "300:2e98:a4b0:1789::/64", want: "300:2e98:a4b0:1789::/64", wantSource: SubnetFromConfig},
-		{name: "node unreachable, no config", admin: missing, wantErr: "does not exist: is yggdrasil running? or set ygg_prefix in the config", wantIs: ErrUnreachable},
+		{name: "node unreachable, no config", admin: missing, wantErr: "does not exist: is yggdrasil running? or set network.ygg_prefix in the config", wantIs: ErrUnreachable},
 		{name: "node errors, no fallback", admin: failing, configured: "300:2e98:a4b0:1789::/64", wantErr: "reading this host's yggdrasil subnet: yggdrasil admin socket"},
-		{name: "nothing configured", wantErr: "this host's yggdrasil subnet is unknown: set ygg_admin"},
+		{name: "nothing configured", wantErr: "this host's yggdrasil subnet is unknown: set network.ygg_admin"},
 		{name: "bad endpoint", admin: "http://x", wantErr: `scheme "http" is not supported`},
-		{name: "bad configured prefix", admin: missing, configured: "300::", wantErr: `configured yggdrasil prefix ygg_prefix "300::"`},
+		{name: "bad configured prefix", admin: missing, configured: "300::", wantErr: `configured yggdrasil prefix network.ygg_prefix "300::"`},
 		{name: "IPv4 configured prefix", configured: "10.0.0.0/8", wantErr: "is IPv4"},
 	}
 	for _, tt := range tests {

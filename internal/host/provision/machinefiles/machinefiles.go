@@ -9,6 +9,7 @@
 package machinefiles
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path"
@@ -185,7 +186,8 @@ func settings(p Params) (*unitfile.File, error) {
 		}
 		q, err := unitfile.QuoteEnvironment(k, vals[k])
 		if err != nil {
-			return nil, fmt.Errorf("image Env: %w", err)
+			errs = append(errs, fmt.Errorf("image Env: %w", err))
+			continue
 		}
 		line("Environment", q)
 	}
@@ -223,7 +225,7 @@ func settings(p Params) (*unitfile.File, error) {
 		line("Bind", v)
 	}
 	if len(errs) > 0 {
-		return nil, errs[0]
+		return nil, errors.Join(errs...)
 	}
 	f, err := unitfile.Parse(strings.NewReader(b.String()))
 	if err != nil {
@@ -354,7 +356,7 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 		line(k, vals[k])
 	}
 	if len(errs) > 0 {
-		return nil, errs[0]
+		return nil, errors.Join(errs...)
 	}
 	f, err := envfile.Parse(strings.NewReader(b.String()))
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/testbed/ci"
+
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -236,7 +238,7 @@ var awkwardArgv = [][]string{
 func TestApplicationArgsThroughShell(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		ci.Skip(t, "no sh on PATH: %v", err)
 	}
 	for _, argv := range awkwardArgv {
 		img := v1.Config{Entrypoint: argv[:1], Cmd: argv[1:]}
@@ -328,5 +330,25 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Every bad value is reported, not only the first.
+func TestErrorsAllReported(t *testing.T) {
+	p := cases()["nginx"]
+	p.Image.Env = append(append([]string(nil), p.Image.Env...), "MOTD=a\nb", "BANNER=c\nd")
+	_, err := Env(p)
+	for _, key := range []string{"MOTD", "BANNER"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Env: %v, want an error naming %s", err, key)
+		}
+	}
+	p = cases()["nginx"]
+	p.Image.Env = []string{"PATH=/bin\n/x", "HOME=/root\n/y"}
+	_, err = Settings(p)
+	for _, key := range []string{"PATH", "HOME"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Settings: %v, want an error naming %s", err, key)
+		}
 	}
 }
