@@ -1,6 +1,10 @@
 # mbctl — see README.md. `make help` lists the targets.
 
-GO      ?= go
+# Go may be only in /usr/local/go/bin (the README says so): on PATH for
+# every recipe and for what the tests start (go build in the e2e suite).
+# ($(shell) does not see exported variables before make 4.4: GO is a path.)
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BIN     := bin
@@ -26,10 +30,10 @@ UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /test/)
 
 .PHONY: all help deps build install test test-unit e2e bench bench-startup bench-go lint demo clean
 
-all: build
+all: build ## the default: build
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "%-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 deps: ## install the Debian packages the tests and the demo need (as root)
 	@scripts/install-deps.sh
@@ -80,5 +84,5 @@ lint: ## gofmt and go vet
 demo: deps build ## the whole scenario in a sandbox: the real registry as a machine, reached over Yggdrasil
 	$(GO) run ./test/demo -mbctl $(BIN)/mbctl
 
-clean:
+clean: ## remove bin/
 	rm -rf $(BIN)
