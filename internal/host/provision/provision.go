@@ -80,8 +80,41 @@ type Created struct {
 	Protect    protect.Result
 }
 
-// Steps of Create, in order (the names tests interrupt at).
-var createSteps = []string{"prepare", "unpack", "detect", "volumes", "files", "init", "protect", "install"}
+// creation is the state of one Create: what it was asked, what it made so
+// far (and will take back on failure), and where it builds.
+type creation struct {
+	o   Options
+	p   machine.Paths
+	res *Created
+	u   undo
+
+	// rootfs, confDir and storDir are the staging dirs standing in for the
+	// rootfs, the config dir and the storage dir.
+	rootfs, confDir, storDir string
+	// staged maps each final dir (config, storage, custom volumes) to the
+	// staging dir standing in for it.
+	staged map[string]string
+}
+
+// createStep is one named step of Create.
+type createStep struct {
+	name string
+	run  func(*creation, context.Context) error
+}
+
+// createSteps are Create's steps in order; tests interrupt before each.
+func createSteps() []createStep {
+	return []createStep{
+		{"prepare", (*creation).prepare},
+		{"unpack", (*creation).unpack},
+		{"detect", (*creation).detect},
+		{"volumes", (*creation).copyVolumes},
+		{"files", (*creation).writeFiles},
+		{"init", (*creation).installInit},
+		{"protect", (*creation).protect},
+		{"install", (*creation).install},
+	}
+}
 
 // Create makes machine o.Name: it unpacks the image into a staging dir,
 // detects the image's init, copies the volumes' image content into their
@@ -90,7 +123,8 @@ var createSteps = []string{"prepare", "unpack", "detect", "volumes", "files", "i
 // settings and machinectl links.
 //
 // On any error or cancellation everything this call created is removed,
-// and nothing else: the host is as it was before.
+// and nothing else: the host is as it was before, but for the shared parent
+// dirs (machines, configs, ...), which stay once made.
 func Create(ctx context.Context, o Options) (res *Created, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -101,46 +135,47 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	if err := machine.ValidateName(o.Name); err != nil {
 		return nil, err
 	}
-	p := machine.PathsFor(o.Dirs, o.Name)
-	res = &Created{Paths: p}
-	if res.YggAddress, err = yggaddr.Address(o.Subnet, o.Name); err != nil {
+	c := &creation{o: o, p: machine.PathsFor(o.Dirs, o.Name)}
+	c.res = &Created{Paths: c.p}
+	if c.res.YggAddress, err = yggaddr.Address(o.Subnet, o.Name); err != nil {
 		return nil, err
 	}
-	vols, err := placeVolumes(o.Volumes, p)
-	if err != nil {
+	if c.res.Volumes, err = placeVolumes(o.Volumes, c.p); err != nil {
 		return nil, err
 	}
-	res.Volumes = vols
-
-	var u undo
 	defer func() {
 		if err != nil {
-			if uerr := u.run(); uerr != nil {
+			if uerr := c.u.run(); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("cleaning up after the failure: %w", uerr))
 			}
 		}
 	}()
-	step := func(name string) error {
+	for _, st := range createSteps() {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		if o.beforeStep != nil {
-			return o.beforeStep(name)
+			if err := o.beforeStep(st.name); err != nil {
+				return nil, err
+			}
 		}
-		return nil
+		if err := st.run(c, ctx); err != nil {
+			return nil, err
+		}
 	}
+	return c.res, nil
+}
 
-	// prepare: the parent dirs, then staging dirs beside each final one.
-	if err := step("prepare"); err != nil {
-		return nil, err
+// prepare checks that the name and the custom volume dirs are free, makes
+// the shared parent dirs, and a staging dir beside each final dir.
+func (c *creation) prepare(context.Context) error {
+	if err := c.p.CheckFree(); err != nil {
+		return err
 	}
-	if err := p.CheckFree(); err != nil {
-		return nil, err
-	}
-	for _, v := range vols {
+	for _, v := range c.res.Volumes {
 		if v.Kind == machine.VolumeCustom {
-			if err := machine.CheckCustomDir(v.Host, p); err != nil {
-				return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+			if err := machine.CheckCustomDir(v.Host, c.p); err != nil {
+				return fmt.Errorf("volume %s: %w", v.Path, err)
 			}
 		}
 	}
@@ -152,162 +187,161 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	}{
 		// The machines dir holds setuid files and device nodes of images:
 		// only root may enter it. The config dirs hold secrets.
-		{o.Dirs.Machines, 0o700}, {o.Dirs.Configs, 0o700}, {o.Dirs.Storage, 0o700},
-		{o.Dirs.Nspawn, 0o755}, {o.Dirs.Machinectl, 0o700},
+		{c.o.Dirs.Machines, 0o700}, {c.o.Dirs.Configs, 0o700}, {c.o.Dirs.Storage, 0o700},
+		{c.o.Dirs.Nspawn, 0o755}, {c.o.Dirs.Machinectl, 0o700},
 	} {
 		if _, err := ensureDir(d.path, d.mode); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	stage := func(final string) (string, error) {
-		parent := filepath.Dir(final)
-		made, err := ensureDir(parent, 0o755)
-		if err != nil {
-			return "", err
-		}
-		// A custom volume's parents that this run made go again if they
-		// hold nothing else by then.
-		for _, d := range made {
-			u.addParent(d)
-		}
-		dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
-		if err != nil {
-			return "", fmt.Errorf("creating a staging dir next to %s: %w", final, err)
-		}
-		u.add(dir)
-		return dir, nil
+	var err error
+	if c.rootfs, err = c.stage(c.p.Rootfs); err != nil {
+		return err
 	}
-	rootfs, err := stage(p.Rootfs)
-	if err != nil {
-		return nil, err
+	if c.confDir, err = c.stage(c.p.ConfigDir); err != nil {
+		return err
 	}
-	confDir, err := stage(p.ConfigDir)
-	if err != nil {
-		return nil, err
+	if c.storDir, err = c.stage(c.p.StorageDir); err != nil {
+		return err
 	}
-	storDir, err := stage(p.StorageDir)
-	if err != nil {
-		return nil, err
-	}
-	// staged maps each final dir to the staging dir standing in for it.
-	staged := map[string]string{p.ConfigDir: confDir, p.StorageDir: storDir}
-	for _, v := range vols {
+	c.staged = map[string]string{c.p.ConfigDir: c.confDir, c.p.StorageDir: c.storDir}
+	for _, v := range c.res.Volumes {
 		if v.Kind == machine.VolumeCustom {
-			if staged[v.Host], err = stage(v.Host); err != nil {
-				return nil, err
+			if c.staged[v.Host], err = c.stage(v.Host); err != nil {
+				return err
 			}
 		}
 	}
-	// stagedPath maps a final host path to where it is being built.
-	stagedPath := func(final string) string {
-		for f, s := range staged {
-			if fsutil.Within(final, f) {
-				return s + strings.TrimPrefix(final, f)
-			}
+	return nil
+}
+
+// stage makes a staging dir beside final, recorded for undo.
+func (c *creation) stage(final string) (string, error) {
+	parent := filepath.Dir(final)
+	made, err := ensureDir(parent, 0o755)
+	if err != nil {
+		return "", err
+	}
+	// A custom volume's parents that this run made go again if they hold
+	// nothing else by then.
+	for _, d := range made {
+		c.u.addParent(d)
+	}
+	dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
+	if err != nil {
+		return "", fmt.Errorf("creating a staging dir next to %s: %w", final, err)
+	}
+	c.u.add(dir)
+	return dir, nil
+}
+
+// stagedPath maps a final host path to where it is being built.
+func (c *creation) stagedPath(final string) string {
+	for f, s := range c.staged {
+		if fsutil.Within(final, f) {
+			return s + strings.TrimPrefix(final, f)
 		}
-		return final
 	}
+	return final
+}
 
-	if err := step("unpack"); err != nil {
-		return nil, err
-	}
-	if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, rootfs, o.Pull); err != nil {
-		return nil, err
-	}
+// unpack applies the image's layers into the staging rootfs.
+func (c *creation) unpack(ctx context.Context) (err error) {
+	c.res.Pull, err = pull.Unpack(ctx, c.o.Cache, c.o.Image, c.rootfs, c.o.Pull)
+	return err
+}
 
-	if err := step("detect"); err != nil {
-		return nil, err
-	}
-	cfg := o.Image.Config.Config
+// detect recognises the image's own init and chooses the init mode.
+func (c *creation) detect(context.Context) (err error) {
+	cfg := c.o.Image.Config.Config
 	argv := slices.Concat(cfg.Entrypoint, cfg.Cmd)
-	if res.Detection, err = imageinit.Detect(rootfs, argv); err != nil {
-		return nil, err
+	if c.res.Detection, err = imageinit.Detect(c.rootfs, argv); err != nil {
+		return err
 	}
-	res.Mode, res.ModeReason = imageinit.Choose(o.Mode, res.Detection)
+	c.res.Mode, c.res.ModeReason = imageinit.Choose(c.o.Mode, c.res.Detection)
+	return nil
+}
 
-	if err := step("volumes"); err != nil {
-		return nil, err
-	}
-	for _, v := range vols {
+// copyVolumes copies the image's content at each volume into its host dir.
+func (c *creation) copyVolumes(context.Context) error {
+	for _, v := range c.res.Volumes {
 		if v.Kind == machine.VolumeSkip {
 			continue
 		}
-		if err := copyVolume(rootfs, v.Path, stagedPath(v.Host)); err != nil {
-			return nil, fmt.Errorf("volume %s: %w", v.Path, err)
+		if err := copyVolume(c.rootfs, v.Path, c.stagedPath(v.Host)); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Path, err)
 		}
 	}
+	return nil
+}
 
-	if err := step("files"); err != nil {
-		return nil, err
-	}
+// writeFiles writes container.nspawn and man8env.env into the staging
+// config dir.
+func (c *creation) writeFiles(context.Context) error {
+	o, res, p := c.o, c.res, c.p
 	params := machinefiles.Params{
 		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
-		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: cfg,
+		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: o.Image.Config.Config,
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
 		EnvFile: p.Env, Version: o.Version, Created: o.Now,
 	}
-	for _, v := range vols {
+	for _, v := range res.Volumes {
 		if v.Kind != machine.VolumeSkip {
 			params.Binds = append(params.Binds, machinefiles.Bind{Host: v.Host, Container: v.Path})
 		}
 	}
 	settings, err := machinefiles.Settings(params)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	env, err := machinefiles.Env(params)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := unitfile.WriteFileAtomic(stagedPath(p.Settings), settings, 0o644); err != nil {
-		return nil, err
+	if err := unitfile.WriteFileAtomic(c.stagedPath(p.Settings), settings, 0o644); err != nil {
+		return err
 	}
 	// The environment may hold secrets: root only.
-	if err := envfile.WriteFileAtomic(stagedPath(p.Env), env, 0o600); err != nil {
-		return nil, err
-	}
+	return envfile.WriteFileAtomic(c.stagedPath(p.Env), env, 0o600)
+}
 
-	if err := step("init"); err != nil {
-		return nil, err
-	}
-	if res.Init, err = initinstall.Install(rootfs, o.Init); err != nil {
-		return nil, err
-	}
+// installInit installs man8s-init (and busybox) into the staging rootfs.
+func (c *creation) installInit(context.Context) (err error) {
+	c.res.Init, err = initinstall.Install(c.rootfs, c.o.Init)
+	return err
+}
 
-	if err := step("protect"); err != nil {
-		return nil, err
-	}
-	if res.Protect, err = protect.Protect(rootfs); err != nil {
-		return nil, err
-	}
+// protect moves /run and /tmp content aside for nspawn's tmpfs mounts.
+func (c *creation) protect(context.Context) (err error) {
+	c.res.Protect, err = protect.Protect(c.rootfs)
+	return err
+}
 
-	// install: rename every staging dir into place, then the links. The
-	// rootfs goes last among the dirs: until then no machine of that name
-	// is visible to nspawn.
-	if err := step("install"); err != nil {
-		return nil, err
+// install renames every staging dir into place, then makes the links. The
+// rootfs goes last among the dirs: until then no machine of that name is
+// visible to nspawn.
+func (c *creation) install(context.Context) error {
+	if err := os.Chmod(c.rootfs, 0o755); err != nil {
+		return err
 	}
-	if err := os.Chmod(rootfs, 0o755); err != nil {
-		return nil, err
-	}
-	moves := [][2]string{{confDir, p.ConfigDir}, {storDir, p.StorageDir}}
-	for _, v := range vols {
+	moves := [][2]string{{c.confDir, c.p.ConfigDir}, {c.storDir, c.p.StorageDir}}
+	for _, v := range c.res.Volumes {
 		if v.Kind == machine.VolumeCustom {
-			moves = append(moves, [2]string{staged[v.Host], v.Host})
+			moves = append(moves, [2]string{c.staged[v.Host], v.Host})
 		}
 	}
-	moves = append(moves, [2]string{rootfs, p.Rootfs})
+	moves = append(moves, [2]string{c.rootfs, c.p.Rootfs})
 	for _, m := range moves {
-		if err := u.rename(m[0], m[1]); err != nil {
-			return nil, err
+		if err := c.u.rename(m[0], m[1]); err != nil {
+			return err
 		}
 	}
-	for _, l := range [][2]string{{p.Settings, p.SettingsLink}, {p.Rootfs, p.ImageLink}} {
-		if err := u.symlink(l[0], l[1]); err != nil {
-			return nil, err
+	for _, l := range [][2]string{{c.p.Settings, c.p.SettingsLink}, {c.p.Rootfs, c.p.ImageLink}} {
+		if err := c.u.symlink(l[0], l[1]); err != nil {
+			return err
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // placeVolumes checks the volumes and fills in their host dirs.

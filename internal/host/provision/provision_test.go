@@ -205,7 +205,8 @@ func TestCreate(t *testing.T) {
 // their final modes and nothing in them.
 func TestCreateInterruptedAtEveryStep(t *testing.T) {
 	im := appImage(t)
-	for _, at := range createSteps {
+	for _, step := range createSteps() {
+		at := step.name
 		t.Run(at, func(t *testing.T) {
 			o, root := testOptions(t, im)
 			before, err := tree.Snapshot(root)
@@ -264,7 +265,8 @@ func checkOnlySharedDirsAdded(t *testing.T, dirs config.Paths, root string, befo
 // dirs, and B with them.
 func TestCreateInterruptedKeepsOtherMachine(t *testing.T) {
 	im := appImage(t)
-	for _, at := range createSteps {
+	for _, step := range createSteps() {
+		at := step.name
 		t.Run(at, func(t *testing.T) {
 			a, root := testOptions(t, im)
 			a.Name = "ma"
