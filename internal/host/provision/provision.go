@@ -23,6 +23,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
@@ -63,8 +64,10 @@ type Options struct {
 	Now     time.Time
 	Log     *slog.Logger
 
-	// beforeStep, for tests, runs before each step; an error aborts there.
-	beforeStep func(step string) error
+	// BeforeStep, if set, runs before each step (see Steps) and between
+	// the renames of the install ("install:" + the final path's kind); an
+	// error aborts there. Tests and mbctl's fault hook stop a run with it.
+	BeforeStep func(step string) error
 }
 
 // Created describes a new machine.
@@ -86,7 +89,9 @@ type creation struct {
 	o   Options
 	p   machine.Paths
 	res *Created
-	u   undo
+	// j records everything the run makes before it makes it: Create rolls
+	// it back on failure, and journal.Recover after a crash.
+	j *journal.Journal
 
 	// rootfs, confDir and storDir are the staging dirs standing in for the
 	// rootfs, the config dir and the storage dir.
@@ -100,6 +105,15 @@ type creation struct {
 type createStep struct {
 	name string
 	run  func(*creation, context.Context) error
+}
+
+// Steps are the names of Create's steps, in order.
+func Steps() []string {
+	var names []string
+	for _, s := range createSteps() {
+		names = append(names, s.name)
+	}
+	return names
 }
 
 // createSteps are Create's steps in order; tests interrupt before each.
@@ -143,21 +157,26 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	if c.res.Volumes, err = placeVolumes(o.Volumes, c.p); err != nil {
 		return nil, err
 	}
+	if o.Dirs.Scratch == "" {
+		return nil, errors.New("creating a machine: no journal dir (paths.scratch) configured")
+	}
+	if c.j, err = journal.Begin(JournalDir(o.Dirs), "machines pull "+o.Name); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
-			if uerr := c.u.run(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleaning up after the failure: %w", uerr))
+			if uerr := c.j.Rollback(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleaning up after the failure (the next mbctl run tries again): %w", uerr))
 			}
+			return
+		}
+		if cerr := c.j.Commit(); cerr != nil {
+			o.Log.Warn("machine created, but its journal stayed", "journal", c.j.Path(), "err", cerr)
 		}
 	}()
 	for _, st := range createSteps() {
-		if err := ctx.Err(); err != nil {
+		if err := c.before(ctx, st.name); err != nil {
 			return nil, err
-		}
-		if o.beforeStep != nil {
-			if err := o.beforeStep(st.name); err != nil {
-				return nil, err
-			}
 		}
 		if err := st.run(c, ctx); err != nil {
 			return nil, err
@@ -165,6 +184,21 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	}
 	return c.res, nil
 }
+
+// before runs ahead of step: it stops on cancellation and at the test
+// hook.
+func (c *creation) before(ctx context.Context, step string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.o.BeforeStep != nil {
+		return c.o.BeforeStep(step)
+	}
+	return nil
+}
+
+// JournalDir is where runs that create machines keep their journals.
+func JournalDir(dirs config.Paths) string { return filepath.Join(dirs.Scratch, "journals") }
 
 // prepare checks that the name and the custom volume dirs are free, makes
 // the shared parent dirs, and a staging dir beside each final dir.
@@ -190,7 +224,7 @@ func (c *creation) prepare(context.Context) error {
 		{c.o.Dirs.Machines, 0o700}, {c.o.Dirs.Configs, 0o700}, {c.o.Dirs.Storage, 0o700},
 		{c.o.Dirs.Nspawn, 0o755}, {c.o.Dirs.Machinectl, 0o700},
 	} {
-		if _, err := ensureDir(d.path, d.mode); err != nil {
+		if _, err := ensureDir(d.path, d.mode, nil); err != nil {
 			return err
 		}
 	}
@@ -215,23 +249,28 @@ func (c *creation) prepare(context.Context) error {
 	return nil
 }
 
-// stage makes a staging dir beside final, recorded for undo.
+// StagingPrefix starts the name of a staging dir beside final, so that a
+// sweep recognises it (see Clean).
+func StagingPrefix(final string) string { return "." + filepath.Base(final) + stagingMark }
+
+// stagingMark is in the name of every staging dir.
+const stagingMark = ".mbctl-staging-"
+
+// stage makes a staging dir beside final, journaled.
 func (c *creation) stage(final string) (string, error) {
 	parent := filepath.Dir(final)
-	made, err := ensureDir(parent, 0o755)
+	// A custom volume's parents that this run makes go again if they hold
+	// nothing else by then.
+	_, err := ensureDir(parent, 0o755, func(p string) error {
+		return c.j.Log(journal.Record{Op: journal.OpParent, Path: p})
+	})
 	if err != nil {
 		return "", err
 	}
-	// A custom volume's parents that this run made go again if they hold
-	// nothing else by then.
-	for _, d := range made {
-		c.u.addParent(d)
-	}
-	dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".mbctl-staging-")
+	dir, err := c.j.MkdirUnique(parent, StagingPrefix(final))
 	if err != nil {
 		return "", fmt.Errorf("creating a staging dir next to %s: %w", final, err)
 	}
-	c.u.add(dir)
 	return dir, nil
 }
 
@@ -320,25 +359,40 @@ func (c *creation) protect(context.Context) (err error) {
 // install renames every staging dir into place, then makes the links. The
 // rootfs goes last among the dirs: until then no machine of that name is
 // visible to nspawn.
-func (c *creation) install(context.Context) error {
+func (c *creation) install(ctx context.Context) error {
 	if err := os.Chmod(c.rootfs, 0o755); err != nil {
 		return err
 	}
-	moves := [][2]string{{c.confDir, c.p.ConfigDir}, {c.storDir, c.p.StorageDir}}
+	type move struct{ what, from, to string }
+	moves := []move{{"config", c.confDir, c.p.ConfigDir}, {"storage", c.storDir, c.p.StorageDir}}
 	for _, v := range c.res.Volumes {
 		if v.Kind == machine.VolumeCustom {
-			moves = append(moves, [2]string{c.staged[v.Host], v.Host})
+			moves = append(moves, move{"volume", c.staged[v.Host], v.Host})
 		}
 	}
-	moves = append(moves, [2]string{c.rootfs, c.p.Rootfs})
+	moves = append(moves, move{"rootfs", c.rootfs, c.p.Rootfs})
 	for _, m := range moves {
-		if err := c.u.rename(m[0], m[1]); err != nil {
+		if err := c.before(ctx, "install:"+m.what); err != nil {
 			return err
 		}
-	}
-	for _, l := range [][2]string{{c.p.Settings, c.p.SettingsLink}, {c.p.Rootfs, c.p.ImageLink}} {
-		if err := c.u.symlink(l[0], l[1]); err != nil {
+		if err := c.j.Log(journal.Record{Op: journal.OpRename, From: m.from, Path: m.to}); err != nil {
 			return err
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, m.from, unix.AT_FDCWD, m.to, unix.RENAME_NOREPLACE); err != nil {
+			return fmt.Errorf("moving %s to %s: %w", m.from, m.to, err)
+		}
+	}
+	for _, l := range []struct{ what, target, link string }{
+		{"settings link", c.p.Settings, c.p.SettingsLink}, {"machinectl link", c.p.Rootfs, c.p.ImageLink},
+	} {
+		if err := c.before(ctx, "install:"+l.what); err != nil {
+			return err
+		}
+		if err := c.j.Log(journal.Record{Op: journal.OpLink, Path: l.link, Target: l.target}); err != nil {
+			return err
+		}
+		if err := os.Symlink(l.target, l.link); err != nil {
+			return fmt.Errorf("creating link %s: %w", l.link, err)
 		}
 	}
 	return nil
@@ -490,10 +544,11 @@ func orDot(s string) string {
 }
 
 // ensureDir creates path and its missing parents with mode, and returns
-// the dirs it created, topmost first. A dir that another process creates at
-// the same moment is fine; only dirs this call created get their mode set
-// (the umask applied to Mkdir).
-func ensureDir(path string, mode fs.FileMode) ([]string, error) {
+// the dirs it created, topmost first. before, if set, runs ahead of each
+// Mkdir (to journal it). A dir that another process creates at the same
+// moment is fine; only dirs this call created get their mode set (the
+// umask applied to Mkdir).
+func ensureDir(path string, mode fs.FileMode, before func(string) error) ([]string, error) {
 	var missing []string
 	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
@@ -513,6 +568,11 @@ func ensureDir(path string, mode fs.FileMode) ([]string, error) {
 	}
 	var made []string
 	for i := len(missing) - 1; i >= 0; i-- {
+		if before != nil {
+			if err := before(missing[i]); err != nil {
+				return made, err
+			}
+		}
 		err := os.Mkdir(missing[i], mode)
 		if errors.Is(err, fs.ErrExist) {
 			if fi, serr := os.Stat(missing[i]); serr == nil && fi.IsDir() {
@@ -530,62 +590,92 @@ func ensureDir(path string, mode fs.FileMode) ([]string, error) {
 	return made, nil
 }
 
-// undo records what Create made so that a failure can take it back. It
-// only ever removes what this run created: the staging dirs (unique names),
-// what they were renamed to (RENAME_NOREPLACE: nothing else was there), the
-// links it created, and — only while they are empty — parent dirs it made.
-type undo struct {
-	made []undoEntry // taken back in reverse order
+// CleanReport says what Clean found and took back.
+type CleanReport struct {
+	// Dead are the runs that died (killed, power loss) with what they had
+	// made, now rolled back.
+	Dead []journal.Dead
+	// Orphans are staging dirs that no run's journal names (left by an
+	// mbctl without journals, or a journal that was deleted), now removed.
+	Orphans []string
+	// Bytes is the space the orphans took.
+	Bytes int64
 }
 
-type undoEntry struct {
-	path string
-	// parent: a dir made to hold what this run stages, removed only if it
-	// holds nothing else (rmdir), never with its content.
-	parent bool
-}
-
-func (u *undo) add(path string)       { u.made = append(u.made, undoEntry{path: path}) }
-func (u *undo) addParent(path string) { u.made = append(u.made, undoEntry{path: path, parent: true}) }
-
-// rename moves a staging dir to its final name, which must not exist.
-func (u *undo) rename(from, to string) error {
-	if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE); err != nil {
-		return fmt.Errorf("moving %s to %s: %w", from, to, err)
-	}
-	for i, m := range u.made {
-		if m.path == from {
-			u.made[i].path = to
-		}
-	}
-	return nil
-}
-
-func (u *undo) symlink(target, link string) error {
-	if err := os.Symlink(target, link); err != nil {
-		return fmt.Errorf("creating link %s: %w", link, err)
-	}
-	u.add(link)
-	return nil
-}
-
-// run removes what was made, newest first, never following a symlink
-// (os.RemoveAll deletes a symlink as a link). A parent dir that is not
-// empty belongs to someone else by now and stays.
-func (u *undo) run() error {
-	var errs []error
-	for i := len(u.made) - 1; i >= 0; i-- {
-		e := u.made[i]
-		if e.parent {
-			if err := unix.Rmdir(e.path); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
-			}
+// Clean takes back what runs that died left behind: it rolls back the
+// journals of dead runs (machines pull, oci download) and removes staging
+// dirs in the machines, configs and storage dirs that no live run names.
+// Runs that are alive are never touched. With dryRun it only reports.
+func Clean(dirs config.Paths, dryRun bool) (CleanReport, error) {
+	var rep CleanReport
+	// List first, read the live journals after: a live run journals a
+	// staging dir before it makes it, so every dir listed here that
+	// belongs to a live run is in a journal read later.
+	var staged []string
+	for _, d := range []string{dirs.Machines, dirs.Configs, dirs.Storage} {
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err := os.RemoveAll(e.path); err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", e.path, err))
+		if err != nil {
+			return rep, fmt.Errorf("listing %s: %w", d, err)
+		}
+		for _, e := range ents {
+			if n := e.Name(); strings.HasPrefix(n, ".") && strings.Contains(n, stagingMark) {
+				staged = append(staged, filepath.Join(d, n))
+			}
 		}
 	}
-	u.made = nil
-	return errors.Join(errs...)
+	jdir := JournalDir(dirs)
+	dead, err := journal.Recover(jdir, dryRun)
+	rep.Dead = dead
+	if err != nil {
+		return rep, err
+	}
+	live, err := journal.Live(jdir)
+	if err != nil {
+		return rep, err
+	}
+	inDead := map[string]bool{}
+	for _, d := range dead {
+		for _, r := range d.Records {
+			inDead[r.Path], inDead[r.From] = true, true
+		}
+	}
+	var errs []error
+	for _, p := range staged {
+		if live[p] || (dryRun && inDead[p]) {
+			continue
+		}
+		if _, err := os.Lstat(p); err != nil {
+			continue // a dead run's, rolled back above
+		}
+		rep.Orphans = append(rep.Orphans, p)
+		rep.Bytes += diskUsage(p)
+		if !dryRun {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
+			}
+		}
+	}
+	for _, d := range dead {
+		if d.Err != nil {
+			errs = append(errs, fmt.Errorf("rolling back %s (%s): %w", d.Journal, d.What, d.Err))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// diskUsage is the size of the files under p, not following links.
+func diskUsage(p string) int64 {
+	var n int64
+	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/unitfile"
+	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
@@ -74,7 +75,8 @@ func testOptions(t *testing.T, im *registry.Image) (Options, string) {
 	t.Helper()
 	root := t.TempDir()
 	dirs := config.Paths{Machines: filepath.Join(root, "machines"), Configs: filepath.Join(root, "configs"),
-		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "etc/nspawn"), Machinectl: filepath.Join(root, "machinectl")}
+		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "etc/nspawn"), Machinectl: filepath.Join(root, "machinectl"),
+		Scratch: filepath.Join(root, "scratch")}
 	c, err := cache.Open(filepath.Join(t.TempDir(), "cache"))
 	if err != nil {
 		t.Fatal(err)
@@ -205,8 +207,9 @@ func TestCreate(t *testing.T) {
 // their final modes and nothing in them.
 func TestCreateInterruptedAtEveryStep(t *testing.T) {
 	im := appImage(t)
-	for _, step := range createSteps() {
-		at := step.name
+	points := append(Steps(), "install:config", "install:storage", "install:volume", "install:rootfs",
+		"install:settings link", "install:machinectl link")
+	for _, at := range points {
 		t.Run(at, func(t *testing.T) {
 			o, root := testOptions(t, im)
 			before, err := tree.Snapshot(root)
@@ -215,7 +218,7 @@ func TestCreateInterruptedAtEveryStep(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			o.beforeStep = func(step string) error {
+			o.BeforeStep = func(step string) error {
 				if step == at {
 					cancel()
 					return ctx.Err()
@@ -240,7 +243,8 @@ func TestCreateInterruptedAtEveryStep(t *testing.T) {
 func checkOnlySharedDirsAdded(t *testing.T, dirs config.Paths, root string, before, after map[string]tree.Node) {
 	t.Helper()
 	shared := map[string]os.FileMode{}
-	for d, mode := range map[string]os.FileMode{dirs.Machines: 0o700, dirs.Configs: 0o700, dirs.Storage: 0o700, dirs.Nspawn: 0o755, dirs.Machinectl: 0o700} {
+	for d, mode := range map[string]os.FileMode{dirs.Machines: 0o700, dirs.Configs: 0o700, dirs.Storage: 0o700, dirs.Nspawn: 0o755, dirs.Machinectl: 0o700,
+		JournalDir(dirs): 0o700} {
 		for p := d; p != root; p = filepath.Dir(p) {
 			rel, _ := filepath.Rel(root, p)
 			shared["/"+rel] = mode
@@ -265,8 +269,7 @@ func checkOnlySharedDirsAdded(t *testing.T, dirs config.Paths, root string, befo
 // dirs, and B with them.
 func TestCreateInterruptedKeepsOtherMachine(t *testing.T) {
 	im := appImage(t)
-	for _, step := range createSteps() {
-		at := step.name
+	for _, at := range Steps() {
 		t.Run(at, func(t *testing.T) {
 			a, root := testOptions(t, im)
 			a.Name = "ma"
@@ -285,7 +288,7 @@ func TestCreateInterruptedKeepsOtherMachine(t *testing.T) {
 			var made *Created
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			a.beforeStep = func(step string) error {
+			a.BeforeStep = func(step string) error {
 				if step != at {
 					return nil
 				}
@@ -330,7 +333,7 @@ func TestEnsureDirConcurrent(t *testing.T) {
 	path := filepath.Join(root, "a/b/c")
 	errs := make(chan error, 8)
 	for range 8 {
-		go func() { _, err := ensureDir(path, 0o700); errs <- err }()
+		go func() { _, err := ensureDir(path, 0o700, nil); errs <- err }()
 	}
 	for range 8 {
 		if err := <-errs; err != nil {
@@ -342,7 +345,7 @@ func TestEnsureDirConcurrent(t *testing.T) {
 			t.Errorf("%s: %v %v", p, fi.Mode(), err)
 		}
 	}
-	if made, err := ensureDir(path, 0o700); err != nil || len(made) != 0 {
+	if made, err := ensureDir(path, 0o700, nil); err != nil || len(made) != 0 {
 		t.Errorf("ensureDir of an existing dir = %v, %v; want nothing made", made, err)
 	}
 }
@@ -401,5 +404,49 @@ func TestResolveInRootSymlinkedParent(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(disk, "m", "rootfs", "etc", "new")); err != nil {
 		t.Errorf("/abs/new not created in the rootfs: %v", err)
+	}
+}
+
+// Clean removes staging dirs no run names and keeps a live run's.
+func TestCleanOrphansAndLive(t *testing.T) {
+	root := t.TempDir()
+	dirs := config.Paths{Machines: filepath.Join(root, "machines"), Configs: filepath.Join(root, "configs"),
+		Storage: filepath.Join(root, "storage"), Scratch: filepath.Join(root, "scratch")}
+	orphan := filepath.Join(dirs.Storage, ".old"+stagingMark+"x1")
+	if err := os.MkdirAll(filepath.Join(orphan, "var/lib"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan, "var/lib/db"), make([]byte, 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	machineDir := filepath.Join(dirs.Machines, "keep")
+	if err := os.MkdirAll(machineDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	live, err := journal.Begin(JournalDir(dirs), "machines pull busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Rollback()
+	busy, err := live.MkdirUnique(dirs.Machines, StagingPrefix(filepath.Join(dirs.Machines, "busy")))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := Clean(dirs, true)
+	if err != nil || !slices.Equal(rep.Orphans, []string{orphan}) || rep.Bytes != 1000 {
+		t.Fatalf("Clean(dry run) = %+v, %v", rep, err)
+	}
+	if _, err := os.Stat(orphan); err != nil {
+		t.Fatalf("the dry run removed %s", orphan)
+	}
+	rep, err = Clean(dirs, false)
+	if err != nil || !slices.Equal(rep.Orphans, []string{orphan}) || len(rep.Dead) != 0 {
+		t.Fatalf("Clean = %+v, %v", rep, err)
+	}
+	for p, want := range map[string]bool{orphan: false, busy: true, machineDir: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", p, err == nil, want)
+		}
 	}
 }

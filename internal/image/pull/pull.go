@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/image/unpack"
@@ -47,6 +48,12 @@ type Options struct {
 	Progress Progress
 	// Log receives debug messages; nil means none.
 	Log *slog.Logger
+	// JournalDir, if set, is where Download journals its staging dir, so
+	// that a run killed mid-way is taken back by journal.Recover.
+	JournalDir string
+	// BeforeStep, if set, runs before Download's steps ("staging",
+	// "unpack", "rename"); an error aborts there (tests, fault hooks).
+	BeforeStep func(step string) error
 }
 
 // Progress receives events from a pull. Fetching is called from several
@@ -208,24 +215,62 @@ func Download(ctx context.Context, c *cache.Cache, im *registry.Image, dest stri
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", parent)
 	}
-	staging, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".mbctl-staging-")
-	if err != nil {
-		return nil, fmt.Errorf("creating a staging directory next to %s: %w", dest, err)
-	}
-	defer func() {
-		if err != nil {
-			if rmErr := os.RemoveAll(staging); rmErr != nil {
-				err = errors.Join(err, fmt.Errorf("removing staging directory %s: %w", staging, rmErr))
-			}
+	before := func(step string) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-	}()
+		if opts.BeforeStep != nil {
+			return opts.BeforeStep(step)
+		}
+		return nil
+	}
+	if err := before("staging"); err != nil {
+		return nil, err
+	}
+	prefix := "." + filepath.Base(dest) + ".mbctl-staging-"
+	var staging string
+	if opts.JournalDir != "" {
+		j, err := journal.Begin(opts.JournalDir, "oci download "+dest)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				if rerr := j.Rollback(); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("removing the staging directory (the next mbctl run tries again): %w", rerr))
+				}
+			} else if cerr := j.Commit(); cerr != nil {
+				err = fmt.Errorf("unpacked into %s, but its journal %s stayed: %w", dest, j.Path(), cerr)
+			}
+		}()
+		if staging, err = j.MkdirUnique(parent, prefix); err != nil {
+			return nil, fmt.Errorf("creating a staging directory next to %s: %w", dest, err)
+		}
+		if err := j.Log(journal.Record{Op: journal.OpRename, From: staging, Path: dest}); err != nil {
+			return nil, err
+		}
+	} else {
+		if staging, err = os.MkdirTemp(parent, prefix); err != nil {
+			return nil, fmt.Errorf("creating a staging directory next to %s: %w", dest, err)
+		}
+		defer func() {
+			if err != nil {
+				if rmErr := os.RemoveAll(staging); rmErr != nil {
+					err = errors.Join(err, fmt.Errorf("removing staging directory %s: %w", staging, rmErr))
+				}
+			}
+		}()
+	}
+	if err := before("unpack"); err != nil {
+		return nil, err
+	}
 	// The staging dir stays 0700 (MkdirTemp's mode) while it fills, so no
 	// local user reaches a setuid binary or device node of a half-written
 	// image; the finished root filesystem gets the usual 0755.
 	if res, err = Unpack(ctx, c, im, staging, opts); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := before("rename"); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(staging, 0o755); err != nil {
