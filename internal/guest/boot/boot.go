@@ -75,6 +75,9 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	vars := env.Map()
 	step("env", "loaded %d variables from %s", len(vars), opts.EnvFile)
+	for _, p := range env.Problems() {
+		step("env", "warning: %s %s", opts.EnvFile, p)
+	}
 
 	st, err := protect.Restore(opts.Root)
 	if err != nil {

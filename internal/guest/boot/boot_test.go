@@ -178,3 +178,26 @@ func TestRunWaitTimesOut(t *testing.T) {
 		t.Errorf("the timeout does not name the unmet target:\n%s", log.String())
 	}
 }
+
+// Lines of man8env.env that are ignored or mean something else are warned
+// about, with their numbers, before the app starts.
+func TestRunWarnsAboutEnvLines(t *testing.T) {
+	root := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := man8env.KeyArgs + "=" + self + "\n" + appEnv + "=" + filepath.Join(root, "out") + "\nexport FOO=1\nno equals\n"
+	if err := os.WriteFile(filepath.Join(root, "man8env.env"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	if status := Run(t.Context(), Options{Root: root, Log: &log}); status != 0 {
+		t.Fatalf("status %d\n%s", status, log.String())
+	}
+	for _, want := range []string{`line 3: defines a variable named "export FOO"`, "line 4: ignored"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+}
