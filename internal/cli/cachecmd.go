@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/image/cache"
 )
 
@@ -16,13 +21,19 @@ func newCacheCmd(f *Factory) *cobra.Command {
 layout, so that a second pull of the same image, or of one sharing layers,
 downloads only what is missing. The cache can be deleted at any time: it only
 makes pulls faster.`)
-	cmd.AddCommand(newCacheListCmd(f), newCachePruneCmd(f), newCacheClearCmd(f))
+	cmd.AddCommand(NewCmdCacheList(f, nil), NewCmdCachePrune(f, nil), NewCmdCacheClear(f, nil))
 	return cmd
 }
 
 // openCache opens the cache dir of the configuration.
 func openCache(f *Factory) (*cache.Cache, error) {
-	cfg, _, err := f.Config()
+	return openConfiguredCache(f.Config)
+}
+
+// openConfiguredCache opens the cache dir (paths.cache) of the
+// configuration that loadConfig returns.
+func openConfiguredCache(loadConfig func() (config.Config, config.Origin, error)) (*cache.Cache, error) {
+	cfg, _, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -35,94 +46,251 @@ type cacheEntryJSON struct {
 	Digest    string    `json:"digest"`
 	MediaType string    `json:"media_type"`
 	Size      int64     `json:"size"`
-	Pulled    time.Time `json:"pulled"`
-	LastUsed  time.Time `json:"last_used"`
+	Pulled    time.Time `json:"pulled,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
 }
 
-func newCacheListCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+// CacheListOptions are the inputs of `cache list`.
+type CacheListOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+
+	JSON bool
+}
+
+// NewCmdCacheList builds `cache list`; runF, if not nil, replaces
+// cacheListRun (tests).
+func NewCmdCacheList(f *Factory, runF func(context.Context, *CacheListOptions) error) *cobra.Command {
+	opts := &CacheListOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List cached images with their digests, sizes and last use",
 		Long: `List the images in the cache: reference, manifest digest, the size of all
-blobs the image needs, and when it was last used.`,
+blobs the image needs that are in the cache, and when it was last used. A blob
+that several images share counts in the size of each.`,
+		Example: `  $ mbctl cache list
+  REFERENCE                        DIGEST               SIZE     LAST USED
+  docker.io/library/nginx:1.27     sha256:5c1a3b0f8e2d  68.4 MiB  2025-01-20 14:03:11
+
+  # the references only
+  mbctl cache list --json | jq -r '.[].ref'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := openCache(f)
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			entries, err := c.List()
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				out := make([]cacheEntryJSON, 0, len(entries))
-				for _, e := range entries {
-					out = append(out, cacheEntryJSON{e.Ref, e.Digest.String(), string(e.MediaType), e.Size, e.Pulled, e.LastUsed})
-				}
-				return writeJSON(f.IO.Out, out)
-			}
-			if len(entries) == 0 {
-				fmt.Fprintf(f.IO.ErrOut, "the cache %s holds no images\n", c.Dir())
-				return nil
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REFERENCE\tDIGEST\tSIZE\tLAST USED")
-			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Ref, shortDigest(e.Digest.String()), humanBytes(e.Size), e.LastUsed.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return cacheListRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print ref, digest, media_type, size (bytes), pulled and last_used of each image as JSON")
 	return cmd
 }
 
-func newCachePruneCmd(f *Factory) *cobra.Command {
-	return &cobra.Command{
+func cacheListRun(_ context.Context, opts *CacheListOptions) error {
+	c, err := openConfiguredCache(opts.Config)
+	if err != nil {
+		return err
+	}
+	entries, err := c.List()
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		out := make([]cacheEntryJSON, 0, len(entries))
+		for _, e := range entries {
+			out = append(out, cacheEntryJSON{e.Ref, e.Digest.String(), string(e.MediaType), e.Size, e.Pulled, e.LastUsed})
+		}
+		return writeJSON(opts.IO.Out, out)
+	}
+	if len(entries) == 0 {
+		fmt.Fprintf(opts.IO.ErrOut, "the cache %s holds no images\n", c.Dir())
+		return nil
+	}
+	tw := tabwriter.NewWriter(opts.IO.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tSIZE\tLAST USED")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", orDash(e.Ref), shortDigest(e.Digest.String()), humanBytes(e.Size), localTime(e.LastUsed))
+	}
+	return tw.Flush()
+}
+
+// localTime formats t for a table; the zero time (unknown) is "-".
+func localTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}
+
+// cacheClearReport is the --json form of `cache clear`: what was deleted.
+type cacheClearReport struct {
+	Cache     string `json:"cache"`
+	Blobs     int    `json:"blobs"`
+	TempFiles int    `json:"temp_files"`
+	Bytes     int64  `json:"bytes"`
+}
+
+// cachePruneReport is the --json form of `cache prune`.
+type cachePruneReport struct {
+	cacheClearReport
+	// Missing lists the blobs that a cached image needs and lacks.
+	Missing []string `json:"missing"`
+}
+
+// CachePruneOptions are the inputs of `cache prune`.
+type CachePruneOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+
+	JSON bool
+}
+
+// NewCmdCachePrune builds `cache prune`; runF, if not nil, replaces
+// cachePruneRun (tests).
+func NewCmdCachePrune(f *Factory, runF func(context.Context, *CachePruneOptions) error) *cobra.Command {
+	opts := &CachePruneOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
+	cmd := &cobra.Command{
 		Use:   "prune",
 		Short: "Delete blobs that no cached image needs",
 		Long: `Delete the blobs that no image listed by 'mbctl cache list' refers to, and
-temp files left by interrupted downloads. Waits for running pulls to finish.`,
+temp files left by interrupted downloads. Cached images stay whole, so it
+never asks. Waits for running pulls to finish.
+
+A blob that a cached image needs but that is missing is reported (pulling the
+image again fetches it); nothing else is done about it.`,
+		Example: `  $ sudo mbctl cache prune
+  deleted 12 blobs and 1 temp files, 310.2 MiB freed
+
+  sudo mbctl cache prune --json | jq .bytes`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := openCache(f)
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			res, err := c.Prune(cmd.Context())
-			if err != nil {
-				return err
-			}
-			for _, m := range res.Missing {
-				fmt.Fprintf(f.IO.ErrOut, "warning: blob %s of a cached image is missing; pull the image again\n", m)
-			}
-			_, err = fmt.Fprintf(f.IO.Out, "deleted %d blobs and %d temp files, %s freed\n", res.Blobs, res.TempFiles, humanBytes(res.Bytes))
-			return err
+			return cachePruneRun(cmd.Context(), opts)
 		},
 	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the cache dir, blobs, temp_files and bytes deleted and the missing blobs as JSON")
+	return cmd
 }
 
-func newCacheClearCmd(f *Factory) *cobra.Command {
-	return &cobra.Command{
+func cachePruneRun(ctx context.Context, opts *CachePruneOptions) error {
+	c, err := openConfiguredCache(opts.Config)
+	if err != nil {
+		return err
+	}
+	res, err := c.Prune(ctx)
+	if err != nil {
+		return err
+	}
+	missing := make([]string, 0, len(res.Missing))
+	for _, m := range res.Missing {
+		missing = append(missing, m.String())
+		fmt.Fprintf(opts.IO.ErrOut, "warning: blob %s of a cached image is missing; pull the image again\n", m)
+	}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, cachePruneReport{cacheClearReport{c.Dir(), res.Blobs, res.TempFiles, res.Bytes}, missing})
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "deleted %d blobs and %d temp files, %s freed\n", res.Blobs, res.TempFiles, humanBytes(res.Bytes))
+	return err
+}
+
+// CacheClearOptions are the inputs of `cache clear`.
+type CacheClearOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// Confirm asks on the terminal whether to go ahead.
+	Confirm confirmFunc
+
+	Yes  bool
+	JSON bool
+}
+
+// NewCmdCacheClear builds `cache clear`; runF, if not nil, replaces
+// cacheClearRun (tests).
+func NewCmdCacheClear(f *Factory, runF func(context.Context, *CacheClearOptions) error) *cobra.Command {
+	opts := &CacheClearOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Confirm: f.prompter().confirm}
+	cmd := &cobra.Command{
 		Use:   "clear",
 		Short: "Delete the whole cache",
 		Long: `Delete every blob and forget every image in the cache. Machines are not
-affected: their root filesystems do not depend on the cache. Waits for running
-pulls to finish.`,
+affected: their root filesystems do not depend on the cache; the next pull of
+an image downloads all of it again. Waits for running pulls to finish.
+
+mbctl lists the cached images and asks first; --yes skips the question
+(needed when there is no terminal).`,
+		Example: `  $ sudo mbctl cache clear
+  Clearing the cache /var/cache/man8s deletes 2 images:
+    docker.io/library/nginx:1.27     68.4 MiB
+    docker.io/library/registry:2     9.8 MiB
+  Machines are not affected.
+  Delete the whole cache? [y/N] y
+  deleted 14 blobs and 0 temp files, 78.2 MiB freed
+
+  # in a script: no question
+  sudo mbctl cache clear --yes --json | jq .bytes`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := openCache(f)
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			res, err := c.Clear(cmd.Context())
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(f.IO.Out, "deleted %d blobs, %s freed\n", res.Blobs+res.TempFiles, humanBytes(res.Bytes))
-			return err
+			return cacheClearRun(cmd.Context(), opts)
 		},
 	}
+	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the cache dir, blobs, temp_files and bytes deleted as JSON")
+	return cmd
+}
+
+func cacheClearRun(ctx context.Context, opts *CacheClearOptions) error {
+	c, err := openConfiguredCache(opts.Config)
+	if err != nil {
+		return err
+	}
+	what := "clearing the cache " + c.Dir()
+	if !opts.Yes && opts.IO.IsStdinTTY() {
+		// Say what would go, then ask.
+		entries, err := c.List()
+		if err != nil {
+			return fmt.Errorf("%s: listing its images: %w", what, err)
+		}
+		printCacheSummary(opts.IO, c.Dir(), entries)
+	}
+	if err := confirmAction(ctx, opts.IO, opts.Confirm, opts.Yes, what, "Delete the whole cache?"); err != nil {
+		return err
+	}
+	res, err := c.Clear(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, cacheClearReport{c.Dir(), res.Blobs, res.TempFiles, res.Bytes})
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "deleted %d blobs and %d temp files, %s freed\n", res.Blobs, res.TempFiles, humanBytes(res.Bytes))
+	return err
+}
+
+// printCacheSummary tells, on stderr, what clearing the cache deletes.
+func printCacheSummary(ios *iostreams.IOStreams, dir string, entries []cache.Entry) {
+	var b strings.Builder
+	switch len(entries) {
+	case 0:
+		fmt.Fprintf(&b, "The cache %s holds no images; clearing it deletes any leftover blobs.\n", dir)
+	default:
+		noun := "images"
+		if len(entries) == 1 {
+			noun = "image"
+		}
+		fmt.Fprintf(&b, "Clearing the cache %s deletes %d %s:\n", dir, len(entries), noun)
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, e := range entries {
+			fmt.Fprintf(tw, "  %s\t%s\n", orDash(e.Ref), humanBytes(e.Size))
+		}
+		tw.Flush()
+		fmt.Fprintln(&b, "Machines are not affected.")
+	}
+	fmt.Fprint(ios.ErrOut, b.String())
 }

@@ -3,14 +3,17 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/exec"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/hostcheck"
 	"github.com/man8s/mbctl/internal/host/hostsetup"
@@ -22,7 +25,7 @@ func newHostCmd(f *Factory) *cobra.Command {
 		`A Man8S host runs systemd-networkd with the machines' bridge and Yggdrasil,
 whose subnet gives every machine its stable address. 'mbctl host setup' writes
 the bridge's files; 'mbctl host check' says what is still missing.`)
-	cmd.AddCommand(newHostCheckCmd(f), newHostSetupCmd(f))
+	cmd.AddCommand(NewCmdHostCheck(f, nil), NewCmdHostSetup(f, nil))
 	return cmd
 }
 
@@ -33,14 +36,22 @@ type hostCheckReport struct {
 	Checks []hostcheck.Result `json:"checks"`
 }
 
-type hostCheckOptions struct {
-	json bool
-	// probes returns the host's probes; tests replace it.
-	probes func(config.Config) (hostcheck.Probes, func() error, error)
+// HostCheckOptions are the inputs of `host check`.
+type HostCheckOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// Probes returns the probes of the host for a configuration, and how to
+	// release them (hostcheck.Default); tests fake the host with it.
+	Probes func(config.Config) (hostcheck.Probes, func() error, error)
+
+	JSON bool
 }
 
-func newHostCheckCmd(f *Factory) *cobra.Command {
-	o := hostCheckOptions{probes: hostcheck.Default}
+// NewCmdHostCheck builds `host check`; runF, if not nil, replaces
+// hostCheckRun (tests).
+func NewCmdHostCheck(f *Factory, runF func(context.Context, *HostCheckOptions) error) *cobra.Command {
+	opts := &HostCheckOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Probes: hostcheck.Default}
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check every prerequisite and say how to fix what is missing",
@@ -48,39 +59,46 @@ func newHostCheckCmd(f *Factory) *cobra.Command {
 and its version, user namespaces, idmapped mounts (probed on the filesystems
 of paths.configs and paths.storage), Yggdrasil and its subnet, the bridge
 (network.bridge) with its Yggdrasil gateway and ULA addresses, IP forwarding,
-systemd-networkd, a static busybox and the writable directories.
+systemd-networkd, a static busybox, the gzip engine and the writable
+directories. Nothing on the host is changed.
 
 ✓ passed, ! works but needs attention, ✗ failed; every ! and ✗ says how to
 fix it. The exit status is 1 if a check failed. Run as root: some probes
 need it.`,
 		Example: `  $ sudo mbctl host check
   ✓ systemd-nspawn: /usr/bin/systemd-nspawn, systemd 252.39-1~deb12u2
-  ✗ bridge srvgrp0: srvgrp0 does not exist (fix: run ` + "`mbctl host setup`" + ` ...)`,
+  ✗ bridge srvgrp0: srvgrp0 does not exist; fix: run ` + "`mbctl host setup`" + ` ...
+
+  # the failed checks and their fixes
+  sudo mbctl host check --json | jq '.checks[] | select(.status == "fail")'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return hostCheck(cmd.Context(), f, o)
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return hostCheckRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&o.json, "json", false, "print the checks as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print ok, failed and the checks (name, status, detail, fix) as JSON")
 	return cmd
 }
 
-func hostCheck(ctx context.Context, f *Factory, o hostCheckOptions) error {
-	cfg, _, err := f.Config()
+func hostCheckRun(ctx context.Context, opts *HostCheckOptions) error {
+	cfg, _, err := opts.Config()
 	if err != nil {
 		return err
 	}
-	probes, closeProbes, err := o.probes(cfg)
+	probes, closeProbes, err := opts.Probes(cfg)
 	if err != nil {
 		return err
 	}
 	defer closeProbes()
 	results := hostcheck.Run(ctx, cfg, probes)
 	failed := hostcheck.Failed(results)
-	if o.json {
-		err = writeJSON(f.IO.Out, hostCheckReport{OK: failed == 0, Failed: failed, Checks: results})
+	if opts.JSON {
+		err = writeJSON(opts.IO.Out, hostCheckReport{OK: failed == 0, Failed: failed, Checks: results})
 	} else {
-		err = printChecks(f.IO.Out, results)
+		err = printChecks(opts.IO.Out, results)
 	}
 	if err != nil {
 		return err
@@ -105,19 +123,31 @@ func printChecks(w io.Writer, results []hostcheck.Result) error {
 	return err
 }
 
-type hostSetupOptions struct {
-	bridge   string
-	dryRun   bool
-	noReload bool
-	// procSys and networkd are the host's; tests replace them.
-	procSys  string
-	networkd hostsetup.Networkd
+// HostSetupOptions are the inputs of `host setup`.
+type HostSetupOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// ProcSys is where the running sysctls are ("/proc/sys"); Networkd
+	// finds out whether systemd-networkd runs and reloads it. Tests fake
+	// both.
+	ProcSys  string
+	Networkd hostsetup.Networkd
+
+	// Bridge is --bridge: "" means network.bridge.
+	Bridge   string
+	DryRun   bool
+	NoReload bool
+	JSON     bool
 }
 
-func newHostSetupCmd(f *Factory) *cobra.Command {
-	o := hostSetupOptions{
-		procSys: "/proc/sys",
-		networkd: hostsetup.Networkd{
+// NewCmdHostSetup builds `host setup`; runF, if not nil, replaces
+// hostSetupRun (tests).
+func NewCmdHostSetup(f *Factory, runF func(context.Context, *HostSetupOptions) error) *cobra.Command {
+	opts := &HostSetupOptions{
+		IO: f.IO, Config: f.Config, Log: f.Logger(),
+		ProcSys: "/proc/sys",
+		Networkd: hostsetup.Networkd{
 			Running: func(context.Context) (bool, error) {
 				pid, err := hostcheck.NetworkdPID("/proc")
 				return pid != 0, err
@@ -139,82 +169,215 @@ Forwarding is turned on by writing the two keys of that drop-in to /proc/sys,
 not by 'sysctl --system', which would re-apply every drop-in of the host.
 
 Running it again changes nothing and says so: a file is written only when its
-content differs. --dry-run prints the files and what would change.`,
+content differs. --dry-run prints the files and what would change.
+
+With --json: the bridge and subnet, whether anything changed, each file
+(path, action create|update|unchanged, written, the new content and for an
+update the diff), each sysctl (key, action, old, new, set), and what became of
+systemd-networkd: unchanged (nothing to reload), reloaded, would_reload,
+not_running or not_reloaded (--no-reload, or setup failed first).`,
 		Example: `  # what would change?
   sudo mbctl host setup --dry-run
 
-  sudo mbctl host setup && sudo mbctl host check`,
+  sudo mbctl host setup && sudo mbctl host check
+
+  # a second bridge, reloading systemd-networkd yourself
+  sudo mbctl host setup --bridge br1 --no-reload && sudo networkctl reload
+
+  # the files that would be written
+  sudo mbctl host setup --dry-run --json | jq -r '.files[] | select(.action != "unchanged") | .path'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.Flags().Changed("bridge") {
-				if err := config.ValidateIfName(o.bridge); err != nil {
+				if err := config.ValidateIfName(opts.Bridge); err != nil {
 					return usagef("--bridge: %v", err)
 				}
 			}
-			return hostSetup(cmd.Context(), f, o)
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return hostSetupRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVar(&o.bridge, "bridge", "", "bridge name (default network.bridge)")
-	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the files and what would change; change nothing")
-	cmd.Flags().BoolVar(&o.noReload, "no-reload", false, "leave systemd-networkd alone (reload it yourself)")
+	cmd.Flags().StringVar(&opts.Bridge, "bridge", "", "bridge name (default network.bridge)")
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the files and what would change; change nothing")
+	cmd.Flags().BoolVar(&opts.NoReload, "no-reload", false, "leave systemd-networkd alone (reload it yourself)")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print what was (with --dry-run: would be) written and changed as JSON")
 	return cmd
 }
 
-func hostSetup(ctx context.Context, f *Factory, o hostSetupOptions) error {
-	cfg, origin, err := f.Config()
+// What became of systemd-networkd, in `host setup --json`.
+const (
+	networkdUnchanged   = "unchanged"
+	networkdReloaded    = "reloaded"
+	networkdWouldReload = "would_reload"
+	networkdNotRunning  = "not_running"
+	networkdNotReloaded = "not_reloaded"
+)
+
+// hostSetupReport is the --json form of `host setup`.
+type hostSetupReport struct {
+	DryRun       bool              `json:"dry_run"`
+	Bridge       string            `json:"bridge"`
+	Subnet       string            `json:"subnet"`
+	SubnetSource string            `json:"subnet_source"`
+	Changed      bool              `json:"changed"`
+	Files        []hostSetupFile   `json:"files"`
+	Sysctls      []hostSetupSysctl `json:"sysctls"`
+	Networkd     string            `json:"networkd"`
+}
+
+type hostSetupFile struct {
+	Path string `json:"path"`
+	// Action is create, update or unchanged.
+	Action  string `json:"action"`
+	Written bool   `json:"written"`
+	// Content is what is (or would be) written; Diff, for an update, the
+	// lines that change ("-old", "+new").
+	Content string `json:"content,omitempty"`
+	Diff    string `json:"diff,omitempty"`
+}
+
+type hostSetupSysctl struct {
+	Key string `json:"key"`
+	// Action is update or unchanged.
+	Action string `json:"action"`
+	Old    string `json:"old"`
+	New    string `json:"new"`
+	Set    bool   `json:"set"`
+}
+
+func hostSetupRun(ctx context.Context, opts *HostSetupOptions) error {
+	cfg, origin, err := opts.Config()
 	if err != nil {
 		return err
 	}
-	if o.bridge == "" {
-		o.bridge = cfg.Network.Bridge
-	} else if o.bridge != cfg.Network.Bridge {
-		fmt.Fprintf(f.IO.ErrOut, "notice: new machines are attached to network.bridge %q; set network.bridge = %q in %s to use %s\n",
-			cfg.Network.Bridge, o.bridge, origin.Path, o.bridge)
+	bridge := opts.Bridge
+	if bridge == "" {
+		bridge = cfg.Network.Bridge
+	} else if bridge != cfg.Network.Bridge {
+		fmt.Fprintf(opts.IO.ErrOut, "notice: new machines are attached to network.bridge %q; set network.bridge = %q in %s to use %s\n",
+			cfg.Network.Bridge, bridge, origin.Path, bridge)
 	}
 	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {
 		return fmt.Errorf("the bridge's gateway needs this host's yggdrasil subnet: %w", err)
 	}
 	if source == yggadmin.SubnetFromConfig {
-		fmt.Fprintf(f.IO.ErrOut, "notice: yggdrasil at %s is unreachable; using network.ygg_prefix %s\n", cfg.Network.YggAdmin, subnet)
+		fmt.Fprintf(opts.IO.ErrOut, "notice: yggdrasil at %s is unreachable; using network.ygg_prefix %s\n", cfg.Network.YggAdmin, subnet)
 	}
-	f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
+	opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
 	plan, err := hostsetup.MakePlan(hostsetup.Options{
-		Bridge:     o.bridge,
+		Bridge:     bridge,
 		Subnet:     subnet,
 		NetworkDir: cfg.Paths.Networkd,
 		SysctlDir:  cfg.Paths.Sysctl,
-		ProcSys:    o.procSys,
+		ProcSys:    opts.ProcSys,
 	})
 	if err != nil {
 		return err
 	}
-	if o.dryRun {
-		return printPlan(ctx, f.IO.Out, plan, o.networkd.Running, !o.noReload)
+	reload := !opts.NoReload
+	report := func(res hostsetup.Result, networkd string) error {
+		return writeJSON(opts.IO.Out, setupReport(plan, res, opts.DryRun, bridge, subnet.String(), source, networkd))
+	}
+	if opts.DryRun {
+		networkd, runErr := plannedNetworkd(ctx, plan, opts.Networkd.Running, reload)
+		if opts.JSON {
+			if runErr != nil {
+				fmt.Fprintf(opts.IO.ErrOut, "notice: %v\n", runErr)
+			}
+			return report(hostsetup.Result{}, networkd)
+		}
+		return printPlan(opts.IO.Out, plan, networkd, runErr)
 	}
 	if !plan.Changed() {
-		_, err := fmt.Fprintf(f.IO.Out, "nothing to change: %s are up to date and forwarding is on\n", joinPaths(plan))
+		if opts.JSON {
+			return report(hostsetup.Result{}, networkdUnchanged)
+		}
+		_, err := fmt.Fprintf(opts.IO.Out, "nothing to change: %s are up to date and forwarding is on\n", joinPaths(plan))
 		return err
 	}
-	res, err := hostsetup.Apply(ctx, plan, o.networkd, !o.noReload)
-	out := f.IO.Out
-	for _, p := range res.Written {
-		fmt.Fprintf(out, "wrote %s\n", p)
+	res, err := hostsetup.Apply(ctx, plan, opts.Networkd, reload)
+	networkd := networkdNotReloaded // --no-reload, or Apply failed first
+	switch {
+	case res.Reloaded:
+		networkd = networkdReloaded
+	case res.NetworkdStopped:
+		networkd = networkdNotRunning
+	case !plan.NetworkdChanged():
+		networkd = networkdUnchanged
 	}
-	for _, s := range plan.Sysctls {
-		if slices.Contains(res.Set, s.Key) {
-			fmt.Fprintf(out, "set %s = %s\n", s.Key, s.New)
+	if opts.JSON {
+		if jerr := report(res, networkd); jerr != nil {
+			return errors.Join(jerr, err)
+		}
+	} else {
+		out := opts.IO.Out
+		for _, p := range res.Written {
+			fmt.Fprintf(out, "wrote %s\n", p)
+		}
+		for _, s := range plan.Sysctls {
+			if slices.Contains(res.Set, s.Key) {
+				fmt.Fprintf(out, "set %s = %s\n", s.Key, s.New)
+			}
+		}
+		if res.Reloaded {
+			fmt.Fprintln(out, "reloaded systemd-networkd")
 		}
 	}
 	switch {
-	case res.Reloaded:
-		fmt.Fprintln(out, "reloaded systemd-networkd")
 	case res.NetworkdStopped:
-		fmt.Fprintln(f.IO.ErrOut, "notice: systemd-networkd is not running; start it to create the bridge: systemctl enable --now systemd-networkd")
-	case err == nil && o.noReload && plan.NetworkdChanged():
-		fmt.Fprintln(f.IO.ErrOut, "notice: systemd-networkd was not reloaded (--no-reload); run `networkctl reload`")
+		fmt.Fprintln(opts.IO.ErrOut, "notice: systemd-networkd is not running; start it to create the bridge: systemctl enable --now systemd-networkd")
+	case err == nil && opts.NoReload && plan.NetworkdChanged():
+		fmt.Fprintln(opts.IO.ErrOut, "notice: systemd-networkd was not reloaded (--no-reload); run `networkctl reload`")
 	}
 	return err
+}
+
+// plannedNetworkd says what setup would do to systemd-networkd: nothing if
+// none of its files changes or reload is off, else reload it if it runs.
+// An error finding out is returned with networkdNotRunning.
+func plannedNetworkd(ctx context.Context, plan *hostsetup.Plan, running func(context.Context) (bool, error), reload bool) (string, error) {
+	switch {
+	case !plan.NetworkdChanged():
+		return networkdUnchanged, nil
+	case !reload:
+		return networkdNotReloaded, nil
+	case running == nil:
+		return networkdNotRunning, nil
+	}
+	up, err := running(ctx)
+	if err != nil {
+		return networkdNotRunning, fmt.Errorf("cannot tell whether systemd-networkd runs: %w", err)
+	}
+	if !up {
+		return networkdNotRunning, nil
+	}
+	return networkdWouldReload, nil
+}
+
+// setupReport is what `host setup --json` prints: the plan, and with res
+// what was done of it.
+func setupReport(plan *hostsetup.Plan, res hostsetup.Result, dryRun bool, bridge, subnet, source, networkd string) hostSetupReport {
+	rep := hostSetupReport{
+		DryRun: dryRun, Bridge: bridge, Subnet: subnet, SubnetSource: source,
+		Changed: plan.Changed(), Files: []hostSetupFile{}, Sysctls: []hostSetupSysctl{}, Networkd: networkd,
+	}
+	for _, f := range plan.Files {
+		jf := hostSetupFile{Path: f.Path, Action: f.Action.String(), Written: slices.Contains(res.Written, f.Path)}
+		if f.Action != hostsetup.Unchanged {
+			jf.Content = string(f.New)
+		}
+		if f.Action == hostsetup.Update {
+			jf.Diff = hostsetup.Diff(f.Old, f.New)
+		}
+		rep.Files = append(rep.Files, jf)
+	}
+	for _, s := range plan.Sysctls {
+		rep.Sysctls = append(rep.Sysctls, hostSetupSysctl{Key: s.Key, Action: s.Action.String(), Old: s.Old, New: s.New, Set: slices.Contains(res.Set, s.Key)})
+	}
+	return rep
 }
 
 // networkctlReload makes the running networkd read its files again.
@@ -235,8 +398,8 @@ func joinPaths(plan *hostsetup.Plan) string {
 }
 
 // printPlan is --dry-run: every file with what would happen to it, the
-// sysctls, and whether networkd would be reloaded.
-func printPlan(ctx context.Context, w io.Writer, plan *hostsetup.Plan, running func(context.Context) (bool, error), reload bool) error {
+// sysctls, and what would become of systemd-networkd (plannedNetworkd).
+func printPlan(w io.Writer, plan *hostsetup.Plan, networkd string, runErr error) error {
 	var b bytes.Buffer
 	for _, f := range plan.Files {
 		switch f.Action {
@@ -258,12 +421,15 @@ func printPlan(ctx context.Context, w io.Writer, plan *hostsetup.Plan, running f
 			fmt.Fprintf(&b, "would set %s = %s (now %s)\n", s.Key, s.New, s.Old)
 		}
 	}
-	if plan.NetworkdChanged() && reload {
-		if up, err := running(ctx); err == nil && up {
-			fmt.Fprintln(&b, "would reload systemd-networkd (networkctl reload)")
-		} else {
-			fmt.Fprintln(&b, "systemd-networkd is not running: start it to create the bridge")
-		}
+	switch {
+	case runErr != nil:
+		fmt.Fprintf(&b, "%v: would reload it if it runs\n", runErr)
+	case networkd == networkdWouldReload:
+		fmt.Fprintln(&b, "would reload systemd-networkd (networkctl reload)")
+	case networkd == networkdNotRunning:
+		fmt.Fprintln(&b, "systemd-networkd is not running: start it to create the bridge")
+	case networkd == networkdNotReloaded:
+		fmt.Fprintln(&b, "would not reload systemd-networkd (--no-reload): run `networkctl reload` after setup")
 	}
 	if !plan.Changed() {
 		fmt.Fprintln(&b, "nothing to change")

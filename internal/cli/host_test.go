@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
@@ -19,9 +24,9 @@ import (
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
-// hostEnv is a host in temp dirs: a config whose networkd and sysctl dirs
-// are temp dirs, with a fixed yggdrasil prefix, and a fake /proc/sys with
-// forwarding off.
+// hostEnv is a host in temp dirs: a config whose every path (and busybox)
+// is in a temp dir, with a fixed yggdrasil prefix, and a fake /proc/sys
+// with forwarding off.
 func hostEnv(t *testing.T) (env map[string]string, networkDir, procSys string) {
 	t.Helper()
 	root := t.TempDir()
@@ -30,33 +35,120 @@ func hostEnv(t *testing.T) (env map[string]string, networkDir, procSys string) {
 	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
 		writeTestFile(t, filepath.Join(procSys, key), "0\n")
 	}
+	busybox := filepath.Join(root, "bin/busybox")
+	writeTestFile(t, busybox, "")
+	var paths strings.Builder
+	for _, key := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch"} {
+		fmt.Fprintf(&paths, "%s = %q\n", key, filepath.Join(root, "var", key))
+	}
 	env = noConfig(t, `ygg_prefix = "300:2e98:a4b0:1789::/64"
+[machines]
+busybox = "`+busybox+`"
 [paths]
 networkd = "`+networkDir+`"
 sysctl = "`+filepath.Join(root, "sysctl.d")+`"
-`)
+`+paths.String())
 	return env, networkDir, procSys
 }
 
-func runHostSetup(t *testing.T, env map[string]string, o hostSetupOptions) (string, string, error) {
+// envConfig loads the configuration that env names, as the Factory does.
+func envConfig(env map[string]string) func() (config.Config, config.Origin, error) {
+	f := &Factory{Getenv: func(k string) string { return env[k] }}
+	return f.Config
+}
+
+func runHostSetup(t *testing.T, env map[string]string, o HostSetupOptions) (string, string, error) {
 	t.Helper()
 	ios, _, out, errOut := iostreams.Test()
-	f := &Factory{IO: ios, Getenv: func(k string) string { return env[k] }}
-	err := hostSetup(t.Context(), f, o)
+	o.IO, o.Config, o.Log = ios, envConfig(env), slog.New(slog.DiscardHandler)
+	err := hostSetupRun(t.Context(), &o)
 	return out.String(), errOut.String(), err
+}
+
+func TestNewCmdHost(t *testing.T) {
+	ignore := cmp.Options{
+		cmpopts.IgnoreFields(HostCheckOptions{}, "IO", "Config", "Log", "Probes"),
+		cmpopts.IgnoreFields(HostSetupOptions{}, "IO", "Config", "Log", "ProcSys", "Networkd"),
+	}
+	for _, tt := range []struct {
+		name    string
+		cmd     func(*Factory, *any) *cobra.Command
+		args    []string
+		want    any
+		wantErr string
+	}{
+		{"check", hostCheckCmd, nil, &HostCheckOptions{}, ""},
+		{"check --json", hostCheckCmd, []string{"--json"}, &HostCheckOptions{JSON: true}, ""},
+		{"setup", hostSetupCmd, nil, &HostSetupOptions{}, ""},
+		{"setup all flags", hostSetupCmd, []string{"--bridge", "br1", "--dry-run", "--no-reload", "--json"},
+			&HostSetupOptions{Bridge: "br1", DryRun: true, NoReload: true, JSON: true}, ""},
+		{"setup bad bridge", hostSetupCmd, []string{"--bridge", "a b"}, nil, "--bridge: interface name"},
+		{"setup argument", hostSetupCmd, []string{"br1"}, nil, "takes no arguments"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got any
+			cmd := tt.cmd(testFactory(t), &got)
+			cmd.SetArgs(append([]string{}, tt.args...))
+			cmd.SetOut(new(strings.Builder))
+			cmd.SetErr(new(strings.Builder))
+			err := cmd.Execute()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != nil {
+					t.Fatalf("err = %v, options %+v; want an error %q before running", err, got, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, ignore); diff != "" {
+				t.Errorf("options (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func hostCheckCmd(f *Factory, got *any) *cobra.Command {
+	return NewCmdHostCheck(f, func(_ context.Context, o *HostCheckOptions) error { *got = o; return nil })
+}
+
+func hostSetupCmd(f *Factory, got *any) *cobra.Command {
+	return NewCmdHostSetup(f, func(_ context.Context, o *HostSetupOptions) error { *got = o; return nil })
+}
+
+// The commands' real dependencies are filled in.
+func TestNewCmdHostDependencies(t *testing.T) {
+	var check *HostCheckOptions
+	cmd := NewCmdHostCheck(testFactory(t), func(_ context.Context, o *HostCheckOptions) error { check = o; return nil })
+	cmd.SetArgs([]string{})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if check.IO == nil || check.Config == nil || check.Log == nil || check.Probes == nil {
+		t.Errorf("host check options lack dependencies: %+v", check)
+	}
+	var setup *HostSetupOptions
+	cmd = NewCmdHostSetup(testFactory(t), func(_ context.Context, o *HostSetupOptions) error { setup = o; return nil })
+	cmd.SetArgs([]string{})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if setup.IO == nil || setup.Config == nil || setup.Log == nil || setup.ProcSys != "/proc/sys" || setup.Networkd.Running == nil || setup.Networkd.Reload == nil {
+		t.Errorf("host setup options lack dependencies: %+v", setup)
+	}
 }
 
 func TestHostSetup(t *testing.T) {
 	env, networkDir, procSys := hostEnv(t)
 	reloads := 0
-	o := hostSetupOptions{procSys: procSys, networkd: hostsetup.Networkd{
+	o := HostSetupOptions{ProcSys: procSys, Networkd: hostsetup.Networkd{
 		Running: func(context.Context) (bool, error) { return true, nil },
 		Reload:  func(context.Context) error { reloads++; return nil },
 	}}
 
 	// Dry run: says what it would do and does nothing.
 	dry := o
-	dry.dryRun = true
+	dry.DryRun = true
 	out, _, err := runHostSetup(t, env, dry)
 	if err != nil {
 		t.Fatal(err)
@@ -101,13 +193,163 @@ func TestHostSetup(t *testing.T) {
 	}
 
 	// Another bridge: its own files, another reload.
-	o.bridge = "br1"
+	o.Bridge = "br1"
 	out, errOut, err = runHostSetup(t, env, o)
 	if err != nil || !strings.Contains(out, "wrote "+filepath.Join(networkDir, "80-man8s-br1.network")) || reloads != 2 {
 		t.Errorf("--bridge br1: err %v, reloads %d, output:\n%s", err, reloads, out)
 	}
 	if !strings.Contains(errOut, `set network.bridge = "br1"`) {
 		t.Errorf("--bridge br1 without network.bridge: no notice in %q", errOut)
+	}
+}
+
+// hostSetupJSON mirrors hostSetupReport.
+type hostSetupJSON struct {
+	DryRun       bool   `json:"dry_run"`
+	Bridge       string `json:"bridge"`
+	Subnet       string `json:"subnet"`
+	SubnetSource string `json:"subnet_source"`
+	Changed      bool   `json:"changed"`
+	Files        []struct {
+		Path, Action, Content, Diff string
+		Written                     bool
+	} `json:"files"`
+	Sysctls []struct {
+		Key, Action, Old, New string
+		Set                   bool
+	} `json:"sysctls"`
+	Networkd string `json:"networkd"`
+}
+
+// summary is the report in one line per file and sysctl.
+func (r hostSetupJSON) summary() []string {
+	var s []string
+	for _, f := range r.Files {
+		s = append(s, fmt.Sprintf("%s %s written=%v content=%v diff=%v", filepath.Base(f.Path), f.Action, f.Written, f.Content != "", f.Diff != ""))
+	}
+	for _, c := range r.Sysctls {
+		s = append(s, fmt.Sprintf("%s %s %s->%s set=%v", c.Key, c.Action, c.Old, c.New, c.Set))
+	}
+	return s
+}
+
+func TestHostSetupJSON(t *testing.T) {
+	env, networkDir, procSys := hostEnv(t)
+	running := true
+	o := HostSetupOptions{ProcSys: procSys, JSON: true, Networkd: hostsetup.Networkd{
+		Running: func(context.Context) (bool, error) { return running, nil },
+		Reload:  func(context.Context) error { return nil },
+	}}
+	run := func(o HostSetupOptions) hostSetupJSON {
+		t.Helper()
+		out, _, err := runHostSetup(t, env, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep hostSetupJSON
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, out)
+		}
+		return rep
+	}
+	check := func(name string, got hostSetupJSON, changed bool, networkd string, want []string) {
+		t.Helper()
+		if got.Bridge != "srvgrp0" || got.Subnet != "300:2e98:a4b0:1789::/64" || got.SubnetSource != yggadmin.SubnetFromConfig ||
+			got.Changed != changed || got.Networkd != networkd {
+			t.Errorf("%s: report %+v; want changed %v, networkd %s", name, got, changed, networkd)
+		}
+		if diff := cmp.Diff(want, got.summary()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+
+	dry := o
+	dry.DryRun = true
+	got := run(dry)
+	check("dry run", got, true, networkdWouldReload, []string{
+		"80-man8s-srvgrp0.netdev create written=false content=true diff=false",
+		"80-man8s-srvgrp0.network create written=false content=true diff=false",
+		"99-man8s-forwarding.conf create written=false content=true diff=false",
+		"net.ipv4.ip_forward update 0->1 set=false",
+		"net.ipv6.conf.all.forwarding update 0->1 set=false",
+	})
+	if !got.DryRun || !strings.Contains(got.Files[1].Content, "Address=300:2e98:a4b0:1789::1/128\n") {
+		t.Errorf("dry run: dry_run %v, .network content:\n%s", got.DryRun, got.Files[1].Content)
+	}
+	if _, err := os.Stat(networkDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dry run created %s: %v", networkDir, err)
+	}
+	noReload := dry
+	noReload.NoReload = true
+	check("dry run --no-reload", run(noReload), true, networkdNotReloaded, got.summary())
+
+	got = run(o)
+	check("setup", got, true, networkdReloaded, []string{
+		"80-man8s-srvgrp0.netdev create written=true content=true diff=false",
+		"80-man8s-srvgrp0.network create written=true content=true diff=false",
+		"99-man8s-forwarding.conf create written=true content=true diff=false",
+		"net.ipv4.ip_forward update 0->1 set=true",
+		"net.ipv6.conf.all.forwarding update 0->1 set=true",
+	})
+	if got.DryRun {
+		t.Error("setup: dry_run is true")
+	}
+
+	unchanged := []string{
+		"80-man8s-srvgrp0.netdev unchanged written=false content=false diff=false",
+		"80-man8s-srvgrp0.network unchanged written=false content=false diff=false",
+		"99-man8s-forwarding.conf unchanged written=false content=false diff=false",
+		"net.ipv4.ip_forward unchanged 1->1 set=false",
+		"net.ipv6.conf.all.forwarding unchanged 1->1 set=false",
+	}
+	check("second setup", run(o), false, networkdUnchanged, unchanged)
+	check("dry run after setup", run(dry), false, networkdUnchanged, unchanged)
+
+	// Someone edited the .network: an update with a diff; networkd is down.
+	network := filepath.Join(networkDir, "80-man8s-srvgrp0.network")
+	writeTestFile(t, network, "[Match]\nName=srvgrp0\n")
+	running = false
+	got = run(dry)
+	check("dry run of an update", got, true, networkdNotRunning, append(append([]string{}, unchanged[0]),
+		"80-man8s-srvgrp0.network update written=false content=true diff=true", unchanged[2], unchanged[3], unchanged[4]))
+	if !strings.Contains(got.Files[1].Diff, "+Address=300:2e98:a4b0:1789::1/128\n") {
+		t.Errorf("diff of the update:\n%s", got.Files[1].Diff)
+	}
+	check("update", run(o), true, networkdNotRunning, append(append([]string{}, unchanged[0]),
+		"80-man8s-srvgrp0.network update written=true content=true diff=true", unchanged[2], unchanged[3], unchanged[4]))
+}
+
+// A reload that fails still reports, as JSON, what was written.
+func TestHostSetupJSONFailedReload(t *testing.T) {
+	env, _, procSys := hostEnv(t)
+	out, _, err := runHostSetup(t, env, HostSetupOptions{ProcSys: procSys, JSON: true, Networkd: hostsetup.Networkd{
+		Running: func(context.Context) (bool, error) { return true, nil },
+		Reload:  func(context.Context) error { return errors.New("Failed to connect to bus") },
+	}})
+	if err == nil || !strings.Contains(err.Error(), "networkctl reload") {
+		t.Errorf("failed reload: err = %v", err)
+	}
+	var rep hostSetupJSON
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if rep.Networkd != networkdNotReloaded || len(rep.Files) != 3 || !rep.Files[0].Written {
+		t.Errorf("report %+v; want the files written and networkd not_reloaded", rep)
+	}
+}
+
+// A dry run that cannot tell whether networkd runs says so instead of
+// claiming it does not run.
+func TestHostSetupDryRunNetworkdUnknown(t *testing.T) {
+	env, _, procSys := hostEnv(t)
+	out, _, err := runHostSetup(t, env, HostSetupOptions{ProcSys: procSys, DryRun: true, Networkd: hostsetup.Networkd{
+		Running: func(context.Context) (bool, error) { return false, errors.New("permission denied") },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "cannot tell whether systemd-networkd runs: permission denied") || strings.Contains(out, "is not running") {
+		t.Errorf("output:\n%s", out)
 	}
 }
 
@@ -122,7 +364,7 @@ func TestHostSetupErrors(t *testing.T) {
 	}
 
 	env, _, procSys := hostEnv(t)
-	_, _, err := runHostSetup(t, env, hostSetupOptions{procSys: procSys, networkd: hostsetup.Networkd{
+	_, _, err := runHostSetup(t, env, HostSetupOptions{ProcSys: procSys, Networkd: hostsetup.Networkd{
 		Running: func(context.Context) (bool, error) { return true, nil },
 		Reload:  func(context.Context) error { return errors.New("Failed to connect to bus") },
 	}})
@@ -138,6 +380,8 @@ func (noLinks) AddrList(netlink.Link, int) ([]netlink.Addr, error) {
 	return nil, nil
 }
 
+// TestHostCheck runs the checks on a fake host: every path, procfs and the
+// busybox are in temp dirs, and every probe is a fake.
 func TestHostCheck(t *testing.T) {
 	proc := t.TempDir()
 	writeTestFile(t, filepath.Join(proc, "sys/user/max_user_namespaces"), "100\n")
@@ -149,26 +393,42 @@ func TestHostCheck(t *testing.T) {
 	if err := os.Symlink("net:[1]", filepath.Join(proc, "self/ns/net")); err != nil {
 		t.Fatal(err)
 	}
-	probes := func(config.Config) (hostcheck.Probes, func() error, error) {
+	env, _, _ := hostEnv(t)
+	cfg, _, err := envConfig(env)()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := func(got config.Config) (hostcheck.Probes, func() error, error) {
+		if got.Paths != cfg.Paths {
+			t.Errorf("probes for paths %+v, want %+v", got.Paths, cfg.Paths)
+		}
 		return hostcheck.Probes{
-			Proc:     proc,
-			Links:    noLinks{},
-			Output:   func(context.Context, string, ...string) ([]byte, error) { return []byte("systemd 255 (255.4)\n"), nil },
-			LookPath: func(name string) (string, error) { return "/usr/bin/" + name, nil },
+			Proc:   proc,
+			Links:  noLinks{},
+			Output: func(context.Context, string, ...string) ([]byte, error) { return []byte("systemd 255 (255.4)\n"), nil },
+			LookPath: func(name string) (string, error) {
+				if name == "busybox" {
+					return "", errors.New("not on the fake PATH")
+				}
+				return "/usr/bin/" + name, nil
+			},
 			Subnet: func(context.Context) (netip.Prefix, string, error) {
 				return netip.MustParsePrefix("300::/64"), yggadmin.SubnetFromNode, nil
 			},
-			Userns:      func(context.Context) error { return nil },
-			Idmap:       func(context.Context, string) error { return nil },
+			Userns: func(context.Context) error { return nil },
+			Idmap: func(_ context.Context, dir string) error {
+				if root := filepath.Dir(filepath.Dir(cfg.Paths.Configs)); !strings.HasPrefix(dir, root) {
+					t.Errorf("idmap probe of %s, outside the fake host", dir)
+				}
+				return nil
+			},
 			CheckStatic: func(string) error { return nil },
 			Geteuid:     func() int { return 0 },
 		}, func() error { return nil }, nil
 	}
-	env, _, _ := hostEnv(t)
 	for _, asJSON := range []bool{false, true} {
 		ios, _, out, _ := iostreams.Test()
-		f := &Factory{IO: ios, Getenv: func(k string) string { return env[k] }}
-		err := hostCheck(t.Context(), f, hostCheckOptions{json: asJSON, probes: probes})
+		err := hostCheckRun(t.Context(), &HostCheckOptions{IO: ios, Config: envConfig(env), Log: slog.New(slog.DiscardHandler), Probes: probes, JSON: asJSON})
 		// No bridge and no networkd in the fake host.
 		if err == nil || err.Error() != "2 of 10 checks failed" {
 			t.Errorf("json=%v: err = %v, want 2 of 10 checks failed", asJSON, err)
@@ -177,6 +437,8 @@ func TestHostCheck(t *testing.T) {
 			for _, want := range []string{
 				"✓ systemd-nspawn: /usr/bin/systemd-nspawn, systemd 255.4\n",
 				"✗ bridge srvgrp0: srvgrp0 does not exist; fix: run `mbctl host setup`",
+				"✓ static busybox: " + cfg.Machines.Busybox + "\n",
+				"✓ directories: 0 writable; missing but can be created: paths.machines, ",
 			} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("output lacks %q:\n%s", want, out)

@@ -63,7 +63,7 @@ type Network struct {
 type Machines struct {
 	DefaultTemplate string `toml:"default_template" comment:"template for new machines"`
 	Busybox         string `toml:"busybox" comment:"static busybox installed into machines as a debug shell (also searched on PATH)"`
-	Init            string `toml:"init" comment:"man8s-init binary installed into machines (default: beside mbctl, then PREFIX/lib/man8s)"`
+	Init            string `toml:"init" comment:"man8s-init binary installed into machines ($MBCTL_INIT overrides it); if empty: man8s-init beside mbctl, else PREFIX/lib/man8s/man8s-init, else mbctl itself as a multi-call binary"`
 }
 
 // Registries configures how images are fetched.
@@ -112,10 +112,26 @@ type Origin struct {
 // Source says where the value of a dotted key came from: "FILE:LINE" or
 // "default".
 func (o Origin) Source(key string) string {
-	if line, ok := o.lines[key]; ok {
+	if line := o.Line(key); line > 0 {
 		return fmt.Sprintf("%s:%d", o.Path, line)
 	}
 	return "default"
+}
+
+// Line returns the line of Path that sets the dotted key, or 0 if the value
+// is a default. A table key such as registries.mirrors, set key by key, is
+// on the line of its first key.
+func (o Origin) Line(key string) int {
+	if line, ok := o.lines[key]; ok {
+		return line
+	}
+	first := 0
+	for k, line := range o.lines {
+		if strings.HasPrefix(k, key+".") && (first == 0 || line < first) {
+			first = line
+		}
+	}
+	return first
 }
 
 // Path returns the configuration file to use: flagValue if set, else
