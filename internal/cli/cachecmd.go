@@ -156,7 +156,8 @@ func NewCmdCachePrune(f *Factory, runF func(context.Context, *CachePruneOptions)
 		Short: "Delete blobs that no cached image needs",
 		Long: `Delete the blobs that no image listed by 'mbctl cache list' refers to, and
 temp files left by interrupted downloads. Cached images stay whole, so it
-never asks. Waits for running pulls to finish.
+never asks. Waits for running pulls to finish. Before that it takes back what
+killed mbctl runs left (as 'mbctl host clean' does).
 
 A blob that a cached image needs but that is missing is reported (pulling the
 image again fetches it); nothing else is done about it.`,
@@ -180,6 +181,9 @@ func cachePruneRun(ctx context.Context, opts *CachePruneOptions) error {
 	c, err := openConfiguredCache(opts.Config)
 	if err != nil {
 		return err
+	}
+	if cfg, _, err := opts.Config(); err == nil {
+		cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
 	}
 	res, err := c.Prune(ctx)
 	if err != nil {

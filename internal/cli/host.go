@@ -25,7 +25,7 @@ func newHostCmd(f *Factory) *cobra.Command {
 		`A Man8S host runs systemd-networkd with the machines' bridge and Yggdrasil,
 whose subnet gives every machine its stable address. 'mbctl host setup' writes
 the bridge's files; 'mbctl host check' says what is still missing.`)
-	cmd.AddCommand(NewCmdHostCheck(f, nil), NewCmdHostSetup(f, nil))
+	cmd.AddCommand(NewCmdHostCheck(f, nil), NewCmdHostSetup(f, nil), NewCmdHostClean(f, nil))
 	return cmd
 }
 

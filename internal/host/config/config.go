@@ -47,7 +47,7 @@ type Paths struct {
 	Nspawn     string `toml:"nspawn" comment:"where systemd-nspawn reads NAME.nspawn (a symlink to the config dir's file)"`
 	Machinectl string `toml:"machinectl" comment:"machinectl image links (NAME -> rootfs)"`
 	Cache      string `toml:"cache" comment:"image content cache (OCI image layout)"`
-	Scratch    string `toml:"scratch" comment:"scratch space for downloads and staging"`
+	Scratch    string `toml:"scratch" comment:"mbctl's run journals (journals/): what a killed run must take back"`
 	Networkd   string `toml:"networkd" comment:"where mbctl host setup writes the bridge's systemd-networkd .netdev and .network"`
 	Sysctl     string `toml:"sysctl" comment:"where mbctl host setup writes the forwarding sysctl drop-in"`
 }
