@@ -91,3 +91,18 @@ func Names(dirs config.Paths) ([]string, error) {
 	slices.Sort(names)
 	return names, nil
 }
+
+// Incomplete reports whether some of the machine's paths are missing: a
+// pull of an older mbctl that was killed, or a manual deletion.
+func (in Info) Incomplete() bool { return len(in.Missing) > 0 }
+
+// Fix says how to repair an incomplete machine ("" when it is complete).
+func (in Info) Fix() string {
+	if !in.Incomplete() {
+		return ""
+	}
+	if slices.Contains(in.Missing, "root file system") && !slices.Contains(in.Missing, "config dir") {
+		return fmt.Sprintf("its root file system is gone: 'mbctl machines remove --keep-data %s' keeps its data, then pull it again", in.Name)
+	}
+	return fmt.Sprintf("run 'mbctl host clean' (it takes back what a killed pull left), then 'mbctl machines remove %s' for what remains", in.Name)
+}

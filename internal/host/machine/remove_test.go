@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/man8s/mbctl/internal/host/config"
@@ -188,5 +189,21 @@ func TestNamesAndDescribe(t *testing.T) {
 	in, env, err := DescribeEnv(PathsFor(dirs, "only-config"), State{})
 	if err != nil || in.Image != "x" || string(env) != "MAN8S_OCI_IMAGE_URL=x\n" {
 		t.Errorf("DescribeEnv(only-config) = %+v, %q, %v", in, env, err)
+	}
+}
+
+func TestInfoFix(t *testing.T) {
+	for _, tt := range []struct {
+		missing []string
+		want    string
+	}{
+		{nil, ""},
+		{[]string{"root file system", "machinectl image link"}, "remove --keep-data web"},
+		{[]string{"config dir", "root file system"}, "mbctl host clean"},
+	} {
+		in := Info{Name: "web", Missing: tt.missing}
+		if got := in.Fix(); in.Incomplete() != (tt.want != "") || !strings.Contains(got, tt.want) {
+			t.Errorf("missing %v: Fix = %q, Incomplete %v; want %q", tt.missing, got, in.Incomplete(), tt.want)
+		}
 	}
 }
