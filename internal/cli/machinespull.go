@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"maps"
+	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -12,26 +16,45 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/buildinfo"
+	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
+	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
 )
 
-type machinesPullOptions struct {
+// MachinesPullOptions are the inputs of `machines pull`.
+type MachinesPullOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// Getenv reads $MBCTL_INIT, which overrides machines.init.
+	Getenv func(string) string
+	// Ask asks a question on the terminal (nil: there is nobody to ask).
+	Ask askFunc
+
 	Image, Name string
 	Template    string
 	Volumes     []string
 	InitMode    string
 	Platform    string
 	Yes, Quiet  bool
+	JSON        bool
 }
 
-func newMachinesPullCmd(f *Factory) *cobra.Command {
-	var o machinesPullOptions
+// newMachinesPullCmd is `machines pull` as the machines group adds it.
+func newMachinesPullCmd(f *Factory) *cobra.Command { return NewCmdMachinesPull(f, nil) }
+
+// NewCmdMachinesPull builds `machines pull`; runF, if not nil, replaces
+// machinesPullRun (tests).
+func NewCmdMachinesPull(f *Factory, runF func(context.Context, *MachinesPullOptions) error) *cobra.Command {
+	opts := &MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask}
 	cmd := &cobra.Command{
 		Use:   "pull IMAGE NAME",
 		Short: "Create machine NAME from an OCI image",
@@ -55,118 +78,200 @@ Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
 
+With --json, stdout is one JSON object describing the new machine (name,
+Yggdrasil address, paths, image reference and digest, init mode and why,
+volumes, layer counts, duration) and nothing else; progress, if any, goes to
+stderr as plain lines, never as bars.
+
 Nothing is left behind on an error or Ctrl-C: every dir and link this run
 created is removed again.`,
 		Example: `  mbctl machines pull registry:2 Man8Registry --volume /var/lib/registry=data
   mbctl machines pull --yes nginx:1.27 web
-  mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data`,
+  mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
+
+  # from a script: no questions, no progress, the machine's address from the JSON
+  mbctl machines pull --yes --quiet --json nginx:1.27 web | jq -r .ygg_address`,
 		Args: exactArgs("IMAGE", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Image, o.Name = args[0], args[1]
-			return machinesPull(cmd.Context(), f, o)
+			opts.Image, opts.Name = args[0], args[1]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return machinesPullRun(cmd.Context(), opts)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.Template, "template", "", "settings template: network_isolated (alias netns-init) (default machines.default_template)")
-	fl.StringArrayVar(&o.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
-	fl.StringVar(&o.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
-	fl.StringVar(&o.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
-	fl.BoolVarP(&o.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
-	fl.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress output")
+	fl.StringVar(&opts.Template, "template", "", "settings template: network_isolated (alias netns-init) (default machines.default_template)")
+	fl.StringArrayVar(&opts.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
+	fl.StringVar(&opts.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
+	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
+	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
+	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
+	fl.BoolVar(&opts.JSON, "json", false, "print the new machine as one JSON object on stdout (no progress bars)")
 	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(man8env.Templates(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("init-mode", cobra.FixedCompletions(initModeNames(), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-func machinesPull(ctx context.Context, f *Factory, o machinesPullOptions) error {
+// machinesPullReport is the --json form of `machines pull`.
+type machinesPullReport struct {
+	Name       string           `json:"name"`
+	YggAddress netip.Addr       `json:"ygg_address"`
+	Template   string           `json:"template"`
+	Image      imageReport      `json:"image"`
+	Init       pulledInitReport `json:"init"`
+	Paths      machine.Paths    `json:"paths"`
+	Volumes    []machine.Volume `json:"volumes"`
+	Layers     layersReport     `json:"layers"`
+	Unpacked   unpackedReport   `json:"unpacked"`
+	Seconds    float64          `json:"duration_seconds"`
+}
+
+// pulledInitReport says which init the image has, the mode chosen and why,
+// and what was installed at /man8s-init.
+type pulledInitReport struct {
+	Detected   string `json:"detected"`
+	Evidence   string `json:"evidence,omitempty"`
+	Mode       string `json:"mode"`
+	ModeReason string `json:"mode_reason"`
+	Installed  string `json:"installed"`
+	Source     string `json:"source"`
+	From       string `json:"source_from"`
+	Busybox    string `json:"busybox,omitempty"`
+	ShellLink  bool   `json:"shell_link"`
+}
+
+func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	// Everything that can be checked without the network comes first.
-	p, cfg, err := machinePaths(f, o.Name)
+	if err := machine.ValidateName(opts.Name); err != nil {
+		return err
+	}
+	cfg, _, err := opts.Config()
 	if err != nil {
 		return err
 	}
-	tmpl := o.Template
+	p := machine.PathsFor(cfg.Paths, opts.Name)
+	tmpl := opts.Template
 	if tmpl == "" {
 		tmpl = cfg.Machines.DefaultTemplate
 	}
 	if tmpl, err = man8env.ParseTemplate(tmpl); err != nil {
+		if opts.Template == "" {
+			return fmt.Errorf("machines.default_template in the configuration: %w (or pass --template)", err)
+		}
 		return usagef("--template: %v", err)
 	}
-	mode, err := imageinit.ParseMode(o.InitMode)
+	mode, err := imageinit.ParseMode(opts.InitMode)
 	if err != nil {
 		return usagef("--init-mode: %v", err)
 	}
-	answered := map[string]machine.Volume{}
-	var order []string
-	for _, s := range o.Volumes {
-		v, err := machine.ParseVolumeFlag(s)
-		if err != nil {
-			return usagef("%v", err)
-		}
-		if _, dup := answered[v.Path]; dup {
-			return usagef("--volume %s given twice", v.Path)
-		}
-		if v.Kind == machine.VolumeCustom {
-			if err := machine.CheckCustomDir(v.Host, p); err != nil {
-				return fmt.Errorf("--volume %s: %w", s, err)
-			}
-		}
-		answered[v.Path] = v
-		order = append(order, v.Path)
+	answered, order, err := parseVolumeFlags(opts.Volumes, p)
+	if err != nil {
+		return err
 	}
 	if err := p.CheckFree(); err != nil {
 		return err
 	}
 	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {
-		return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", o.Name, err)
+		return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", opts.Name, err)
 	}
-	f.Logger().Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
-	src, err := locateInit(f)
+	opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
+	src, err := locateInit(cfg, opts.Getenv, opts.Log)
 	if err != nil {
 		return err
 	}
 
 	// The image's config (no layers yet) says which volumes to ask about.
-	im, err := resolveImage(ctx, f, o.Image, o.Platform)
+	im, err := resolveImage(ctx, cfg, opts.Log, opts.Image, opts.Platform)
 	if err != nil {
 		return err
 	}
-	vols, err := chooseVolumes(ctx, f, p, imageVolumes(f, im), answered, order, o.Yes)
+	vols, err := chooseVolumes(ctx, opts, p, imageVolumes(opts.Log, im), answered, order)
 	if err != nil {
 		return err
 	}
 
-	c, err := openCache(f)
+	c, err := cache.Open(cfg.Paths.Cache)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	progress := newPullProgress(f, o.Quiet)
+	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
 	res, err := provision.Create(ctx, provision.Options{
-		Name: o.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
-		Image: im, Ref: o.Image, Subnet: subnet, Mode: mode, Volumes: vols,
-		Cache: c, Pull: pull.Options{Progress: progress, Log: f.Logger()},
-		Init: src, Version: buildinfo.Get().Version, Log: f.Logger(),
+		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
+		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols,
+		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
+		Init: src, Version: buildinfo.Get().Version, Log: opts.Log,
 	})
 	progress.Done(err == nil)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted: machine %s not created; everything this run made was removed", o.Name)
+			return fmt.Errorf("interrupted: machine %s not created; everything this run made was removed", opts.Name)
 		}
-		return fmt.Errorf("creating machine %s: %w (everything this run made was removed)", o.Name, err)
+		return fmt.Errorf("creating machine %s: %w (everything this run made was removed)", opts.Name, err)
 	}
-	printCreated(f, res, im, time.Since(start))
-	return nil
+	took := time.Since(start)
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took))
+	}
+	return printCreated(opts.IO.Out, res, im, took)
+}
+
+// parseVolumeFlags parses the --volume values for machine p: the answers
+// by volume path, and the paths in flag order. Custom dirs are checked
+// here, before anything is downloaded.
+func parseVolumeFlags(flags []string, p machine.Paths) (map[string]machine.Volume, []string, error) {
+	answered := map[string]machine.Volume{}
+	var order []string
+	for _, s := range flags {
+		v, err := machine.ParseVolumeFlag(s)
+		if err != nil {
+			return nil, nil, usagef("%v", err)
+		}
+		if _, dup := answered[v.Path]; dup {
+			return nil, nil, usagef("--volume %s given twice: give one --volume per path", v.Path)
+		}
+		if v.Kind == machine.VolumeCustom {
+			if err := machine.CheckCustomDir(v.Host, p); err != nil {
+				return nil, nil, fmt.Errorf("--volume %s: %w", s, err)
+			}
+			for _, path := range order {
+				if err := customOverlap(v.Host, answered[path]); err != nil {
+					return nil, nil, fmt.Errorf("--volume %s: %w", s, err)
+				}
+			}
+		}
+		answered[v.Path] = v
+		order = append(order, v.Path)
+	}
+	return answered, order, nil
+}
+
+// customOverlap fails when dir, a new custom volume dir, is the custom dir
+// of volume c, or inside it, or holds it: both would be bound into the
+// machine, the content of one inside the other.
+func customOverlap(dir string, c machine.Volume) error {
+	if c.Kind != machine.VolumeCustom || !(fsutil.Within(dir, c.Host) || fsutil.Within(c.Host, dir)) {
+		return nil
+	}
+	if dir == c.Host {
+		return fmt.Errorf("%s is already the dir of volume %s", dir, c.Path)
+	}
+	return fmt.Errorf("%s overlaps %s, the dir of volume %s", dir, c.Host, c.Path)
 }
 
 // imageVolumes returns the image's declared volumes, clean and sorted.
 // A volume path that cannot be used is dropped with a warning.
-func imageVolumes(f *Factory, im *registry.Image) []string {
+func imageVolumes(log *slog.Logger, im *registry.Image) []string {
 	var out []string
+	if im.Config == nil {
+		return nil
+	}
 	for _, v := range slices.Sorted(maps.Keys(im.Config.Config.Volumes)) {
 		c, err := machine.CleanVolumePath(v)
 		if err != nil {
-			f.Logger().Warn("ignoring a volume of the image", "err", err)
+			log.Warn("ignoring a volume of the image", "err", err)
 			continue
 		}
 		if !slices.Contains(out, c) {
@@ -177,54 +282,60 @@ func imageVolumes(f *Factory, im *registry.Image) []string {
 }
 
 // chooseVolumes decides where each volume lives: from the flags, --yes, or
-// by asking on the terminal.
-func chooseVolumes(ctx context.Context, f *Factory, p machine.Paths, declared []string, answered map[string]machine.Volume, flagOrder []string, yes bool) ([]machine.Volume, error) {
+// by asking on the terminal. The declared volumes come first, in their
+// order, then those only the flags name.
+func chooseVolumes(ctx context.Context, opts *MachinesPullOptions, p machine.Paths, declared []string, answered map[string]machine.Volume, flagOrder []string) ([]machine.Volume, error) {
 	var vols []machine.Volume
-	var unanswered []string
+	var unanswered []int // indexes into vols, of volumes to ask about
 	for _, path := range declared {
-		if v, ok := answered[path]; ok {
+		switch v, ok := answered[path]; {
+		case ok:
 			vols = append(vols, v)
-			continue
-		}
-		if yes {
+		case opts.Yes:
 			vols = append(vols, machine.Volume{Path: path, Kind: machine.VolumeData})
-			continue
+		default:
+			unanswered = append(unanswered, len(vols))
+			vols = append(vols, machine.Volume{Path: path})
 		}
-		unanswered = append(unanswered, path)
 	}
 	for _, path := range flagOrder {
 		if !slices.Contains(declared, path) {
-			fmt.Fprintf(f.IO.ErrOut, "Volume %s is not declared by the image; mounting it as asked.\n", path)
+			fmt.Fprintf(opts.IO.ErrOut, "Volume %s is not declared by the image; mounting it as asked.\n", path)
 			vols = append(vols, answered[path])
 		}
 	}
 	if len(unanswered) == 0 {
 		return vols, nil
 	}
-	if !f.IO.IsStdinTTY() {
+	if !opts.IO.IsStdinTTY() || opts.Ask == nil {
+		paths := make([]string, len(unanswered))
+		for i, n := range unanswered {
+			paths[i] = vols[n].Path
+		}
 		return nil, fmt.Errorf("the image declares %s %s; with no terminal to ask on, answer with --volume PATH=config|data|skip|/host/dir (or --yes for data)",
-			plural(len(unanswered), "volume", "volumes"), strings.Join(unanswered, ", "))
+			plural(len(paths), "volume", "volumes"), strings.Join(paths, ", "))
 	}
-	pr := f.prompter()
-	for _, path := range unanswered {
-		v, err := askVolume(ctx, pr, p, path, vols)
+	for _, n := range unanswered {
+		v, err := askVolume(ctx, opts.Ask, opts.IO.ErrOut, p, vols[n].Path, vols)
 		if err != nil {
 			return nil, err
 		}
-		vols = append(vols, v)
+		vols[n] = v
 	}
 	return vols, nil
 }
 
 // askVolume asks where one volume should live, until the answer is valid.
-func askVolume(ctx context.Context, pr *prompter, p machine.Paths, path string, chosen []machine.Volume) (machine.Volume, error) {
-	fmt.Fprintf(pr.out, "\nThe image declares the volume %s. Where should it live?\n", path)
-	fmt.Fprintf(pr.out, "  1) config       %s\n", machine.Volume{Path: path, Kind: machine.VolumeConfig}.Place(p).Host)
-	fmt.Fprintf(pr.out, "  2) data         %s\n", machine.Volume{Path: path, Kind: machine.VolumeData}.Place(p).Host)
-	fmt.Fprintf(pr.out, "  3) custom path  a new host dir you name\n")
-	fmt.Fprintf(pr.out, "  4) skip         not mounted\n")
+// The questions go to w; chosen are the volumes of the machine (a custom
+// dir must not overlap theirs).
+func askVolume(ctx context.Context, ask askFunc, w io.Writer, p machine.Paths, path string, chosen []machine.Volume) (machine.Volume, error) {
+	fmt.Fprintf(w, "\nThe image declares the volume %s. Where should it live?\n", path)
+	fmt.Fprintf(w, "  1) config       %s\n", machine.Volume{Path: path, Kind: machine.VolumeConfig}.Place(p).Host)
+	fmt.Fprintf(w, "  2) data         %s\n", machine.Volume{Path: path, Kind: machine.VolumeData}.Place(p).Host)
+	fmt.Fprintf(w, "  3) custom path  a new host dir you name\n")
+	fmt.Fprintf(w, "  4) skip         not mounted\n")
 	for {
-		a, err := pr.ask(ctx, "Choice [2]: ")
+		a, err := ask(ctx, "Choice [2]: ")
 		if err != nil {
 			return machine.Volume{}, askErr(err)
 		}
@@ -237,23 +348,26 @@ func askVolume(ctx context.Context, pr *prompter, p machine.Paths, path string, 
 			return machine.Volume{Path: path, Kind: machine.VolumeSkip}, nil
 		case "3", "custom":
 			for {
-				dir, err := pr.ask(ctx, "Host dir (absolute path, must not exist yet): ")
+				dir, err := ask(ctx, "Host dir (absolute path, must not exist yet): ")
 				if err != nil {
 					return machine.Volume{}, askErr(err)
 				}
 				err = machine.CheckCustomDir(dir, p)
-				for _, c := range chosen {
-					if err == nil && c.Kind == machine.VolumeCustom && c.Host == dir {
-						err = fmt.Errorf("%s is already the dir of volume %s", dir, c.Path)
+				if err == nil {
+					dir = filepath.Clean(dir)
+					for _, c := range chosen {
+						if err = customOverlap(dir, c); err != nil {
+							break
+						}
 					}
 				}
 				if err == nil {
 					return machine.Volume{Path: path, Kind: machine.VolumeCustom, Host: dir}, nil
 				}
-				fmt.Fprintf(pr.out, "  %v\n", err)
+				fmt.Fprintf(w, "  %v\n", err)
 			}
 		default:
-			fmt.Fprintln(pr.out, "  Please answer 1, 2, 3 or 4.")
+			fmt.Fprintln(w, "  Please answer 1, 2, 3 or 4.")
 		}
 	}
 }
@@ -262,12 +376,35 @@ func askErr(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return errors.New("interrupted while asking about volumes: nothing was created")
 	}
-	return fmt.Errorf("asking about volumes: %w", err)
+	return fmt.Errorf("asking about volumes: %w (answer them with --volume PATH=config|data|skip|/host/dir)", err)
+}
+
+// pullReport is what --json prints for the machine res made from im (ref
+// as the user gave it, template tmpl, man8s-init from initSrc).
+func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, initFrom string, took time.Duration) machinesPullReport {
+	r := machinesPullReport{
+		Name:       res.Paths.Name,
+		YggAddress: res.YggAddress,
+		Template:   tmpl,
+		Image:      newImageReport(im, ref),
+		Init: pulledInitReport{
+			Detected: string(res.Detection.Kind), Evidence: res.Detection.Evidence,
+			Mode: string(res.Mode), ModeReason: res.ModeReason,
+			Installed: res.Init.Init, Source: initSrc, From: initFrom,
+			Busybox: res.Init.Busybox, ShellLink: res.Init.ShellLink,
+		},
+		Paths:   res.Paths,
+		Volumes: append([]machine.Volume{}, res.Volumes...),
+		Seconds: roundSeconds(took),
+	}
+	if res.Pull != nil {
+		r.Layers, r.Unpacked = newLayersReport(res.Pull), newUnpackedReport(res.Pull.Stats)
+	}
+	return r
 }
 
 // printCreated prints what was detected and chosen, and the summary.
-func printCreated(f *Factory, res *provision.Created, im *registry.Image, took time.Duration) {
-	w := f.IO.Out
+func printCreated(w io.Writer, res *provision.Created, im *registry.Image, took time.Duration) error {
 	p := res.Paths
 	fmt.Fprintf(w, "Init: detected %s (%s); mode %s: %s\n", res.Detection.Kind, res.Detection.Evidence, res.Mode, res.ModeReason)
 	fmt.Fprintf(w, "\nMachine %s created from %s@%s in %.1fs.\n", p.Name, registry.DisplayName(im.Ref), im.Digest, took.Seconds())
@@ -282,7 +419,8 @@ func printCreated(f *Factory, res *provision.Created, im *registry.Image, took t
 		}
 		fmt.Fprintf(w, "  volume %s  %s (%s)\n", v.Path, v.Host, v.Kind)
 	}
-	fmt.Fprintf(w, "\nStart it with 'mbctl machines start %s' (systemd) or 'mbctl machines run %s' (foreground).\n", p.Name, p.Name)
+	_, err := fmt.Fprintf(w, "\nStart it with 'mbctl machines start %s' (systemd) or 'mbctl machines run %s' (foreground).\n", p.Name, p.Name)
+	return err
 }
 
 // initModeNames lists the --init-mode values.

@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 )
 
@@ -14,16 +19,15 @@ import (
 const envInit = "MBCTL_INIT"
 
 // locateInit finds the man8s-init and busybox to install into machines:
-// $MBCTL_INIT, else machines.init, else the search of initinstall.Locate.
-func locateInit(f *Factory) (initinstall.Sources, error) {
-	cfg, _, err := f.Config()
-	if err != nil {
-		return initinstall.Sources{}, err
-	}
+// $MBCTL_INIT (read with getenv, which may be nil), else machines.init of
+// cfg, else the search of initinstall.Locate.
+func locateInit(cfg config.Config, getenv func(string) string, log *slog.Logger) (initinstall.Sources, error) {
 	cfgInit := cfg.Machines.Init
 	from := "machines.init"
-	if v := f.Getenv(envInit); v != "" {
-		cfgInit, from = v, "$"+envInit
+	if getenv != nil {
+		if v := getenv(envInit); v != "" {
+			cfgInit, from = v, "$"+envInit
+		}
 	}
 	src, err := initinstall.Locate(cfgInit, cfg.Machines.Busybox, exec.LookPath)
 	if err != nil {
@@ -32,7 +36,7 @@ func locateInit(f *Factory) (initinstall.Sources, error) {
 	if src.InitFrom == initinstall.FromConfig {
 		src.InitFrom = from
 	}
-	f.Logger().Debug("man8s-init source", "path", src.Init, "from", src.InitFrom, "busybox", src.Busybox)
+	log.Debug("man8s-init source", "path", src.Init, "from", src.InitFrom, "busybox", src.Busybox)
 	return src, nil
 }
 
@@ -47,8 +51,22 @@ type man8initReport struct {
 	ShellLink   bool   `json:"shell_link"`
 }
 
-func newOCIMan8initCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+// OCIMan8initOptions are the inputs of `oci man8init`.
+type OCIMan8initOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// Getenv reads $MBCTL_INIT, which overrides machines.init.
+	Getenv func(string) string
+
+	Rootfs string
+	JSON   bool
+}
+
+// NewCmdOCIMan8init builds `oci man8init`; runF, if not nil, replaces
+// ociMan8initRun (tests).
+func NewCmdOCIMan8init(f *Factory, runF func(context.Context, *OCIMan8initOptions) error) *cobra.Command {
+	opts := &OCIMan8initOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "man8init PATH",
 		Short: "Install man8s-init into the root filesystem at PATH",
@@ -68,47 +86,63 @@ only the init is installed.
 Links in the image never lead outside PATH: a /man8s-init that is not a
 directory is replaced by one, and /bin is resolved inside PATH.`,
 		Example: `  mbctl oci man8init /var/lib/man8machines/registry
-  MBCTL_INIT=./bin/man8s-init mbctl oci man8init --json ./rootfs`,
+  MBCTL_INIT=./bin/man8s-init mbctl oci man8init --json ./rootfs
+
+  # unpack an image and make it bootable by hand
+  mbctl oci download alpine:3.20 ./alpine && mbctl oci man8init ./alpine`,
 		Args: exactArgs("PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rootfs := args[0]
-			if fi, err := os.Stat(rootfs); err != nil {
-				return fmt.Errorf("installing man8s-init: %w", err)
-			} else if !fi.IsDir() {
-				return fmt.Errorf("installing man8s-init: %s is not a directory", rootfs)
+			opts.Rootfs = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			src, err := locateInit(f)
-			if err != nil {
-				return fmt.Errorf("installing man8s-init: %w", err)
-			}
-			res, err := initinstall.Install(rootfs, src)
-			if err != nil {
-				return err
-			}
-			report := man8initReport{Rootfs: rootfs, Init: res.Init, InitSource: src.Init, InitFrom: src.InitFrom, ShellLink: res.ShellLink}
-			if res.Busybox != "" {
-				report.Busybox, report.BusyboxFrom = res.Busybox, src.Busybox
-			}
-			if asJSON {
-				return writeJSON(f.IO.Out, report)
-			}
-			return printMan8init(f, report)
+			return ociMan8initRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was installed, and from where, as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print what was installed, and from where, as JSON")
 	return cmd
 }
 
-func printMan8init(f *Factory, r man8initReport) error {
-	out := f.IO.Out
+func ociMan8initRun(_ context.Context, opts *OCIMan8initOptions) error {
+	if fi, err := os.Stat(opts.Rootfs); err != nil {
+		return fmt.Errorf("installing man8s-init: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("installing man8s-init: %s is not a directory: PATH must be a root filesystem", opts.Rootfs)
+	}
+	cfg, _, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	src, err := locateInit(cfg, opts.Getenv, opts.Log)
+	if err != nil {
+		return fmt.Errorf("installing man8s-init: %w", err)
+	}
+	res, err := initinstall.Install(opts.Rootfs, src)
+	if err != nil {
+		return err // names what failed and where
+	}
+	report := man8initReport{Rootfs: opts.Rootfs, Init: res.Init, InitSource: src.Init, InitFrom: src.InitFrom, ShellLink: res.ShellLink}
+	if res.Busybox != "" {
+		report.Busybox, report.BusyboxFrom = res.Busybox, src.Busybox
+	}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, report)
+	}
+	return printMan8init(opts.IO.Out, opts.IO.ErrOut, report)
+}
+
+// printMan8init prints what was installed to out, and a missing busybox as
+// a notice to errOut.
+func printMan8init(out, errOut io.Writer, r man8initReport) error {
 	fmt.Fprintf(out, "installed %s from %s (%s)\n", r.Init, r.InitSource, r.InitFrom)
 	if r.Busybox == "" {
-		fmt.Fprintln(f.IO.ErrOut, "no static busybox found (machines.busybox, PATH): installed no debug shell")
+		fmt.Fprintln(errOut, "no static busybox found (machines.busybox, PATH): installed no debug shell")
 	} else {
 		fmt.Fprintf(out, "installed %s from %s\n", r.Busybox, r.BusyboxFrom)
 	}
 	if r.ShellLink {
-		fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", initinstall.ShellPath, initinstall.BusyboxPath)
+		_, err := fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", initinstall.ShellPath, initinstall.BusyboxPath)
+		return err
 	}
 	return nil
 }

@@ -3,14 +3,23 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
+	"github.com/man8s/mbctl/internal/image/unpack"
 )
 
 func newOCICmd(f *Factory) *cobra.Command {
@@ -25,20 +34,16 @@ and an extra CA come from the configuration ([registries]); credentials from
 "docker login" (~/.docker/config.json, $DOCKER_CONFIG), its credential
 helpers, or "podman login" ($REGISTRY_AUTH_FILE, containers' auth.json).`)
 	cmd.AddCommand(
-		newOCIDownloadCmd(f),
-		newOCIInspectCmd(f),
-		newOCIMan8initCmd(f),
+		NewCmdOCIDownload(f, nil),
+		NewCmdOCIInspect(f, nil),
+		NewCmdOCIMan8init(f, nil),
 	)
 	return cmd
 }
 
-// resolveImage parses ref and resolves it with the configuration's
-// registry settings for the platform given (empty: this host's).
-func resolveImage(ctx context.Context, f *Factory, ref, platform string) (*registry.Image, error) {
-	cfg, _, err := f.Config()
-	if err != nil {
-		return nil, err
-	}
+// resolveImage parses ref and resolves it with the registry settings of cfg
+// for the platform given (empty: this host's).
+func resolveImage(ctx context.Context, cfg config.Config, log *slog.Logger, ref, platform string) (*registry.Image, error) {
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return nil, err
@@ -47,7 +52,7 @@ func resolveImage(ctx context.Context, f *Factory, ref, platform string) (*regis
 		Mirrors:  cfg.Registries.Mirrors,
 		Insecure: cfg.Registries.Insecure,
 		CAFile:   cfg.Registries.CAFile,
-		Log:      f.Logger(),
+		Log:      log,
 	}
 	if platform != "" {
 		if opts.Platform, err = registry.ParsePlatform(platform); err != nil {
@@ -57,9 +62,81 @@ func resolveImage(ctx context.Context, f *Factory, ref, platform string) (*regis
 	return registry.Resolve(ctx, r, opts)
 }
 
-func newOCIDownloadCmd(f *Factory) *cobra.Command {
-	var platform string
-	var quiet bool
+// imageReport names the image a --json report is about.
+type imageReport struct {
+	// Ref is the reference as given; Resolved its full form.
+	Ref         string `json:"ref"`
+	Resolved    string `json:"resolved"`
+	Digest      string `json:"digest"`
+	IndexDigest string `json:"index_digest,omitempty"`
+	Source      string `json:"source"`
+	Platform    string `json:"platform"`
+}
+
+func newImageReport(im *registry.Image, ref string) imageReport {
+	s := registry.Inspect(im)
+	return imageReport{Ref: ref, Resolved: s.Reference, Digest: s.Digest, IndexDigest: s.IndexDigest, Source: s.Source, Platform: s.Platform}
+}
+
+// layersReport counts the layers of a pull: how many were downloaded (and
+// their bytes) and how many came from the cache.
+type layersReport struct {
+	Total           int   `json:"total"`
+	Downloaded      int   `json:"downloaded"`
+	Cached          int   `json:"cached"`
+	DownloadedBytes int64 `json:"downloaded_bytes"`
+}
+
+func newLayersReport(r *pull.Result) layersReport {
+	return layersReport{Total: r.Layers, Downloaded: r.Fetched, Cached: r.Layers - r.Fetched, DownloadedBytes: r.FetchedBytes}
+}
+
+// unpackedReport is what the layers put into the root filesystem.
+type unpackedReport struct {
+	Entries   int   `json:"entries"`
+	Bytes     int64 `json:"bytes"`
+	Files     int   `json:"files"`
+	Dirs      int   `json:"dirs"`
+	Symlinks  int   `json:"symlinks"`
+	Hardlinks int   `json:"hardlinks"`
+	Devices   int   `json:"devices"`
+	Whiteouts int   `json:"whiteouts"`
+	Skipped   int   `json:"skipped"`
+}
+
+func newUnpackedReport(s unpack.Stats) unpackedReport {
+	return unpackedReport{Entries: s.Entries, Bytes: s.Bytes, Files: s.Files, Dirs: s.Dirs, Symlinks: s.Symlinks,
+		Hardlinks: s.Hardlinks, Devices: s.Devices, Whiteouts: s.Whiteouts, Skipped: s.Skipped}
+}
+
+// roundSeconds is d in seconds, to the millisecond.
+func roundSeconds(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds() }
+
+// OCIDownloadOptions are the inputs of `oci download`.
+type OCIDownloadOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+
+	Image, Path string
+	Platform    string
+	Quiet       bool
+	JSON        bool
+}
+
+// ociDownloadReport is the --json form of `oci download`.
+type ociDownloadReport struct {
+	Image    imageReport    `json:"image"`
+	Path     string         `json:"path"`
+	Layers   layersReport   `json:"layers"`
+	Unpacked unpackedReport `json:"unpacked"`
+	Seconds  float64        `json:"duration_seconds"`
+}
+
+// NewCmdOCIDownload builds `oci download`; runF, if not nil, replaces
+// ociDownloadRun (tests).
+func NewCmdOCIDownload(f *Factory, runF func(context.Context, *OCIDownloadOptions) error) *cobra.Command {
+	opts := &OCIDownloadOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "download IMAGE PATH",
 		Short: "Download IMAGE and unpack its root filesystem at PATH",
@@ -71,73 +148,148 @@ Blobs already in the cache are not downloaded again. Everything is unpacked
 into a staging directory next to PATH and renamed into place at the end: on
 an error or Ctrl-C nothing is left at PATH.
 
+stdout gets the resolved reference and digest (NAME@sha256:...); progress and
+the summary go to stderr. With --json, stdout is one JSON object instead
+(image, absolute path, layer and unpack counts, duration) and progress, unless
+--quiet, is plain lines on stderr, never bars.
+
 This does not install man8s-init or create a machine; see 'mbctl machines pull'.`,
 		Example: `  mbctl oci download debian:bookworm /var/tmp/debian
-  mbctl oci download --platform linux/arm64 registry:2 ./registry-rootfs`,
+  mbctl oci download --platform linux/arm64 registry:2 ./registry-rootfs
+
+  # pin what was unpacked
+  digest=$(mbctl oci download --quiet --json alpine:3.20 ./alpine | jq -r .image.digest)`,
 		Args: exactArgs("IMAGE", "PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			start := time.Now()
-			im, err := resolveImage(ctx, f, args[0], platform)
-			if err != nil {
-				return err
+			opts.Image, opts.Path = args[0], args[1]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			c, err := openCache(f)
-			if err != nil {
-				return err
-			}
-			progress := newPullProgress(f, quiet)
-			res, err := pull.Download(ctx, c, im, args[1], pull.Options{Progress: progress, Log: f.Logger()})
-			progress.Done(err == nil)
-			if err != nil {
-				return fmt.Errorf("downloading %s: %w", args[0], err)
-			}
-			if !quiet {
-				fmt.Fprintf(f.IO.ErrOut, "unpacked %d %s (%d downloaded, %s; %d from the cache): %d entries, %s, in %.1fs\n",
-					res.Layers, plural(res.Layers, "layer", "layers"), res.Fetched, humanBytes(res.FetchedBytes), res.Layers-res.Fetched,
-					res.Stats.Entries, humanBytes(res.Stats.Bytes), time.Since(start).Seconds())
-			}
-			_, err = fmt.Fprintf(f.IO.Out, "%s@%s\n", res.Ref, res.Digest)
-			return err
+			return ociDownloadRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVar(&platform, "platform", "", "image platform os/arch[/variant] for multi-platform images (default: this host's)")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the resolved reference and digest")
+	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] for multi-platform images (default: this host's)")
+	cmd.Flags().BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress or summary: print only the resolved reference and digest")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print what was unpacked as one JSON object on stdout (no progress bars)")
 	return cmd
 }
 
-func newOCIInspectCmd(f *Factory) *cobra.Command {
-	var platform string
-	var asJSON bool
+func ociDownloadRun(ctx context.Context, opts *OCIDownloadOptions) error {
+	start := time.Now()
+	dest, err := filepath.Abs(opts.Path)
+	if err != nil {
+		return fmt.Errorf("downloading %s: PATH %s: %w", opts.Image, opts.Path, err)
+	}
+	cfg, _, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	im, err := resolveImage(ctx, cfg, opts.Log, opts.Image, opts.Platform)
+	if err != nil {
+		return err
+	}
+	c, err := cache.Open(cfg.Paths.Cache)
+	if err != nil {
+		return err
+	}
+	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
+	res, err := pull.Download(ctx, c, im, dest, pull.Options{Progress: progress, Log: opts.Log})
+	progress.Done(err == nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %s not downloaded to %s: %w", opts.Image, opts.Path, err)
+		}
+		return fmt.Errorf("downloading %s: %w", opts.Image, err)
+	}
+	took := time.Since(start)
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, ociDownloadReport{
+			Image: newImageReport(im, opts.Image), Path: dest,
+			Layers: newLayersReport(res), Unpacked: newUnpackedReport(res.Stats), Seconds: roundSeconds(took),
+		})
+	}
+	if !opts.Quiet {
+		fmt.Fprintf(opts.IO.ErrOut, "unpacked %d %s (%d downloaded, %s; %d from the cache): %d %s, %s, in %.1fs\n",
+			res.Layers, plural(res.Layers, "layer", "layers"), res.Fetched, humanBytes(res.FetchedBytes), res.Layers-res.Fetched,
+			res.Stats.Entries, plural(res.Stats.Entries, "entry", "entries"), humanBytes(res.Stats.Bytes), took.Seconds())
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "%s@%s\n", res.Ref, res.Digest)
+	return err
+}
+
+// OCIInspectOptions are the inputs of `oci inspect`.
+type OCIInspectOptions struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+
+	Image    string
+	Platform string
+	JSON     bool
+}
+
+// NewCmdOCIInspect builds `oci inspect`; runF, if not nil, replaces
+// ociInspectRun (tests).
+func NewCmdOCIInspect(f *Factory, runF func(context.Context, *OCIInspectOptions) error) *cobra.Command {
+	opts := &OCIInspectOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "inspect IMAGE",
 		Short: "Print an image's configuration and layers without downloading them",
 		Long: `Print what a machine made from IMAGE would run: entrypoint, command,
 environment, volumes, exposed ports, working directory, user, stop signal and
-labels, and the image's layers. Only the manifest and config are fetched.`,
+labels (sorted by key), and the image's layers. Only the manifest and config
+are fetched. --json prints the same as one JSON object.`,
 		Example: `  mbctl oci inspect registry:2
+  mbctl oci inspect --platform linux/arm64 nginx:1.27
   mbctl oci inspect --json ghcr.io/example/app:1.2 | jq .volumes`,
 		Args: exactArgs("IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			im, err := resolveImage(cmd.Context(), f, args[0], platform)
-			if err != nil {
-				return err
+			opts.Image = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			s := registry.Inspect(im)
-			if asJSON {
-				return writeJSON(f.IO.Out, s)
-			}
-			return printSummary(f, s)
+			return ociInspectRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVar(&platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
 	return cmd
 }
 
-func printSummary(f *Factory, s registry.Summary) error {
-	tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
+func ociInspectRun(ctx context.Context, opts *OCIInspectOptions) error {
+	cfg, _, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	im, err := resolveImage(ctx, cfg, opts.Log, opts.Image, opts.Platform)
+	if err != nil {
+		return err
+	}
+	s := registry.Inspect(im)
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, s)
+	}
+	return printSummary(opts.IO.Out, s)
+}
+
+// printSummary prints s as a table, one "Key:" row per value; a list
+// value's further rows leave the key column blank.
+func printSummary(w io.Writer, s registry.Summary) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+	rows := func(k string, vs []string) {
+		if len(vs) == 0 {
+			row(k, "-")
+			return
+		}
+		for i, v := range vs {
+			if i == 0 {
+				row(k, v)
+			} else {
+				fmt.Fprintf(tw, "\t%s\n", v)
+			}
+		}
+	}
 	list := func(v []string) string {
 		if len(v) == 0 {
 			return "-"
@@ -160,15 +312,9 @@ func printSummary(f *Factory, s registry.Summary) error {
 	row("Stop signal", orDash(s.StopSignal))
 	row("Volumes", list(s.Volumes))
 	row("Exposed ports", list(s.ExposedPorts))
-	for i, e := range s.Env {
-		k := ""
-		if i == 0 {
-			k = "Env"
-		}
-		fmt.Fprintf(tw, "%s\t%s\n", k+":", e)
-	}
-	for k, v := range s.Labels {
-		fmt.Fprintf(tw, "Label:\t%s=%s\n", k, v)
+	rows("Env", s.Env)
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+		row("Label", k+"="+s.Labels[k])
 	}
 	row("Layers", fmt.Sprintf("%d, %s", len(s.Layers), humanBytes(s.TotalSize)))
 	for i, l := range s.Layers {

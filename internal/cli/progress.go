@@ -10,21 +10,24 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/image/unpack"
 )
 
-// newPullProgress returns how a pull reports progress: bars on a terminal,
-// one line per layer otherwise, nothing when quiet.
-func newPullProgress(f *Factory, quiet bool) pullProgress {
+// newPullProgress returns how a pull reports progress on ios's stderr:
+// nothing when quiet; one line per layer event when stderr is no terminal
+// or when the output is JSON (bars are for a person watching a human
+// summary); bars otherwise.
+func newPullProgress(ios *iostreams.IOStreams, quiet, jsonOut bool) pullProgress {
 	switch {
 	case quiet:
 		return quietProgress{}
-	case f.IO.IsStderrTTY():
-		return &barProgress{out: f.IO.ErrOut}
+	case ios.IsStderrTTY() && !jsonOut:
+		return &barProgress{out: ios.ErrOut}
 	default:
-		return &lineProgress{out: f.IO.ErrOut}
+		return &lineProgress{out: ios.ErrOut}
 	}
 }
 
@@ -66,7 +69,7 @@ func (p *lineProgress) Fetched(i int) {
 }
 func (p *lineProgress) Done(bool) {}
 func (p *lineProgress) Applied(i int, st unpack.Stats) {
-	p.printf("%s: unpacked %d entries, %s\n", p.layer(i), st.Entries, humanBytes(st.Bytes))
+	p.printf("%s: unpacked %d %s, %s\n", p.layer(i), st.Entries, plural(st.Entries, "entry", "entries"), humanBytes(st.Bytes))
 }
 
 // barProgress shows a download bar per layer and, below them, how many

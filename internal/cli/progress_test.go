@@ -29,21 +29,32 @@ func TestPullProgress(t *testing.T) {
 		name  string
 		tty   bool
 		quiet bool
+		json  bool
 		want  []string
 	}{
-		{"pipe: one line per event", false, false, []string{
+		{"pipe: one line per event", false, false, false, []string{
 			"layer 1/2 sha256:aaaaaaaaaaaa: downloaded 2.0 KiB\n",
 			"layer 2/2 sha256:bbbbbbbbbbbb: in the cache\n",
 			"layer 1/2 sha256:aaaaaaaaaaaa: unpacked 3 entries, 2.0 KiB\n",
+			"layer 2/2 sha256:bbbbbbbbbbbb: unpacked 1 entry, 0 B\n",
 		}},
-		{"terminal: bars", true, false, []string{"layer 1/2 sha256:aaaaaaaaaaaa", "unpacked"}},
-		{"quiet", true, true, nil},
+		{"terminal: bars", true, false, false, []string{"layer 1/2 sha256:aaaaaaaaaaaa", "unpacked"}},
+		{"terminal with --json: lines, no bars", true, false, true, []string{
+			"layer 1/2 sha256:aaaaaaaaaaaa: downloaded 2.0 KiB\n",
+			"layer 1/2 sha256:aaaaaaaaaaaa: unpacked 3 entries, 2.0 KiB\n",
+		}},
+		{"quiet", true, true, false, nil},
+		{"quiet with --json", true, true, true, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ios, _, _, errOut := iostreams.Test()
 			ios.SetStderrTTY(tt.tty)
-			play(newPullProgress(&Factory{IO: ios}, tt.quiet))
+			p := newPullProgress(ios, tt.quiet, tt.json)
+			if _, bars := p.(*barProgress); bars && (tt.json || !tt.tty) {
+				t.Errorf("progress bars with tty=%v json=%v", tt.tty, tt.json)
+			}
+			play(p)
 			for _, w := range tt.want {
 				if !strings.Contains(errOut.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, errOut.String())

@@ -17,11 +17,22 @@ type prompter struct {
 	out io.Writer
 }
 
+// askFunc asks a question and returns the answer line without surrounding
+// blanks; (*prompter).ask is one.
+type askFunc func(ctx context.Context, question string) (string, error)
+
+// prompter returns the run's one prompter, on f's streams. There is one per
+// run so that no answer typed ahead is lost in another reader's buffer.
 func (f *Factory) prompter() *prompter {
 	if f.prompt == nil {
-		f.prompt = &prompter{in: bufio.NewReader(f.IO.In), out: f.IO.ErrOut}
+		f.prompt = newPrompter(f.IO.In, f.IO.ErrOut)
 	}
 	return f.prompt
+}
+
+// newPrompter reads answers from in and writes questions to out.
+func newPrompter(in io.Reader, out io.Writer) *prompter {
+	return &prompter{in: bufio.NewReader(in), out: out}
 }
 
 // errNoAnswer is returned when standard input ends before an answer.

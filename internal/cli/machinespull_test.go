@@ -1,0 +1,326 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+)
+
+func TestNewCmdMachinesPull(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want MachinesPullOptions
+	}{
+		{"defaults", []string{"registry:2", "reg"}, MachinesPullOptions{Image: "registry:2", Name: "reg", InitMode: "auto"}},
+		{"every flag", []string{
+			"--template", "netns-init", "--volume", "/data=data", "--volume", "/etc/app=/srv/app", "--init-mode", "exec-pid1",
+			"--platform", "linux/arm64", "-y", "-q", "--json", "nginx:1.27", "web",
+		}, MachinesPullOptions{
+			Image: "nginx:1.27", Name: "web", Template: "netns-init", Volumes: []string{"/data=data", "/etc/app=/srv/app"},
+			InitMode: "exec-pid1", Platform: "linux/arm64", Yes: true, Quiet: true, JSON: true,
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got *MachinesPullOptions
+			cmd := NewCmdMachinesPull(testFactory(t), func(_ context.Context, o *MachinesPullOptions) error { got = o; return nil })
+			cmd.SetArgs(tt.args)
+			if err := cmd.Execute(); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(&tt.want, got, cmpopts.IgnoreFields(MachinesPullOptions{}, "IO", "Config", "Log", "Getenv", "Ask")); diff != "" {
+				t.Errorf("options (-want +got):\n%s", diff)
+			}
+		})
+	}
+	cmd := NewCmdMachinesPull(testFactory(t), func(context.Context, *MachinesPullOptions) error { return nil })
+	cmd.SetArgs([]string{"nginx:1.27"})
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	var ue *usageError
+	if err := cmd.Execute(); !errors.As(err, &ue) || !strings.Contains(err.Error(), "takes 2 arguments: IMAGE NAME") {
+		t.Errorf("one argument: %v, want a usage error naming IMAGE NAME", err)
+	}
+}
+
+// pullOptsT returns options on fake streams with the configuration conf.
+func pullOptsT(conf func() (config.Config, config.Origin, error), o MachinesPullOptions) (*MachinesPullOptions, *strings.Builder, *strings.Builder) {
+	ios, _, _, _ := iostreams.Test()
+	out, errOut := &strings.Builder{}, &strings.Builder{}
+	ios.Out, ios.ErrOut = out, errOut
+	o.IO, o.Config, o.Log = ios, conf, slog.New(slog.DiscardHandler)
+	if o.InitMode == "" {
+		o.InitMode = "auto"
+	}
+	return &o, out, errOut
+}
+
+// scriptedAsk answers the questions with answers in turn, and fails the
+// test when asked more.
+func scriptedAsk(t *testing.T, answers ...string) askFunc {
+	return func(_ context.Context, q string) (string, error) {
+		if len(answers) == 0 {
+			t.Errorf("unexpected question %q", q)
+			return "", errNoAnswer
+		}
+		a := answers[0]
+		answers = answers[1:]
+		return a, nil
+	}
+}
+
+// Refusals that come before any download: the image is never fetched
+// (its registry does not exist).
+func TestMachinesPullRunRefuses(t *testing.T) {
+	conf := ociTestConfig(t)
+	cfg, _, _ := conf()
+	taken := ociTestConfig(t)
+	takenCfg, _, _ := taken()
+	if err := os.MkdirAll(filepath.Join(takenCfg.Paths.Configs, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	existing := t.TempDir()
+	custom := filepath.Join(t.TempDir(), "a")
+	const noImage = "127.0.0.1:1/none/app:1"
+	for _, tt := range []struct {
+		name  string
+		conf  func() (config.Config, config.Origin, error)
+		opts  MachinesPullOptions
+		usage bool
+		want  string
+	}{
+		{"invalid name", conf, MachinesPullOptions{Name: "a b"}, false, `invalid machine name "a b"`},
+		{"unknown template", conf, MachinesPullOptions{Name: "app", Template: "nope"}, true, `--template: unknown template "nope"`},
+		{"bad configured template", ociTestConfig(t, func(c *config.Config) { c.Machines.DefaultTemplate = "nope" }),
+			MachinesPullOptions{Name: "app"}, false, "machines.default_template in the configuration"},
+		{"unknown init mode", conf, MachinesPullOptions{Name: "app", InitMode: "pid3"}, true, "--init-mode"},
+		{"bad volume", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data"}}, true, `--volume "/data": want PATH=config`},
+		{"volume twice", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data=data", "/data/=skip"}}, true, "--volume /data given twice"},
+		{"custom dir exists", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data=" + existing}}, false, "--volume /data=" + existing + ": " + existing + " already exists"},
+		{"custom dir in the machine", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data=" + filepath.Join(cfg.Paths.Storage, "app/x")}}, false, "overlaps the machine's"},
+		{"custom dirs overlap", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/a=" + custom, "/b=" + custom + "/b"}}, false,
+			"--volume /b=" + custom + "/b: " + custom + "/b overlaps " + custom + ", the dir of volume /a"},
+		{"custom dir twice", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/a=" + custom, "/b=" + custom + "/"}}, false,
+			custom + " is already the dir of volume /a"},
+		{"machine exists", taken, MachinesPullOptions{Name: "app"}, false, filepath.Join(takenCfg.Paths.Configs, "app")},
+		{"no yggdrasil subnet", ociTestConfig(t, func(c *config.Config) { c.Network.YggPrefix = "" }), MachinesPullOptions{Name: "app"}, false,
+			"machine app needs this host's Yggdrasil subnet"},
+		{"no man8s-init", ociTestConfig(t, func(c *config.Config) { c.Machines.Init = "/nonexistent/man8s-init" }), MachinesPullOptions{Name: "app"}, false,
+			"/nonexistent/man8s-init"},
+		{"bad reference", ociTestConfig(t, func(c *config.Config) { c.Machines.Init = ociimage.StaticBusyboxT(t) }),
+			MachinesPullOptions{Name: "app", Image: "https://example.com/app"}, false, "must not start with a URL scheme"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.opts.Image == "" {
+				tt.opts.Image = noImage
+			}
+			o, out, _ := pullOptsT(tt.conf, tt.opts)
+			err := machinesPullRun(t.Context(), o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			var ue *usageError
+			if errors.As(err, &ue) != tt.usage {
+				t.Errorf("usage error = %v, want %v", !tt.usage, tt.usage)
+			}
+			if out.Len() > 0 {
+				t.Errorf("stdout %q on an error", out)
+			}
+		})
+	}
+}
+
+func TestChooseVolumes(t *testing.T) {
+	p := machine.PathsFor(config.Default().Paths, "app")
+	declared := []string{"/etc/app", "/var/lib/app"}
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name    string
+		tty     bool
+		yes     bool
+		flags   []string
+		ask     []string
+		askErr  error
+		want    []machine.Volume
+		wantErr string
+	}{
+		{name: "no terminal", flags: []string{"/etc/app=config"},
+			wantErr: "the image declares volume /var/lib/app; with no terminal to ask on, answer with --volume PATH=config|data|skip|/host/dir (or --yes for data)"},
+		{name: "--yes", yes: true, flags: []string{"/etc/app=skip", "/extra=" + dir + "/extra"}, want: []machine.Volume{
+			{Path: "/etc/app", Kind: machine.VolumeSkip}, {Path: "/var/lib/app", Kind: machine.VolumeData},
+			{Path: "/extra", Kind: machine.VolumeCustom, Host: dir + "/extra"},
+		}},
+		{name: "asked", tty: true, flags: []string{"/extra=" + dir + "/x"},
+			ask: []string{"7", "config", "3", "relative", dir, dir + "/x", dir + "/x/y", dir + "/new/"},
+			want: []machine.Volume{
+				{Path: "/etc/app", Kind: machine.VolumeConfig},
+				{Path: "/var/lib/app", Kind: machine.VolumeCustom, Host: dir + "/new"},
+				{Path: "/extra", Kind: machine.VolumeCustom, Host: dir + "/x"},
+			}},
+		{name: "stdin ends", tty: true, askErr: errNoAnswer, wantErr: "asking about volumes: no answer: standard input ended (answer them with --volume"},
+		{name: "interrupted", tty: true, askErr: context.Canceled, wantErr: "interrupted while asking about volumes: nothing was created"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o, _, errOut := pullOptsT(ociTestConfig(t), MachinesPullOptions{Yes: tt.yes})
+			o.IO.SetStdinTTY(tt.tty)
+			o.Ask = scriptedAsk(t, tt.ask...)
+			if tt.askErr != nil {
+				o.Ask = func(context.Context, string) (string, error) { return "", tt.askErr }
+			}
+			answered, order, err := parseVolumeFlags(tt.flags, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := chooseVolumes(t.Context(), o, p, declared, answered, order)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("volumes (-want +got):\n%s", diff)
+			}
+			if tt.name == "asked" {
+				for _, want := range []string{
+					"The image declares the volume /etc/app. Where should it live?\n",
+					"  1) config       /var/lib/man8machine_configs/app/etc/app\n",
+					"  Please answer 1, 2, 3 or 4.\n",
+					"The image declares the volume /var/lib/app.",
+					`  "relative" is not an absolute path` + "\n",
+					"  " + dir + " already exists",
+					"  " + dir + "/x is already the dir of volume /extra\n",
+					"  " + dir + "/x/y overlaps " + dir + "/x, the dir of volume /extra\n",
+					"Volume /extra is not declared by the image; mounting it as asked.\n",
+				} {
+					if !strings.Contains(errOut.String(), want) {
+						t.Errorf("stderr lacks %q:\n%s", want, errOut)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A real pull from a registry on loopback, with --json, then one that asks
+// on a (fake) terminal and prints the human summary.
+func TestMachinesPullRun(t *testing.T) {
+	busybox := ociimage.StaticBusyboxT(t)
+	ref := ociTestImage(t)
+	conf := ociTestConfig(t, func(c *config.Config) { c.Machines.Init, c.Machines.Busybox = busybox, busybox })
+	cfg, _, _ := conf()
+	custom := filepath.Join(t.TempDir(), "extra")
+
+	// Without a terminal, unanswered volumes are refused before anything
+	// is made.
+	o, out, _ := pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app1", Volumes: []string{"/etc/app=config"}})
+	if err := machinesPullRun(t.Context(), o); err == nil || !strings.Contains(err.Error(), "volume /var/lib/app; with no terminal to ask on, answer with --volume") {
+		t.Errorf("unanswered volume without a terminal: %v", err)
+	}
+	if _, err := os.Stat(cfg.Paths.Machines); !os.IsNotExist(err) || out.Len() > 0 {
+		t.Errorf("a refused pull made %s (%v) or printed %q", cfg.Paths.Machines, err, out)
+	}
+
+	// --json, the init from $MBCTL_INIT.
+	o, out, errOut := pullOptsT(conf, MachinesPullOptions{
+		Image: ref, Name: "app1", JSON: true,
+		Volumes: []string{"/var/lib/app=data", "/etc/app=config", "/srv/extra=" + custom},
+	})
+	o.IO.SetStderrTTY(true) // no bars with --json, even on a terminal
+	o.Getenv = func(k string) string { return map[string]string{envInit: busybox}[k] }
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var got machinesPullReport
+	dec := json.NewDecoder(strings.NewReader(out.String()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil || dec.More() {
+		t.Fatalf("stdout is not one JSON object (%v):\n%s", err, out)
+	}
+	p := machine.PathsFor(cfg.Paths, "app1")
+	addr, err := yggaddr.Address(netip.MustParsePrefix("300:2e98:a4b0:1789::/64"), "app1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := machinesPullReport{
+		Name: "app1", YggAddress: addr, Template: "network_isolated",
+		Image: imageReport{Ref: ref, Resolved: ref, Platform: "linux/" + runtime.GOARCH},
+		Init: pulledInitReport{Detected: "none", Mode: "supervise", Installed: "/man8s-init/man8s-init",
+			Source: busybox, From: "$" + envInit, Busybox: "/man8s-init/busybox", ShellLink: true},
+		Paths: p,
+		Volumes: []machine.Volume{
+			{Path: "/etc/app", Kind: machine.VolumeConfig, Host: filepath.Join(p.ConfigDir, "etc/app")},
+			{Path: "/var/lib/app", Kind: machine.VolumeData, Host: filepath.Join(p.StorageDir, "var/lib/app")},
+			{Path: "/srv/extra", Kind: machine.VolumeCustom, Host: custom},
+		},
+		Layers:   layersReport{Total: 2, Downloaded: 2},
+		Unpacked: got.Unpacked,
+	}
+	if diff := cmp.Diff(want, got,
+		cmpopts.IgnoreFields(imageReport{}, "Digest", "Source"),
+		cmpopts.IgnoreFields(pulledInitReport{}, "Evidence", "ModeReason"),
+		cmpopts.IgnoreFields(layersReport{}, "DownloadedBytes"),
+		cmpopts.IgnoreFields(machinesPullReport{}, "Seconds"), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+	if !strings.HasPrefix(got.Image.Digest, "sha256:") || got.Init.Evidence == "" || got.Init.ModeReason == "" || got.Unpacked.Files != 3 {
+		t.Errorf("report: %+v", got)
+	}
+	if !strings.Contains(errOut.String(), "Volume /srv/extra is not declared by the image") || strings.Contains(errOut.String(), "\r") {
+		t.Errorf("stderr: want the notice and no bars:\n%q", errOut)
+	}
+	for _, f := range []string{p.Settings, p.Env, p.SettingsLink, p.ImageLink, filepath.Join(p.Rootfs, "man8s-init/man8s-init"),
+		filepath.Join(p.StorageDir, "var/lib/app/db"), filepath.Join(p.ConfigDir, "etc/app/app.conf")} {
+		if _, err := os.Lstat(f); err != nil {
+			t.Errorf("after the pull: %v", err)
+		}
+	}
+
+	// Asked on the terminal; the human summary; the layers from the cache.
+	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Quiet: true})
+	o.IO.SetStdinTTY(true)
+	o.Ask = scriptedAsk(t, "skip", "")
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	p = machine.PathsFor(cfg.Paths, "app2")
+	for _, want := range []string{
+		"Init: detected none (", "; mode supervise: ",
+		"\nMachine app2 created from " + ref + "@" + got.Image.Digest + " in ",
+		"  root file system   " + p.Rootfs + "\n",
+		"  volume /etc/app  not mounted\n",
+		"  volume /var/lib/app  " + filepath.Join(p.StorageDir, "var/lib/app") + " (data)\n",
+		"Start it with 'mbctl machines start app2'",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errOut.String(), "The image declares the volume /etc/app.") || strings.Contains(errOut.String(), "layer 1/2") {
+		t.Errorf("stderr with --quiet: want the questions and no progress:\n%s", errOut)
+	}
+
+	// The same name again: refused, naming the machine's files.
+	o, _, _ = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Yes: true, JSON: true})
+	if err := machinesPullRun(t.Context(), o); err == nil || !strings.Contains(err.Error(), p.Rootfs) {
+		t.Errorf("second pull of app2: %v", err)
+	}
+}
