@@ -151,6 +151,8 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return err
 	}
 	p := machine.PathsFor(cfg.Paths, opts.Name)
+	// A pull killed earlier may have left a half machine of this name.
+	cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
 	tmpl := opts.Template
 	if tmpl == "" {
 		tmpl = cfg.Machines.DefaultTemplate
@@ -203,6 +205,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Version: buildinfo.Get().Version, Log: opts.Log,
+		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
 	})
 	progress.Done(err == nil)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
@@ -118,6 +119,9 @@ type OCIDownloadOptions struct {
 	Config func() (config.Config, config.Origin, error)
 	Log    *slog.Logger
 
+	// Getenv reads mbctl's fault hook (envFaultPause).
+	Getenv func(string) string
+
 	Image, Path string
 	Platform    string
 	Quiet       bool
@@ -136,7 +140,7 @@ type ociDownloadReport struct {
 // NewCmdOCIDownload builds `oci download`; runF, if not nil, replaces
 // ociDownloadRun (tests).
 func NewCmdOCIDownload(f *Factory, runF func(context.Context, *OCIDownloadOptions) error) *cobra.Command {
-	opts := &OCIDownloadOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
+	opts := &OCIDownloadOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "download IMAGE PATH",
 		Short: "Download IMAGE and unpack its root filesystem at PATH",
@@ -184,6 +188,7 @@ func ociDownloadRun(ctx context.Context, opts *OCIDownloadOptions) error {
 	if err != nil {
 		return err
 	}
+	cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
 	im, err := resolveImage(ctx, cfg, opts.Log, opts.Image, opts.Platform)
 	if err != nil {
 		return err
@@ -193,7 +198,8 @@ func ociDownloadRun(ctx context.Context, opts *OCIDownloadOptions) error {
 		return err
 	}
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
-	res, err := pull.Download(ctx, c, im, dest, pull.Options{Progress: progress, Log: opts.Log})
+	res, err := pull.Download(ctx, c, im, dest, pull.Options{Progress: progress, Log: opts.Log,
+		JournalDir: provision.JournalDir(cfg.Paths), BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut)})
 	progress.Done(err == nil)
 	if err != nil {
 		if ctx.Err() != nil {

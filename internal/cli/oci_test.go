@@ -108,12 +108,12 @@ func TestNewCmdOCI(t *testing.T) {
 		{"download", func(f *Factory, got *any) *cobra.Command {
 			return NewCmdOCIDownload(f, func(_ context.Context, o *OCIDownloadOptions) error { *got = o; return nil })
 		}, []string{"registry:2", "./rootfs"}, &OCIDownloadOptions{Image: "registry:2", Path: "./rootfs"},
-			ignore(OCIDownloadOptions{}, "IO", "Config", "Log")},
+			ignore(OCIDownloadOptions{}, "IO", "Config", "Log", "Getenv")},
 		{"download all flags", func(f *Factory, got *any) *cobra.Command {
 			return NewCmdOCIDownload(f, func(_ context.Context, o *OCIDownloadOptions) error { *got = o; return nil })
 		}, []string{"--platform", "linux/arm64", "-q", "--json", "debian:bookworm", "/var/tmp/debian"},
 			&OCIDownloadOptions{Image: "debian:bookworm", Path: "/var/tmp/debian", Platform: "linux/arm64", Quiet: true, JSON: true},
-			ignore(OCIDownloadOptions{}, "IO", "Config", "Log")},
+			ignore(OCIDownloadOptions{}, "IO", "Config", "Log", "Getenv")},
 		{"inspect", func(f *Factory, got *any) *cobra.Command {
 			return NewCmdOCIInspect(f, func(_ context.Context, o *OCIInspectOptions) error { *got = o; return nil })
 		}, []string{"--json", "nginx:1.27", "--platform", "linux/amd64"},

@@ -381,10 +381,13 @@ func sharedDirAdded(t *testing.T, work, d string) bool {
 	t.Helper()
 	path, what, _ := strings.Cut(d, ": ")
 	if !strings.HasPrefix(what, "only in the second tree") ||
-		!slices.Contains([]string{"/machines", "/configs", "/storage", "/nspawn", "/machinectl"}, path) {
+		!slices.Contains([]string{"/machines", "/configs", "/storage", "/nspawn", "/machinectl", "/scratch", "/scratch/journals"}, path) {
 		return false
 	}
 	entries, err := os.ReadDir(filepath.Join(work, path))
+	if path == "/scratch" {
+		return err == nil && len(entries) == 1 && entries[0].Name() == "journals"
+	}
 	return err == nil && len(entries) == 0
 }
 
