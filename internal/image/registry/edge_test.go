@@ -2,7 +2,6 @@ package registry
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -148,26 +147,6 @@ func TestResolveForeignAndZstdLayers(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "gzip,gzip,zstd,none" {
 		t.Errorf("compressions %v", got)
-	}
-}
-
-func TestSizedReader(t *testing.T) {
-	d := v1.Hash{Algorithm: "sha256", Hex: hexA}
-	read := func(content string, want int64) ([]byte, error) {
-		rc := io.NopCloser(strings.NewReader(content))
-		return io.ReadAll(&sizedReader{rc: rc, r: io.LimitReader(rc, want+1), digest: d, want: want})
-	}
-	if b, err := read("hello", 5); err != nil || string(b) != "hello" {
-		t.Errorf("exact: %q, %v", b, err)
-	}
-	if b, err := read("hello!", 5); err == nil || !strings.Contains(err.Error(), "longer than the 5 bytes") || string(b) != "hello" {
-		t.Errorf("longer: %q, %v", b, err)
-	}
-	if _, err := read("hell", 5); !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "ended after 4 of 5 bytes") {
-		t.Errorf("shorter: %v", err)
-	}
-	if b, err := read("", 0); err != nil || len(b) != 0 {
-		t.Errorf("empty: %q, %v", b, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 
@@ -66,6 +67,7 @@ func describe(err error, f failure) error {
 	if err == nil {
 		return nil
 	}
+	err = redactURLError(err)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s from %s: %w", f.op, f.endpoint, err)
 	}
@@ -101,7 +103,14 @@ func describe(err error, f failure) error {
 	if errors.As(err, &dnsErr) {
 		return fmt.Errorf("%s: cannot resolve the host of %s; check the name and DNS: %w", f.op, f.endpoint, err)
 	}
-	var ne net.Error
+	var (
+		stall *StallError
+		ne    net.Error
+	)
+	if errors.As(err, &stall) {
+		// It says what did not come.
+		return fmt.Errorf("%s from %s: %w", f.op, f.endpoint, err)
+	}
 	if errors.As(err, &ne) && ne.Timeout() {
 		return fmt.Errorf("%s: %s did not answer in time: %w", f.op, f.endpoint, err)
 	}
@@ -138,4 +147,25 @@ func isTLSVerifyError(err error) bool {
 // loginHost is the host name to give "docker login" for a registry.
 func loginHost(reg name.Registry) string {
 	return registryDisplayName(reg.RegistryStr())
+}
+
+// urlRedacted is a *url.Error shown with its URL cut down to scheme, host
+// and path: the query of a redirect target may hold a signature or a
+// token (go-containerregistry redacts only some of its requests).
+type urlRedacted struct {
+	msg string
+	err *url.Error
+}
+
+func (e *urlRedacted) Error() string { return e.msg }
+func (e *urlRedacted) Unwrap() error { return e.err }
+
+// redactURLError returns err, a request's error, with the query string
+// and user info of its URL hidden.
+func redactURLError(err error) error {
+	ue, ok := err.(*url.Error)
+	if !ok || ue.Err == nil {
+		return err
+	}
+	return &urlRedacted{msg: fmt.Sprintf("%s %q: %v", ue.Op, safeURL(ue.URL), ue.Err), err: ue}
 }

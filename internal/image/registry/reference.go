@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -35,6 +36,9 @@ func ParseReference(s string) (name.Reference, error) {
 		return nil, fmt.Errorf("image reference %q contains white space: %s", s, referenceSyntax)
 	case strings.Contains(s, "://"):
 		return nil, fmt.Errorf("image reference %q must not start with a URL scheme: %s", s, referenceSyntax)
+	}
+	if err := checkPathComponents(s); err != nil {
+		return nil, fmt.Errorf("invalid image reference %q: %w; %s", s, err, referenceSyntax)
 	}
 	if base, _, pinned := strings.Cut(s, "@"); pinned {
 		d, err := name.NewDigest(s)
@@ -115,4 +119,29 @@ func explicitTag(s string) string {
 		return ""
 	}
 	return t.TagStr()
+}
+
+// checkPathComponents refuses an empty component in the name part of a
+// reference ("127.0.0.1:5000//app", "/app", "app/", "app/:1"), which
+// go-containerregistry accepts and sends as is, and says where it is.
+func checkPathComponents(s string) error {
+	nameEnd := len(s)
+	if i := strings.IndexByte(s, '@'); i >= 0 {
+		nameEnd = i
+	}
+	if i := strings.LastIndexByte(s[:nameEnd], '/'); strings.Contains(s[i+1:nameEnd], ":") {
+		// A colon after the last slash starts the tag.
+		nameEnd = i + 1 + strings.IndexByte(s[i+1:nameEnd], ':')
+	}
+	n := s[:nameEnd]
+	switch {
+	case strings.HasPrefix(n, "/"):
+		return errors.New(`empty path component at the start: the name begins with "/"`)
+	case strings.HasSuffix(n, "/"):
+		return fmt.Errorf("empty path component at the end of the name: %q ends with \"/\"", n)
+	}
+	if i := strings.Index(n, "//"); i >= 0 {
+		return fmt.Errorf("empty path component at character %d: %q is followed by another \"/\"", i+2, n[:i+1])
+	}
+	return nil
 }

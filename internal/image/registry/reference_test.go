@@ -76,6 +76,14 @@ func TestParseReferenceErrors(t *testing.T) {
 		{"registry@sha256:abc", "invalid image reference"},
 		{"registry@sha256:" + hexA + "@sha256:" + hexA, "invalid image reference"},
 		{"registry:bad/tag", "invalid image reference"},
+		{"127.0.0.1:5000//flt/small", `invalid image reference "127.0.0.1:5000//flt/small": empty path component at character 16: "127.0.0.1:5000/" is followed by another "/"`},
+		{"127.0.0.1:5000/flt//small:1", `empty path component at character 20: "127.0.0.1:5000/flt/" is followed by another "/"`},
+		{"127.0.0.1:5000//flt/small@sha256:" + hexA, "empty path component at character 16"},
+		{"docker.io//alpine", `empty path component at character 11: "docker.io/" is followed`},
+		{"/alpine", `empty path component at the start: the name begins with "/"`},
+		{"alpine/", `empty path component at the end of the name: "alpine/" ends with "/"`},
+		{"alpine/:3", `"alpine/" ends with "/"`},
+		{"alpine/@sha256:" + hexA, `"alpine/" ends with "/"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -8,23 +8,36 @@
 // insecure-registries) and to mirrors configured with an http:// URL; TLS
 // trusts the system roots plus $SSL_CERT_FILE and Options.CAFile; proxies
 // come from HTTP(S)_PROXY/NO_PROXY.
+//
+// Failing networks: every request has a response-header timeout and every
+// response body an idle-read timeout (Options.ResponseHeaderTimeout,
+// Options.IdleTimeout), redirects are bounded and loops refused
+// (Options.MaxRedirects). Manifests are retried by go-containerregistry
+// (408, 429, 5xx and network errors). Blob streams (Image.OpenLayer) retry
+// on their own, with exponential backoff and Retry-After, and resume a cut
+// or stalled download with a Range request where the registry honours it
+// (Options.BlobAttempts, Options.RetryDelay).
 package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/man8s/mbctl/internal/image/mediatype"
@@ -37,6 +50,25 @@ const DefaultJobs = 4
 // DefaultUserAgent is sent when Options.UserAgent is empty
 // (go-containerregistry appends its own name and version).
 const DefaultUserAgent = "mbctl"
+
+// Defaults of the network options (see Options).
+const (
+	// DefaultBlobAttempts is how many times a blob is requested before its
+	// download fails, when Options.BlobAttempts is zero.
+	DefaultBlobAttempts = 5
+	// DefaultRetryDelay is the wait before a blob's second attempt when
+	// Options.RetryDelay is zero; it doubles for each further attempt.
+	DefaultRetryDelay = time.Second
+	// DefaultResponseHeaderTimeout bounds the wait for response headers
+	// when Options.ResponseHeaderTimeout is zero.
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds the wait for more of a response body when
+	// Options.IdleTimeout is zero.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultMaxRedirects is how many redirects a request may follow when
+	// Options.MaxRedirects is zero.
+	DefaultMaxRedirects = 10
+)
 
 // maxConfigSize bounds the image config blob.
 const maxConfigSize = 64 << 20
@@ -96,6 +128,35 @@ type Options struct {
 	// OpenLayer waits for a free slot. It also sizes the connection pool.
 	// Default: DefaultJobs.
 	Jobs int
+
+	// BlobAttempts is how many times one blob (a layer or the config) is
+	// requested before its download fails. A cut connection, a stall (see
+	// IdleTimeout, ResponseHeaderTimeout) and an HTTP 408, 429 or 5xx
+	// answer each cost an attempt; the next one resumes at the first byte
+	// not yet received, with an HTTP Range request (a registry that ignores
+	// Range sends the blob from the start again, and the bytes already
+	// received are skipped). Redirect loops, TLS and authentication errors,
+	// missing blobs and content that fails its digest are not retried.
+	// Default: DefaultBlobAttempts (5); 1 turns retrying off.
+	BlobAttempts int
+	// RetryDelay is the wait before a blob's second attempt; it doubles for
+	// each further one, up to 30s, with 20% jitter, and a longer
+	// Retry-After from the registry (429, 503) is honoured up to 2 minutes.
+	// Default: DefaultRetryDelay (1s).
+	RetryDelay time.Duration
+	// ResponseHeaderTimeout bounds the wait for the headers of any
+	// response (manifests, blobs, tokens), from sending the request.
+	// Default: DefaultResponseHeaderTimeout (30s); negative: no limit.
+	ResponseHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next bytes of a response body:
+	// a download that stalls for this long fails (a blob download then
+	// resumes, see BlobAttempts). Default: DefaultIdleTimeout (30s);
+	// negative: no limit.
+	IdleTimeout time.Duration
+	// MaxRedirects is how many redirects one request may follow; a
+	// request that comes back to a URL it was redirected from fails at
+	// once, as a loop. Default: DefaultMaxRedirects (10).
+	MaxRedirects int
 }
 
 // Image is one platform's image as a registry (or a mirror) serves it.
@@ -125,9 +186,9 @@ type Image struct {
 	// Layers are the layers, bottom first.
 	Layers []Layer
 
-	puller *remote.Puller
-	repo   name.Repository
-	host   string
+	repo  name.Repository
+	host  string
+	blobs *blobClient
 }
 
 // Layer is one layer of an Image.
@@ -160,6 +221,13 @@ type session struct {
 	mirrors  map[string][]mirrorEndpoint
 	keychain authn.Keychain
 	puller   *remote.Puller
+	// transport is what the blob clients send through: the policy
+	// transport with the user agent.
+	transport http.RoundTripper
+	// retry is the blob retry policy.
+	retry retryPolicy
+	// slots bounds the blob streams open at once (Options.Jobs).
+	slots chan struct{}
 }
 
 // newSession validates o and builds the transport and puller.
@@ -187,6 +255,20 @@ func newSession(o Options) (*session, error) {
 		jobs = DefaultJobs
 	case jobs < 0:
 		return nil, fmt.Errorf("registry jobs %d: must be positive", jobs)
+	}
+	s.slots = make(chan struct{}, jobs)
+	switch {
+	case o.BlobAttempts < 0:
+		return nil, fmt.Errorf("registry blob attempts %d: must be positive", o.BlobAttempts)
+	case o.RetryDelay < 0:
+		return nil, fmt.Errorf("registry retry delay %s: must not be negative", o.RetryDelay)
+	case o.MaxRedirects < 0:
+		return nil, fmt.Errorf("registry redirect limit %d: must not be negative", o.MaxRedirects)
+	}
+	s.retry = retryPolicy{
+		attempts: cmp.Or(o.BlobAttempts, DefaultBlobAttempts),
+		delay:    cmp.Or(o.RetryDelay, DefaultRetryDelay),
+		maxDelay: maxRetryDelay,
 	}
 
 	s.policy.plainMirrors = map[string]bool{}
@@ -224,6 +306,11 @@ func newSession(o Options) (*session, error) {
 	if ua == "" {
 		ua = DefaultUserAgent
 	}
+	// go-containerregistry wraps the puller's transport with its retries
+	// of 408/429/5xx answers and network errors (for manifests), and with
+	// the user agent; the blob clients (see blobClient) do their own
+	// retrying, so they get only the user agent.
+	s.transport = transport.NewUserAgent(tr, ua)
 	s.puller, err = remote.NewPuller(
 		remote.WithTransport(tr),
 		remote.WithAuthFromKeychain(s.keychain),
@@ -350,9 +437,9 @@ func (s *session) resolveAt(ctx context.Context, ref name.Reference, ep endpoint
 		Digest:      desc.Digest,
 		RawManifest: desc.Manifest,
 		MediaType:   mediatype.Of(desc.MediaType, desc.Manifest),
-		puller:      s.puller,
 		repo:        ep.ref.Context(),
 		host:        host,
+		blobs:       s.blobClient(ep.ref.Context(), ep.label),
 	}
 	if im.MediaType.IsSchema1() {
 		return nil, errSchema1(image)
@@ -418,7 +505,7 @@ func (s *session) fetchConfig(ctx context.Context, im *Image, f failure) error {
 	if desc.Size < 0 || desc.Size > maxConfigSize {
 		return fmt.Errorf("%s: config size %d is out of range (at most %d bytes)", f.image, desc.Size, maxConfigSize)
 	}
-	rc, err := im.openBlob(ctx, desc.Digest, desc.Size)
+	rc, err := im.openBlob(ctx, "config", desc.Digest, desc.Size)
 	if err != nil {
 		return describe(err, f)
 	}
@@ -466,17 +553,22 @@ func (im *Image) buildLayers(image string) error {
 // endpoint that served the image (im.Source). The stream is the blob as
 // stored: compressed as l.Compression says, not decompressed.
 //
-// The stream is verified, once, here: go-containerregistry hashes it as it
-// is read, and it is cut off after l.Size bytes. When the content does not
-// match l.Digest or l.Size, the final Read returns an error instead of
-// io.EOF. A caller that read the stream to io.EOF without error has exactly
-// the blob l.Digest and must not hash it again; a caller that stops early
-// gets no verification.
+// The stream is verified, once, here: it is hashed as it is read, and it is
+// cut off after l.Size bytes. When the content does not match l.Digest or
+// l.Size, the final Read returns an error instead of io.EOF. A caller that
+// read the stream to io.EOF without error has exactly the blob l.Digest and
+// must not hash it again; a caller that stops early gets no verification.
+//
+// The stream survives a failing network: a cut connection, a stalled
+// transfer or a 5xx answer makes it ask again (Options.BlobAttempts times
+// in all, waiting longer each time) and go on where it stopped, with a
+// Range request; the hash goes on over the bytes already read. The caller
+// sees one uninterrupted stream, or the error of the last attempt.
 //
 // At most Options.Jobs streams are open at once; OpenLayer waits for a free
 // slot (or ctx), so close every stream. ctx bounds the whole download.
 func (im *Image) OpenLayer(ctx context.Context, l Layer) (io.ReadCloser, error) {
-	if im.puller == nil {
+	if im.blobs == nil {
 		return nil, errors.New("opening layer: the image was not made by Resolve")
 	}
 	i := slices.IndexFunc(im.Layers, func(x Layer) bool { return x.Digest == l.Digest })
@@ -484,7 +576,7 @@ func (im *Image) OpenLayer(ctx context.Context, l Layer) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("opening layer %s: not a layer of %s", l.Digest, DisplayName(im.Ref))
 	}
 	l = im.Layers[i]
-	rc, err := im.openBlob(ctx, l.Digest, l.Size)
+	rc, err := im.openBlob(ctx, "layer", l.Digest, l.Size)
 	if err != nil {
 		return nil, describe(err, failure{
 			op:       fmt.Sprintf("fetching layer %d (%s) of %s", i+1, l.Digest, DisplayName(im.Ref)),
@@ -496,46 +588,12 @@ func (im *Image) OpenLayer(ctx context.Context, l Layer) (io.ReadCloser, error) 
 	return rc, nil
 }
 
-// openBlob opens the verified stream of the blob digest, expected to be
-// size bytes, from the image's endpoint.
-func (im *Image) openBlob(ctx context.Context, digest v1.Hash, size int64) (io.ReadCloser, error) {
-	bl, err := im.puller.Layer(ctx, im.repo.Digest(digest.String()))
-	if err != nil {
-		return nil, err
+// openBlob opens the verified, resuming stream of the blob digest (a
+// "layer" or the "config", for messages), expected to be size bytes, from
+// the image's endpoint.
+func (im *Image) openBlob(ctx context.Context, what string, digest v1.Hash, size int64) (io.ReadCloser, error) {
+	if im.blobs == nil {
+		return nil, errors.New("opening blob: the image was not made by Resolve")
 	}
-	rc, err := bl.Compressed()
-	if err != nil {
-		return nil, err
-	}
-	return &sizedReader{rc: rc, r: io.LimitReader(rc, size+1), digest: digest, want: size}, nil
+	return im.blobs.open(ctx, what, digest, size)
 }
-
-// sizedReader fails a blob stream that is longer or shorter than the
-// manifest says. The digest is checked by the go-containerregistry reader
-// it wraps; this one only counts.
-type sizedReader struct {
-	rc     io.ReadCloser
-	r      io.Reader
-	digest v1.Hash
-	want   int64
-	got    int64
-}
-
-// Read implements io.Reader.
-func (s *sizedReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	s.got += int64(n)
-	if s.got > s.want {
-		return n - int(s.got-s.want), fmt.Errorf("blob %s is longer than the %d bytes its descriptor says", s.digest, s.want)
-	}
-	if errors.Is(err, io.EOF) && s.got < s.want {
-		return n, fmt.Errorf("blob %s ended after %d of %d bytes: %w", s.digest, s.got, s.want, io.ErrUnexpectedEOF)
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("reading blob %s: %w", s.digest, err)
-	}
-	return n, err
-}
-
-// Close implements io.Closer.
-func (s *sizedReader) Close() error { return s.rc.Close() }

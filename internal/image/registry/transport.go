@@ -1,16 +1,22 @@
 package registry
 
 import (
+	"cmp"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -95,32 +101,233 @@ func (e *plainHTTPError) Error() string {
 // policyTransport sends requests through one shared *http.Transport, or
 // through a second one that skips TLS verification for insecure hosts, and
 // refuses plain HTTP the policy does not allow. It sees every request:
-// registries, mirrors, token servers and blob redirects.
+// registries, mirrors, token servers and blob redirects, and so it is also
+// where the network limits are kept that no client above it may forget: a
+// bound on redirects (go-containerregistry's clients set a CheckRedirect of
+// their own, which lifts net/http's default limit of 10 and lets a loop go
+// on), and timeouts for response headers and for a body that stops
+// arriving (see timed).
 type policyTransport struct {
 	policy   netPolicy
 	verified *http.Transport
 	// unverified is nil when no registry is listed as insecure.
 	unverified *http.Transport
+	// headerTimeout and idleTimeout are the response-header and idle-read
+	// timeouts; 0 turns one off.
+	headerTimeout, idleTimeout time.Duration
+	// maxRedirects is how many redirects one request may follow.
+	maxRedirects int
 }
 
 // RoundTrip implements http.RoundTripper.
 func (t *policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkRedirects(req, t.maxRedirects); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	switch req.URL.Scheme {
 	case "http":
 		if !t.policy.plainHTTPAllowed(req.URL.Host) {
 			closeBody(req)
 			return nil, &plainHTTPError{host: req.URL.Host}
 		}
-		return t.verified.RoundTrip(req)
+		return t.timed(t.verified, req)
 	case "https":
 		if t.unverified != nil && t.policy.skipVerify(req.URL.Host) {
-			return t.unverified.RoundTrip(req)
+			return t.timed(t.unverified, req)
 		}
-		return t.verified.RoundTrip(req)
+		return t.timed(t.verified, req)
 	default:
 		closeBody(req)
 		return nil, fmt.Errorf("unsupported URL scheme %q for %s", req.URL.Scheme, req.URL.Host)
 	}
+}
+
+// StallError reports a server that sent nothing for too long: no response
+// headers within Options.ResponseHeaderTimeout, or no body bytes within
+// Options.IdleTimeout. It is a net.Error whose Timeout is true; blob
+// downloads count it as a failed attempt and resume.
+type StallError struct {
+	// Host is the host[:port] that stalled: the registry, or the blob
+	// storage it redirected to.
+	Host string
+	// Waiting is what was awaited: "response headers" or "data".
+	Waiting string
+	// After is the timeout that ran out.
+	After time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("%s: no %s for %s", e.Host, e.Waiting, e.After)
+}
+
+// Timeout implements net.Error.
+func (e *StallError) Timeout() bool { return true }
+
+// Temporary implements net.Error; go-containerregistry retries temporary
+// errors of manifest requests.
+func (e *StallError) Temporary() bool { return true }
+
+// watchdog cancels one request when a timeout runs out and remembers why.
+type watchdog struct {
+	host   string
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	err    *StallError
+}
+
+// fire records the stall and cancels the request.
+func (w *watchdog) fire(waiting string, after time.Duration) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = &StallError{Host: w.host, Waiting: waiting, After: after}
+	}
+	err := w.err
+	w.mu.Unlock()
+	w.cancel(err)
+}
+
+// fired returns the stall, or nil if no timeout ran out.
+func (w *watchdog) fired() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		return nil
+	}
+	return w.err
+}
+
+// timed sends req through rt under the response-header and idle-read
+// timeouts. net/http's Transport.ResponseHeaderTimeout covers only the
+// first and answers with an unexported error that names neither host nor
+// timeout, and net/http has no idle-read timeout at all, so both are done
+// here, alike: a timer cancels the request's context, and the error is a
+// StallError.
+func (t *policyTransport) timed(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	if t.headerTimeout <= 0 && t.idleTimeout <= 0 {
+		return rt.RoundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	w := &watchdog{host: req.URL.Host, cancel: cancel}
+	var stop func() bool
+	if t.headerTimeout > 0 {
+		stop = time.AfterFunc(t.headerTimeout, func() { w.fire("response headers", t.headerTimeout) }).Stop
+	}
+	resp, err := rt.RoundTrip(req.WithContext(ctx))
+	if stop != nil {
+		stop()
+	}
+	if serr := w.fired(); serr != nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel(serr)
+		return nil, serr
+	}
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	resp.Body = &idleBody{body: resp.Body, w: w, idle: t.idleTimeout}
+	return resp, nil
+}
+
+// idleBody is a response body whose Read fails with a StallError when no
+// byte comes for idle. The timer runs only while a Read waits: a caller
+// that is slow to read is not taken for a stalled server.
+type idleBody struct {
+	body  io.ReadCloser
+	w     *watchdog
+	idle  time.Duration
+	timer *time.Timer
+}
+
+// Read implements io.Reader.
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		if b.timer == nil {
+			b.timer = time.AfterFunc(b.idle, func() { b.w.fire("data", b.idle) })
+		} else {
+			b.timer.Reset(b.idle)
+		}
+	}
+	n, err := b.body.Read(p)
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		if serr := b.w.fired(); serr != nil {
+			return n, serr
+		}
+	}
+	return n, err
+}
+
+// Close implements io.Closer; it ends the request's context.
+func (b *idleBody) Close() error {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	err := b.body.Close()
+	b.w.cancel(nil)
+	return err
+}
+
+// RedirectError reports a redirect loop, or a request redirected more
+// often than Options.MaxRedirects allows. The URLs are shown without
+// query strings, which may hold signatures or tokens.
+type RedirectError struct {
+	// Chain is the URLs followed, first the one asked for, each without
+	// user info, query and fragment.
+	Chain []string
+	// Loop is the index in Chain where the loop starts (the last URL is
+	// the same as this one), or -1 when no URL repeats.
+	Loop int
+	// Max is the redirect limit.
+	Max int
+}
+
+func (e *RedirectError) Error() string {
+	if e.Loop >= 0 {
+		msg := "redirect loop: " + strings.Join(e.Chain[e.Loop:], " -> ")
+		if e.Loop > 0 {
+			msg += " (reached from " + strings.Join(e.Chain[:e.Loop], " -> ") + ")"
+		}
+		return msg
+	}
+	shown := e.Chain
+	if len(shown) > 6 {
+		shown = append(append(slices.Clip(shown[:3]), "..."), shown[len(shown)-3:]...)
+	}
+	return fmt.Sprintf("more than %d redirects: %s", e.Max, strings.Join(shown, " -> "))
+}
+
+// checkRedirects fails a request that comes from following more than max
+// redirects, or that repeats a URL of its redirect chain (it would be
+// answered the same way again). net/http sets Request.Response on every
+// request it makes to follow a redirect, and Response.Request is the
+// request before: the chain is there.
+func checkRedirects(req *http.Request, max int) error {
+	if req.Response == nil {
+		return nil
+	}
+	var chain []string
+	for r := req; r != nil; {
+		chain = append(chain, safeURL(r.URL.String()))
+		if r.Response == nil {
+			break
+		}
+		r = r.Response.Request
+	}
+	slices.Reverse(chain)
+	last := chain[len(chain)-1]
+	if i := slices.Index(chain, last); i < len(chain)-1 {
+		return &RedirectError{Chain: chain, Loop: i, Max: max}
+	}
+	if len(chain)-1 > max {
+		return &RedirectError{Chain: chain, Loop: -1, Max: max}
+	}
+	return nil
 }
 
 // closeBody closes a request body, as a RoundTripper must on error.
@@ -138,8 +345,11 @@ func newPolicyTransport(o Options, policy netPolicy, jobs int, log *slog.Logger)
 		return nil, err
 	}
 	t := &policyTransport{
-		policy:   policy,
-		verified: newHTTPTransport(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, jobs),
+		policy:        policy,
+		verified:      newHTTPTransport(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, jobs),
+		headerTimeout: orDefault(o.ResponseHeaderTimeout, DefaultResponseHeaderTimeout),
+		idleTimeout:   orDefault(o.IdleTimeout, DefaultIdleTimeout),
+		maxRedirects:  cmp.Or(o.MaxRedirects, DefaultMaxRedirects),
 	}
 	if len(policy.insecure) > 0 {
 		t.unverified = newHTTPTransport(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, jobs) //nolint:gosec // registries.insecure asks for it
@@ -255,4 +465,15 @@ func safeURL(s string) string {
 	}
 	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
 	return u.String()
+}
+
+// orDefault returns d for zero, 0 (off) for a negative value, else v.
+func orDefault(v, d time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return d
+	case v < 0:
+		return 0
+	}
+	return v
 }
