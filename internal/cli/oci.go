@@ -49,11 +49,18 @@ func resolveImage(ctx context.Context, cfg config.Config, log *slog.Logger, ref,
 	if err != nil {
 		return nil, err
 	}
+	header, idle, err := cfg.Registries.Timeouts()
+	if err != nil {
+		return nil, err
+	}
 	opts := registry.Options{
-		Mirrors:  cfg.Registries.Mirrors,
-		Insecure: cfg.Registries.Insecure,
-		CAFile:   cfg.Registries.CAFile,
-		Log:      log,
+		Mirrors:               cfg.Registries.Mirrors,
+		Insecure:              cfg.Registries.Insecure,
+		CAFile:                cfg.Registries.CAFile,
+		BlobAttempts:          cfg.Registries.Attempts,
+		ResponseHeaderTimeout: header,
+		IdleTimeout:           idle,
+		Log:                   log,
 	}
 	if platform != "" {
 		if opts.Platform, err = registry.ParsePlatform(platform); err != nil {

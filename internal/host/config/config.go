@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -71,6 +72,33 @@ type Registries struct {
 	Mirrors  map[string][]string `toml:"mirrors" comment:"registry host -> mirror endpoints tried in order before it"`
 	Insecure []string            `toml:"insecure" comment:"registries reached over plain HTTP (loopback always may)"`
 	CAFile   string              `toml:"ca_file" comment:"extra CA certificates (PEM) trusted for registries"`
+	Attempts int                 `toml:"attempts" comment:"how often a layer download is tried (cut or stalled downloads resume where they stopped)"`
+	// HeaderTimeout and IdleTimeout are Go durations ("30s", "2m"); "0"
+	// means no limit.
+	HeaderTimeout string `toml:"header_timeout" comment:"how long to wait for a registry's response headers"`
+	IdleTimeout   string `toml:"idle_timeout" comment:"how long a download may go without a byte before it counts as stalled"`
+}
+
+// Timeouts returns the registries' header and idle timeouts; a negative
+// value means no limit (registry.Options' convention).
+func (r Registries) Timeouts() (header, idle time.Duration, err error) {
+	parse := func(key, s string) (time.Duration, error) {
+		d, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("registries.%s: %q is not a duration such as \"30s\" or \"2m\"", key, s)
+		case d < 0:
+			return 0, fmt.Errorf("registries.%s: %q is negative (\"0\" means no limit)", key, s)
+		case d == 0:
+			return -1, nil
+		}
+		return d, nil
+	}
+	if header, err = parse("header_timeout", r.HeaderTimeout); err != nil {
+		return 0, 0, err
+	}
+	idle, err = parse("idle_timeout", r.IdleTimeout)
+	return header, idle, err
 }
 
 // Default returns the built-in configuration.
@@ -95,7 +123,8 @@ func Default() Config {
 			DefaultTemplate: man8env.TemplateNetworkIsolated,
 			Busybox:         "/usr/bin/busybox",
 		},
-		Registries: Registries{Mirrors: map[string][]string{}},
+		Registries: Registries{Mirrors: map[string][]string{}, Attempts: registry.DefaultBlobAttempts,
+			HeaderTimeout: registry.DefaultResponseHeaderTimeout.String(), IdleTimeout: registry.DefaultIdleTimeout.String()},
 	}
 }
 
@@ -293,6 +322,13 @@ func (c Config) validate() error {
 				bad("registries.mirrors."+host, "%w", err)
 			}
 		}
+	}
+	if c.Registries.Attempts < 1 {
+		bad("registries.attempts", "%d: want 1 or more", c.Registries.Attempts)
+	}
+	if _, _, err := c.Registries.Timeouts(); err != nil {
+		k, msg, _ := strings.Cut(err.Error(), ": ")
+		bad(k, "%s", msg)
 	}
 	for _, h := range c.Registries.Insecure {
 		if h == "" || strings.ContainsAny(h, "/ \t") {

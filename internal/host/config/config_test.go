@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -130,5 +131,29 @@ func TestPath(t *testing.T) {
 	}
 	if got := Path("", env("")); got != DefaultPath {
 		t.Errorf("default: got %s", got)
+	}
+}
+
+func TestRegistryTimeouts(t *testing.T) {
+	for _, tt := range []struct {
+		header, idle string
+		wantH, wantI time.Duration
+		wantErr      string
+	}{
+		{"30s", "1m", 30 * time.Second, time.Minute, ""},
+		{"0", "5s", -1, 5 * time.Second, ""},
+		{"soon", "5s", 0, 0, "registries.header_timeout"},
+		{"5s", "-1s", 0, 0, "negative"},
+	} {
+		h, i, err := Registries{HeaderTimeout: tt.header, IdleTimeout: tt.idle}.Timeouts()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s/%s: err %v, want %q", tt.header, tt.idle, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || h != tt.wantH || i != tt.wantI {
+			t.Errorf("%s/%s = %v, %v, %v", tt.header, tt.idle, h, i, err)
+		}
 	}
 }

@@ -82,6 +82,10 @@ func tomlValue(v reflect.Value) string {
 	switch v.Kind() {
 	case reflect.String:
 		return tomlString(v.String())
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return fmt.Sprint(v.Int())
+	case reflect.Bool:
+		return fmt.Sprint(v.Bool())
 	case reflect.Slice:
 		items := make([]string, v.Len())
 		for i := range items {

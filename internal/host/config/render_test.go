@@ -117,6 +117,7 @@ func TestEntries(t *testing.T) {
 		"network.bridge", "network.ygg_admin", "network.ygg_prefix",
 		"machines.default_template", "machines.busybox", "machines.init",
 		"registries.mirrors", "registries.insecure", "registries.ca_file",
+		"registries.attempts", "registries.header_timeout", "registries.idle_timeout",
 	}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("keys (-want +got):\n%s", diff)
