@@ -97,8 +97,8 @@ func TestConfigShowRun(t *testing.T) {
 			t.Errorf("sources[%s] = %q, want %q", key, got, want)
 		}
 	}
-	if len(rep.Sources) != 18 || len(rep.Values) != 4 {
-		t.Errorf("%d sources in %d sections, want 18 in 4:\n%s", len(rep.Sources), len(rep.Values), out)
+	if len(rep.Sources) != 21 || len(rep.Values) != 4 {
+		t.Errorf("%d sources in %d sections, want 21 in 4:\n%s", len(rep.Sources), len(rep.Values), out)
 	}
 	if diff := cmp.Diff(map[string]any{
 		"default_template": "network_isolated", "busybox": "/usr/bin/busybox", "init": "",
@@ -107,6 +107,7 @@ func TestConfigShowRun(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]any{
 		"mirrors": map[string]any{"docker.io": []any{"https://m.example"}}, "insecure": []any{}, "ca_file": "",
+		"attempts": float64(5), "header_timeout": "30s", "idle_timeout": "30s",
 	}, rep.Values["registries"]); diff != "" {
 		t.Errorf("registries (-want +got):\n%s", diff)
 	}
