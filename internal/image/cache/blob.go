@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -65,8 +66,9 @@ func (c *Cache) blobDir() string { return filepath.Join(c.dir, blobsDir, "sha256
 // Stat reports whether the blob d is in the cache with the given size
 // (a negative size accepts any). A blob is renamed into place only after its
 // digest was verified and its data synced, so a file of the right size is
-// trusted without hashing it; see [Cache.Verify] for detecting corruption
-// that happened later.
+// trusted without hashing it; see [Cache.VerifyBlob] for detecting
+// corruption that happened later, and [Cache.ReadBlob] and [Cache.Ensure],
+// which always hash the small blobs (manifests, configs) they handle.
 //
 // A file of a different size is hashed: if its content is corrupt it is
 // deleted, so that the caller fetches the blob again; if it is correct (the
@@ -83,64 +85,130 @@ func (c *Cache) Stat(d v1.Hash, size int64) bool {
 	if size < 0 || fi.Size() == size {
 		return true
 	}
-	_ = c.Verify(d, -1) // deletes the file if it is corrupt
+	_, _ = c.checkBlob(context.Background(), d, -1, true) // deletes the file if it is corrupt
 	return false
 }
 
-// Verify hashes the blob d and checks its size (a negative size skips the
-// size check). A blob whose size or digest is wrong is deleted and an error
-// wrapping [ErrSizeMismatch] or [ErrDigestMismatch] is returned; a missing
-// blob gives an error wrapping [fs.ErrNotExist].
+// CorruptBlobError reports a cached blob whose content does not hash to its
+// digest: it was damaged after it was written (a bad disk, a hand-edited
+// cache). [Cache.ReadBlob], [Cache.VerifyBlob] and [Cache.Stat] delete such
+// a blob (Removed), so the remedy is to fetch it again and write it with
+// [Cache.Create], [Cache.WriteFrom] or [Cache.Ensure]; branch on it with
+// errors.AsType[*CorruptBlobError]. It wraps [ErrDigestMismatch], and
+// [ErrSizeMismatch] as well when the size differs from the expected one.
+type CorruptBlobError struct {
+	// Digest names the blob: the digest its content should have.
+	Digest v1.Hash
+	// Path is its file.
+	Path string
+	// Size is the size of the file found; WantSize the size expected, or
+	// -1 when the caller did not say.
+	Size, WantSize int64
+	// Actual is what the content hashes to.
+	Actual v1.Hash
+	// Removed says whether the file was deleted.
+	Removed bool
+}
+
+func (e *CorruptBlobError) Error() string {
+	msg := fmt.Sprintf("%s is corrupt: its content hashes to %s", e.Path, e.Actual)
+	if e.WantSize >= 0 && e.Size != e.WantSize {
+		msg += fmt.Sprintf(" and has %d bytes, want %d", e.Size, e.WantSize)
+	}
+	if e.Removed {
+		return msg + " (deleted: fetch the blob again)"
+	}
+	return msg + " (remove it, e.g. with mbctl cache verify --repair, and fetch the blob again)"
+}
+
+// Unwrap returns ErrDigestMismatch, and ErrSizeMismatch if the size is
+// wrong too.
+func (e *CorruptBlobError) Unwrap() []error {
+	if e.WantSize >= 0 && e.Size != e.WantSize {
+		return []error{ErrDigestMismatch, ErrSizeMismatch}
+	}
+	return []error{ErrDigestMismatch}
+}
+
+// VerifyBlob hashes the blob d and checks its size (a negative size skips
+// the size check). A blob whose content does not hash to d is deleted and a
+// [*CorruptBlobError] is returned; a blob that hashes correctly but has
+// another size than the caller said is kept (the caller's size is wrong)
+// and gives an error wrapping [ErrSizeMismatch]; a missing blob gives an
+// error wrapping [fs.ErrNotExist]. It stops with ctx's error when ctx is
+// done.
 //
-// Policy: blobs are verified when they are written, so readers normally rely
-// on [Cache.Stat]. Verify is for "mbctl cache verify" and for callers that
-// want to rule out corruption since then before they use a blob.
-func (c *Cache) Verify(d v1.Hash, size int64) error {
+// Policy: blobs are verified when they are written, so readers of big
+// blobs (layers) normally rely on [Cache.Stat] and hash only when they use
+// the blob, as the pull does. [Cache.Verify] checks the whole cache.
+func (c *Cache) VerifyBlob(ctx context.Context, d v1.Hash, size int64) error {
+	_, err := c.checkBlob(ctx, d, size, true)
+	return err
+}
+
+// checkBlob hashes the file of blob d and compares it with d and, if want
+// is not negative, its size with want. It returns the file's info (nil if
+// it could not be opened) and nil, a *CorruptBlobError (the file is deleted
+// first if remove is set), or an error that says why it could not check.
+func (c *Cache) checkBlob(ctx context.Context, d v1.Hash, want int64, remove bool) (fs.FileInfo, error) {
 	if err := checkDigest(d); err != nil {
-		return err
+		return nil, err
 	}
 	p := c.Path(d)
 	f, err := os.Open(p)
 	if err != nil {
-		return fmt.Errorf("verifying blob %s: %w", d, err)
+		return nil, fmt.Errorf("verifying blob %s: %w", d, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("verifying blob %s: %w", d, err)
+		return nil, fmt.Errorf("verifying blob %s: %w", d, err)
 	}
-	if size >= 0 && fi.Size() != size {
-		c.removeCorrupt(p, fi)
-		return fmt.Errorf("verifying blob %s: %w: %d bytes, want %d (deleted)", d, ErrSizeMismatch, fi.Size(), size)
+	if !fi.Mode().IsRegular() {
+		return fi, fmt.Errorf("verifying blob %s: %s is not a regular file", d, p)
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("verifying blob %s: %w", d, err)
+	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+		return fi, fmt.Errorf("verifying blob %s: reading %s: %w", d, p, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
-		c.removeCorrupt(p, fi)
-		return fmt.Errorf("verifying blob %s: %w: content hashes to sha256:%s (deleted)", d, ErrDigestMismatch, got)
+	actual := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	if actual == d {
+		if want >= 0 && fi.Size() != want {
+			return fi, fmt.Errorf("verifying blob %s: %w: the blob is intact but has %d bytes, the caller expects %d", d, ErrSizeMismatch, fi.Size(), want)
+		}
+		return fi, nil
 	}
-	return nil
+	cerr := &CorruptBlobError{Digest: d, Path: p, Size: fi.Size(), WantSize: want, Actual: actual}
+	if remove {
+		cerr.Removed = c.removeCorrupt(p, fi)
+	}
+	return fi, fmt.Errorf("verifying blob %s: %w", d, cerr)
 }
 
 // removeCorrupt deletes the blob file p if it is still the file fi that was
 // found corrupt, and not a good copy that another process has renamed over
-// it since. (A small window remains between the check and the unlink; the
-// worst it can do is delete a good blob, which is then fetched again.)
-func (c *Cache) removeCorrupt(p string, fi fs.FileInfo) {
+// it since, and reports whether it did. (A small window remains between the
+// check and the unlink; the worst it can do is delete a good blob, which is
+// then fetched again.)
+func (c *Cache) removeCorrupt(p string, fi fs.FileInfo) bool {
 	cur, err := os.Lstat(p)
 	if err != nil || !os.SameFile(fi, cur) {
-		return
+		return false
 	}
-	_ = os.Remove(p)
+	return os.Remove(p) == nil
 }
 
 // ReadBlob returns the content of the blob d after checking its digest. It
-// is meant for manifests and configs, which are small; a corrupt blob is
-// deleted and an error wrapping [ErrDigestMismatch] is returned, a missing
-// one gives an error wrapping [fs.ErrNotExist].
+// is meant for manifests and configs, which are small, and always hashes
+// them: a corrupt blob is deleted and a [*CorruptBlobError] is returned, so
+// that the caller can fetch it again (and store it with [Cache.Ensure]); a
+// missing one gives an error wrapping [fs.ErrNotExist].
 func (c *Cache) ReadBlob(d v1.Hash) ([]byte, error) {
+	return c.readBlob(d, true)
+}
+
+// readBlob is ReadBlob; it deletes a corrupt blob only if remove is set.
+func (c *Cache) readBlob(d v1.Hash, remove bool) ([]byte, error) {
 	if err := checkDigest(d); err != nil {
 		return nil, err
 	}
@@ -154,16 +222,65 @@ func (c *Cache) ReadBlob(d v1.Hash) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading blob %s: %w", d, err)
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("reading blob %s: %s is not a regular file", d, p)
+	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("reading blob %s: %w", d, err)
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != d.Hex {
-		c.removeCorrupt(p, fi)
-		return nil, fmt.Errorf("reading blob %s: %w: content hashes to sha256:%s (deleted)", d, ErrDigestMismatch, got)
+	if actual := digestOf(data); actual != d {
+		cerr := &CorruptBlobError{Digest: d, Path: p, Size: fi.Size(), WantSize: -1, Actual: actual}
+		if remove {
+			cerr.Removed = c.removeCorrupt(p, fi)
+		}
+		return nil, fmt.Errorf("reading blob %s: %w", d, cerr)
 	}
 	return data, nil
+}
+
+// Ensure makes sure the cache holds data as the blob d, for small blobs that
+// the caller has in memory and fetched from their source (a pull's manifest
+// and config). Unlike [Cache.Stat], which trusts a file of the right size, it
+// hashes the cached copy: an intact copy is kept, a missing one is written,
+// and a corrupt one (which the Cache's logger is told about) is deleted and
+// replaced, so that a pull repairs what it finds damaged. It reports whether
+// it wrote data. data must hash to d, or an error wrapping
+// [ErrDigestMismatch] is returned and nothing is written.
+func (c *Cache) Ensure(ctx context.Context, d v1.Hash, data []byte) (stored bool, err error) {
+	if err := checkDigest(d); err != nil {
+		return false, err
+	}
+	if actual := digestOf(data); actual != d {
+		return false, fmt.Errorf("storing blob %s: %w: the data to store hashes to %s", d, ErrDigestMismatch, actual)
+	}
+	p := c.Path(d)
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		// Unusable either way: a fresh copy renamed over it may still work.
+		c.log.Warn("cached blob cannot be checked; writing it again", "digest", d, "err", err)
+	case !fi.Mode().IsRegular() || fi.Size() != int64(len(data)):
+		// data is the blob, so a file of another size is corrupt.
+		c.log.Warn("cached blob has the wrong size; writing it again", "digest", d, "path", p, "size", fi.Size(), "want", len(data))
+	default:
+		_, rerr := c.readBlob(d, true)
+		if rerr == nil {
+			return false, nil
+		}
+		c.log.Warn("cached blob is corrupt; writing it again", "digest", d, "err", rerr)
+	}
+	if err := c.WriteFrom(ctx, d, int64(len(data)), bytes.NewReader(data)); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// digestOf returns the sha256 digest of data.
+func digestOf(data []byte) v1.Hash {
+	sum := sha256.Sum256(data)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
 // BlobWriter writes one blob into the cache. It is an [io.Writer]: the

@@ -129,7 +129,7 @@ func TestBlobWriter(t *testing.T) {
 				if fi.Mode().Perm() != 0o644 {
 					t.Errorf("blob mode %v, want 0644", fi.Mode())
 				}
-				if err := c.Verify(tc.digest, tc.size); err != nil {
+				if err := c.VerifyBlob(t.Context(), tc.digest, tc.size); err != nil {
 					t.Error(err)
 				}
 			} else if _, err := os.Stat(c.Path(tc.digest)); !errors.Is(err, fs.ErrNotExist) {
@@ -224,8 +224,8 @@ func TestCorruptBlobs(t *testing.T) {
 		name     string
 		damage   func(p string) error
 		stat     bool  // Stat(d, size) after the damage
-		verify   error // Verify(d, size) after the damage
-		survives bool  // file still there after Stat and Verify
+		verify   error // VerifyBlob(d, size) after the damage
+		survives bool  // file still there after Stat and VerifyBlob
 	}{
 		{
 			name:   "intact",
@@ -259,7 +259,7 @@ func TestCorruptBlobs(t *testing.T) {
 			if got := c.Stat(d, size); got != tc.stat {
 				t.Errorf("Stat() = %v, want %v", got, tc.stat)
 			}
-			err := c.Verify(d, size)
+			err := c.VerifyBlob(t.Context(), d, size)
 			if tc.verify == nil && err != nil || tc.verify != nil && !errors.Is(err, tc.verify) {
 				t.Errorf("Verify() = %v, want %v", err, tc.verify)
 			}
@@ -282,8 +282,11 @@ func TestStatWrongSizeKeepsGoodBlob(t *testing.T) {
 	if !c.Stat(d, int64(len(data))) {
 		t.Error("correct blob was deleted")
 	}
-	if err := c.Verify(d, 3); !errors.Is(err, ErrSizeMismatch) {
-		t.Errorf("Verify(wrong size) = %v", err)
+	if err := c.VerifyBlob(t.Context(), d, 3); !errors.Is(err, ErrSizeMismatch) || errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("VerifyBlob(wrong size) = %v, want ErrSizeMismatch only", err)
+	}
+	if !c.Stat(d, int64(len(data))) {
+		t.Error("VerifyBlob with a wrong size deleted a correct blob")
 	}
 }
 
@@ -351,7 +354,7 @@ func TestConcurrentWritersGoroutines(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if err := c.Verify(d, int64(len(data))); err != nil {
+	if err := c.VerifyBlob(t.Context(), d, int64(len(data))); err != nil {
 		t.Error(err)
 	}
 	if tmp := tempFiles(t, c); len(tmp) > 0 {
@@ -389,7 +392,7 @@ func TestConcurrentWritersProcesses(t *testing.T) {
 			t.Errorf("helper: %v", err)
 		}
 	}
-	if err := c.Verify(d, int64(len(data))); err != nil {
+	if err := c.VerifyBlob(t.Context(), d, int64(len(data))); err != nil {
 		t.Error(err)
 	}
 	if tmp := tempFiles(t, c); len(tmp) > 0 {

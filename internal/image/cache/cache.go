@@ -9,6 +9,8 @@
 //	DIR/blobs/sha256/HEX     manifests, configs and layers, named by digest
 //	DIR/lock                 flock: shared by pulls, exclusive for Prune/Clear
 //	DIR/index.lock           flock: serialises updates of index.json
+//	DIR/index.json.corrupt-T an unusable index.json, moved aside at time T
+//	                         when it was rebuilt; kept for inspection
 //
 // Other tools that read OCI layouts (skopeo, umoci) can read the cache.
 //
@@ -17,11 +19,22 @@
 // A blob is written to a temporary file in blobs/sha256 (".tmp-HEX-RANDOM"),
 // hashed while it is written, and renamed to its final name only after its
 // size and digest were checked and its data was synced to disk. A file under
-// a digest's name is therefore always complete and correct as written, and
-// [Cache.Stat] trusts a file whose size matches. [Cache.Verify] hashes the
-// file again; it is for callers that want to detect later corruption (a bad
-// disk, a hand-edited cache), such as "mbctl cache verify". A blob found to be
-// corrupt or truncated is deleted, so that the caller fetches it again.
+// a digest's name is therefore complete and correct as written; later
+// corruption (a bad disk, a hand-edited cache) is caught on use:
+//
+//   - Manifests and configs are small and always hashed when they are read
+//     ([Cache.ReadBlob]) or stored again ([Cache.Ensure], what a pull does
+//     with the ones it fetched): a corrupt one is deleted and reported as a
+//     [*CorruptBlobError], or replaced by the fetched copy.
+//   - Layers are big: [Cache.Stat] trusts a file of the right size, and the
+//     pull hashes a cached layer with [Cache.VerifyBlob] when it uses it,
+//     fetching it again if it was corrupt (and so deleted).
+//   - [Cache.Verify] hashes every blob, for "mbctl cache verify", and with
+//     repair deletes the bad ones and temporary files.
+//
+// An index.json that is not a valid index is moved aside and rebuilt from
+// the blobs, without tags (see [Cache.Verify] and [AnnotationRecovered]),
+// whenever the cache reads it, rather than failing every pull.
 //
 // # Concurrency
 //
@@ -41,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -75,14 +89,30 @@ type Cache struct {
 	// lockWaiting, if set, is called when Acquire finds the lock taken and
 	// starts to wait; tests wait on it instead of sleeping.
 	lockWaiting func()
+	// log receives what the cache repairs on its own; never nil.
+	log *slog.Logger
 }
 
-// Open opens the cache in dir, creating dir, oci-layout, blobs/sha256 and an
-// empty index.json where they are missing. Directories are created with mode
-// 0755 and files with 0644: the system cache is owned by root and readable by
-// everyone.
-func Open(dir string) (*Cache, error) {
-	c := &Cache{dir: dir, now: time.Now}
+// Options configure [OpenWith].
+type Options struct {
+	// Log receives a warning for each repair the cache makes on its own: an
+	// index.json rebuilt, a corrupt blob replaced by [Cache.Ensure]. Nil
+	// discards them.
+	Log *slog.Logger
+}
+
+// Open opens the cache in dir with the default [Options]; see [OpenWith].
+func Open(dir string) (*Cache, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith opens the cache in dir, creating dir, oci-layout, blobs/sha256 and
+// an empty index.json where they are missing. Directories are created with
+// mode 0755 and files with 0644: the system cache is owned by root and
+// readable by everyone.
+func OpenWith(dir string, opts Options) (*Cache, error) {
+	c := &Cache{dir: dir, now: time.Now, log: opts.Log}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), dirPerm); err != nil {
 		return nil, fmt.Errorf("creating cache %s: %w", dir, err)
 	}

@@ -3,8 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -112,11 +110,6 @@ func newCache(t *testing.T) *Cache {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func digestOf(data []byte) v1.Hash {
-	sum := sha256.Sum256(data)
-	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
 // putBlob writes data into the cache as a blob of media type mt.

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,11 @@ const (
 	// AnnotationPulled holds when the reference was first pulled with the
 	// digest it has now (RFC 3339, UTC).
 	AnnotationPulled = "io.man8s.pulled"
+	// AnnotationRecovered marks a descriptor that a rebuild of an
+	// unreadable index.json found among the blobs (see [Cache.Verify]); it
+	// holds when (RFC 3339, UTC). Such a descriptor has no reference name:
+	// tags are only in index.json. Tagging the same digest replaces it.
+	AnnotationRecovered = "io.man8s.recovered"
 )
 
 // Entry is one cached image: a reference in index.json.
@@ -69,32 +75,74 @@ func marshalIndex(idx *v1.IndexManifest) ([]byte, error) {
 	return append(data, '\n'), nil
 }
 
-// readIndex reads index.json. It needs no lock: the file is only ever
-// replaced by a rename.
-func (c *Cache) readIndex() (*v1.IndexManifest, error) {
+// corruptIndexError reports an index.json that was read but is not a valid
+// OCI index; the cache rebuilds such a file (see rebuildIndexLocked).
+type corruptIndexError struct {
+	path string
+	err  error
+}
+
+func (e *corruptIndexError) Error() string {
+	return fmt.Sprintf("%s is not a valid OCI image index: %v", e.path, e.err)
+}
+
+func (e *corruptIndexError) Unwrap() error { return e.err }
+
+// loadIndex reads and parses index.json, without repairing it. A missing
+// file gives an error wrapping fs.ErrNotExist, content that is not an index
+// a *corruptIndexError.
+func (c *Cache) loadIndex() (*v1.IndexManifest, error) {
 	p := c.indexPath()
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p, err)
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(data))
+	if err == nil && idx.SchemaVersion != 2 {
+		err = fmt.Errorf("schemaVersion is %d, want 2", idx.SchemaVersion)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", p, err)
+		return nil, &corruptIndexError{path: p, err: err}
 	}
 	return idx, nil
 }
 
+// readIndex reads index.json. It needs no lock: the file is only ever
+// replaced by a rename. An index.json that is not a valid index is rebuilt
+// (under the index lock) and the rebuilt index returned.
+func (c *Cache) readIndex() (*v1.IndexManifest, error) {
+	idx, err := c.loadIndex()
+	if _, ok := errors.AsType[*corruptIndexError](err); !ok {
+		return idx, err
+	}
+	unlock, err := c.lockIndex()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Another process may have rebuilt it while we waited for the lock.
+	idx, err = c.loadIndex()
+	if cerr, ok := errors.AsType[*corruptIndexError](err); ok {
+		idx, _, err = c.rebuildIndexLocked(context.Background(), cerr)
+	}
+	return idx, err
+}
+
 // updateIndex runs fn on index.json under the index lock and writes the
 // result back atomically if fn reports a change (or if the file is
-// missing). A missing index.json counts as an empty one.
+// missing). A missing index.json counts as an empty one; one that is not a
+// valid index is rebuilt first.
 func (c *Cache) updateIndex(fn func(idx *v1.IndexManifest) (changed bool, err error)) error {
 	unlock, err := c.lockIndex()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	idx, err := c.readIndex()
+	idx, err := c.loadIndex()
 	missing := errors.Is(err, fs.ErrNotExist)
+	if cerr, ok := errors.AsType[*corruptIndexError](err); ok {
+		idx, _, err = c.rebuildIndexLocked(context.Background(), cerr)
+	}
 	switch {
 	case missing:
 		idx = emptyIndex()
@@ -151,6 +199,8 @@ func (c *Cache) Tag(ref string, desc v1.Descriptor) error {
 		kept := idx.Manifests[:0]
 		for _, m := range idx.Manifests {
 			switch {
+			case refOf(m) == "" && m.Digest == desc.Digest && m.Annotations[AnnotationRecovered] != "":
+				// Recovered without its tag, which this one is.
 			case refOf(m) != ref:
 				kept = append(kept, m)
 			case m.Digest == desc.Digest && m.Annotations[AnnotationPulled] != "":
@@ -168,7 +218,8 @@ func (c *Cache) Tag(ref string, desc v1.Descriptor) error {
 
 // List returns the cached images sorted by reference. It takes no lock and
 // changes nothing, except that a manifest found corrupt is deleted (see
-// [Cache.ReadBlob]).
+// [Cache.ReadBlob]) and an index.json that is not a valid index is rebuilt
+// (see [Cache.Verify]).
 func (c *Cache) List() ([]Entry, error) {
 	idx, err := c.readIndex()
 	if err != nil {

@@ -176,6 +176,12 @@ type walker struct {
 	// missing, if set, is called for each required blob that is absent or
 	// unreadable.
 	missing func(d v1.Hash)
+	// visit, if set, is called with each descriptor reached, before it is
+	// looked at.
+	visit func(d v1.Descriptor)
+	// read reads a manifest or index; nil means ReadBlob, which deletes a
+	// corrupt blob.
+	read func(d v1.Hash) ([]byte, error)
 }
 
 type blobKind int
@@ -206,6 +212,9 @@ func (w *walker) walk(d v1.Descriptor, required bool) {
 		return
 	}
 	w.seen[d.Digest] = true
+	if w.visit != nil {
+		w.visit(d)
+	}
 	p := w.c.Path(d.Digest)
 	if p == "" {
 		return // not a digest the cache stores
@@ -224,7 +233,11 @@ func (w *walker) walk(d v1.Descriptor, required bool) {
 	if kind == kindOther || fi.Size() > maxManifestSize {
 		return
 	}
-	data, err := w.c.ReadBlob(d.Digest)
+	read := w.read
+	if read == nil {
+		read = w.c.ReadBlob
+	}
+	data, err := read(d.Digest)
 	if err != nil {
 		if required && w.missing != nil {
 			w.missing(d.Digest)

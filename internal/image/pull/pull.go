@@ -230,9 +230,10 @@ func Download(ctx context.Context, c *cache.Cache, im *registry.Image, dest stri
 	prefix := "." + filepath.Base(dest) + ".mbctl-staging-"
 	var staging string
 	if opts.JournalDir != "" {
-		j, err := journal.Begin(opts.JournalDir, "oci download "+dest)
-		if err != nil {
-			return nil, err
+		// (No := here: the deferred func must see the named result err.)
+		j, jerr := journal.Begin(opts.JournalDir, "oci download "+dest)
+		if jerr != nil {
+			return nil, jerr
 		}
 		defer func() {
 			if err != nil {
@@ -309,10 +310,8 @@ func storeMetadata(ctx context.Context, c *cache.Cache, im *registry.Image) erro
 		{"manifest", im.Digest, im.RawManifest},
 		{"config", im.Manifest.Config.Digest, im.RawConfig},
 	} {
-		if c.Stat(b.digest, int64(len(b.data))) {
-			continue
-		}
-		if err := c.WriteFrom(ctx, b.digest, int64(len(b.data)), bytes.NewReader(b.data)); err != nil {
+		// Ensure hashes a cached copy and replaces it if it is corrupt.
+		if _, err := c.Ensure(ctx, b.digest, b.data); err != nil {
 			return fmt.Errorf("storing the image %s in the cache: %w", b.what, err)
 		}
 	}
@@ -329,10 +328,10 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 	cached := c.Stat(l.Digest, l.Size)
 	if cached && !verifyFirst {
 		// Used at once, hashed meanwhile: decompressing does not wait
-		// for the hash. A corrupt blob is deleted by Verify, and the
+		// for the hash. A corrupt blob is deleted by VerifyBlob, and the
 		// pull starts over (see pullLayers).
 		b.ready(c.Path(l.Digest))
-		if err := c.Verify(l.Digest, l.Size); err != nil {
+		if err := c.VerifyBlob(ctx, l.Digest, l.Size); err != nil {
 			opts.Log.Warn("cached layer blob is corrupt; the pull starts over and downloads it again", "digest", l.Digest, "err", err)
 			return 0, fmt.Errorf("%w: %w", errCorruptCached, err)
 		}
@@ -341,9 +340,9 @@ func ensureBlob(ctx context.Context, c *cache.Cache, im *registry.Image, l regis
 	}
 	if cached {
 		// Cached blobs are re-hashed before use (this runs while earlier
-		// layers are being applied); a corrupt one is deleted by Verify
+		// layers are being applied); a corrupt one is deleted by VerifyBlob
 		// and downloaded again below.
-		err := c.Verify(l.Digest, l.Size)
+		err := c.VerifyBlob(ctx, l.Digest, l.Size)
 		if err == nil {
 			opts.Progress.Cached(i)
 			b.ready(c.Path(l.Digest))

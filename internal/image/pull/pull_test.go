@@ -144,7 +144,7 @@ func TestCorruptCachedBlobIsFetchedAgain(t *testing.T) {
 	if res.Fetched != 2 {
 		t.Errorf("fetched %d layers, want the corrupt and the truncated one", res.Fetched)
 	}
-	if err := fx.cache.Verify(l.Digest, l.Size); err != nil {
+	if err := fx.cache.VerifyBlob(t.Context(), l.Digest, l.Size); err != nil {
 		t.Errorf("the blob is still bad after the pull: %v", err)
 	}
 }
@@ -178,21 +178,32 @@ func TestCancelLeavesNothing(t *testing.T) {
 		{"during download", &cancelOn{fetching: true}},
 		{"during unpack", &cancelOn{applied: true}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			fx := newFixture(t, threeLayers(t))
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			tt.p.cancel = cancel
-			dest := filepath.Join(fx.dir, "rootfs")
-			_, err := Download(ctx, fx.cache, fx.im, dest, Options{Progress: tt.p, Jobs: 1})
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("Download = %v, want context.Canceled", err)
-			}
-			if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("%s exists after a cancelled pull", dest)
-			}
-			assertNoStaging(t, fx.dir)
-		})
+		for _, journaled := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/journal=%v", tt.name, journaled), func(t *testing.T) {
+				fx := newFixture(t, threeLayers(t))
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				p := &cancelOn{fetching: tt.p.fetching, applied: tt.p.applied, cancel: cancel}
+				opts := Options{Progress: p, Jobs: 1}
+				if journaled {
+					opts.JournalDir = filepath.Join(t.TempDir(), "journals")
+				}
+				dest := filepath.Join(fx.dir, "rootfs")
+				_, err := Download(ctx, fx.cache, fx.im, dest, opts)
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Download = %v, want context.Canceled", err)
+				}
+				if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s exists after a cancelled pull", dest)
+				}
+				assertNoStaging(t, fx.dir)
+				if journaled {
+					if ents, _ := os.ReadDir(opts.JournalDir); len(ents) != 0 {
+						t.Errorf("journal left: %v", ents)
+					}
+				}
+			})
+		}
 	}
 }
 
