@@ -21,7 +21,7 @@ func newCacheCmd(f *Factory) *cobra.Command {
 layout, so that a second pull of the same image, or of one sharing layers,
 downloads only what is missing. The cache can be deleted at any time: it only
 makes pulls faster.`)
-	cmd.AddCommand(NewCmdCacheList(f, nil), NewCmdCachePrune(f, nil), NewCmdCacheClear(f, nil))
+	cmd.AddCommand(NewCmdCacheList(f, nil), NewCmdCachePrune(f, nil), NewCmdCacheClear(f, nil), NewCmdCacheVerify(f, nil))
 	return cmd
 }
 

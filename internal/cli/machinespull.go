@@ -194,7 +194,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return err
 	}
 
-	c, err := cache.Open(cfg.Paths.Cache)
+	c, err := cache.OpenWith(cfg.Paths.Cache, cache.Options{Log: opts.Log})
 	if err != nil {
 		return err
 	}

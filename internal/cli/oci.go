@@ -200,7 +200,7 @@ func ociDownloadRun(ctx context.Context, opts *OCIDownloadOptions) error {
 	if err != nil {
 		return err
 	}
-	c, err := cache.Open(cfg.Paths.Cache)
+	c, err := cache.OpenWith(cfg.Paths.Cache, cache.Options{Log: opts.Log})
 	if err != nil {
 		return err
 	}
