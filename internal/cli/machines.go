@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 )
@@ -25,86 +28,142 @@ mbctl keeps your comments when it rewrites them.`)
 	cmd.Aliases = []string{"machine", "m"}
 	cmd.AddCommand(
 		newMachinesPullCmd(f),
-		newMachinesListCmd(f),
-		newMachinesShowCmd(f),
-		newMachinesRemoveCmd(f),
-		newMachinesRunCmd(f),
-		newMachinesLogsCmd(f),
-		newMachinesShellCmd(f),
+		NewCmdMachinesList(f, nil),
+		NewCmdMachinesShow(f, nil),
+		NewCmdMachinesCheck(f, nil),
+		NewCmdMachinesRemove(f, nil),
+		NewCmdMachinesRun(f, nil),
+		NewCmdMachinesLogs(f, nil),
+		NewCmdMachinesShell(f, nil),
 	)
-	cmd.AddCommand(newMachinesServiceCmds(f)...)
+	for _, sv := range serviceVerbs {
+		cmd.AddCommand(NewCmdMachinesService(f, sv.verb, sv.short, nil))
+	}
 	return cmd
 }
 
-// machinePaths validates name and returns its paths under the configured
+// MachineDeps are what every machine verb reads: the configuration, the
+// probe for running machines and the streams.
+type MachineDeps struct {
+	IO     *iostreams.IOStreams
+	Config func() (config.Config, config.Origin, error)
+	Log    *slog.Logger
+	// Prober finds running machines.
+	Prober machine.Prober
+}
+
+func newMachineDeps(f *Factory) MachineDeps {
+	return MachineDeps{IO: f.IO, Config: f.Config, Log: f.Logger(), Prober: f.Prober}
+}
+
+// paths validates name and returns its paths under the configured
 // directories.
-func machinePaths(f *Factory, name string) (machine.Paths, config.Config, error) {
+func (d MachineDeps) paths(name string) (machine.Paths, config.Config, error) {
 	if err := machine.ValidateName(name); err != nil {
 		return machine.Paths{}, config.Config{}, err
 	}
-	cfg, _, err := f.Config()
+	cfg, _, err := d.Config()
 	if err != nil {
 		return machine.Paths{}, cfg, err
 	}
 	return machine.PathsFor(cfg.Paths, name), cfg, nil
 }
 
-func newMachinesListCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+// envWarnings warns on stderr about the lines of machine p's env file that
+// do not do what they look like (envfile.Problems), and returns them.
+func (d MachineDeps) envWarnings(p machine.Paths) []envfile.Problem {
+	f, err := envfile.ReadFile(p.Env)
+	if err != nil {
+		return nil // missing or unreadable: the command reports it its own way
+	}
+	problems := f.Problems()
+	for _, pr := range problems {
+		fmt.Fprintf(d.IO.ErrOut, "warning: %s %s\n", p.Env, pr)
+	}
+	return problems
+}
+
+// MachinesListOptions are the inputs of `machines list`.
+type MachinesListOptions struct {
+	MachineDeps
+	JSON bool
+}
+
+// NewCmdMachinesList builds `machines list`; runF, if not nil, replaces
+// machinesListRun (tests).
+func NewCmdMachinesList(f *Factory, runF func(context.Context, *MachinesListOptions) error) *cobra.Command {
+	opts := &MachinesListOptions{MachineDeps: newMachineDeps(f)}
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List machines with their state, image and Yggdrasil address",
 		Long: `List the machines on this host: every machine dir (paths.machines) and
 config dir (paths.configs). A machine runs when systemd-machined knows it or
-a systemd-nspawn process runs it (hosts without systemd).`,
+a systemd-nspawn process runs it (hosts without systemd).
+
+A machine some of whose paths are missing shows as "(partial)", and mbctl
+says on stderr how to repair it.`,
+		Example: `  mbctl machines list
+  mbctl machines list --json | jq -r '.[] | select(.state.running) | .name'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := f.Config()
-			if err != nil {
-				return err
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			names, err := machine.Names(cfg.Paths)
-			if err != nil {
-				return err
-			}
-			paths := make([]machine.Paths, len(names))
-			for i, n := range names {
-				paths[i] = machine.PathsFor(cfg.Paths, n)
-			}
-			states, err := f.Prober.ProbeAll(paths)
-			if err != nil {
-				return err
-			}
-			infos := make([]machine.Info, 0, len(paths))
-			for i, p := range paths {
-				in, err := machine.Describe(p, states[i])
-				if err != nil {
-					f.Logger().Warn("reading machine", "name", p.Name, "err", err)
-				}
-				infos = append(infos, in)
-			}
-			if asJSON {
-				return writeJSON(f.IO.Out, infos)
-			}
-			if len(infos) == 0 {
-				fmt.Fprintf(f.IO.ErrOut, "No machines in %s. Create one with 'mbctl machines pull IMAGE NAME'.\n", cfg.Paths.Machines)
-				return nil
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tYGG ADDRESS\tCREATED")
-			for _, in := range infos {
-				state := in.State.String()
-				if len(in.Missing) > 0 {
-					state += " (partial)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, state, orDash(in.Image), orDash(in.YggAddress), orDash(formatTime(in.Created)))
-			}
-			return tw.Flush()
+			return machinesListRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
 	return cmd
+}
+
+func machinesListRun(_ context.Context, opts *MachinesListOptions) error {
+	cfg, _, err := opts.Config()
+	if err != nil {
+		return err
+	}
+	names, err := machine.Names(cfg.Paths)
+	if err != nil {
+		return err
+	}
+	paths := make([]machine.Paths, len(names))
+	for i, n := range names {
+		paths[i] = machine.PathsFor(cfg.Paths, n)
+	}
+	states, err := opts.Prober.ProbeAll(paths)
+	if err != nil {
+		return err
+	}
+	infos := make([]machine.Info, 0, len(paths))
+	for i, p := range paths {
+		in, err := machine.Describe(p, states[i])
+		if err != nil {
+			opts.Log.Warn("reading machine", "name", p.Name, "err", err)
+		}
+		infos = append(infos, in)
+	}
+	for _, in := range infos {
+		if fix := in.Fix(); fix != "" {
+			fmt.Fprintf(opts.IO.ErrOut, "warning: machine %s is incomplete (missing: %s): %s\n", in.Name, strings.Join(in.Missing, ", "), fix)
+		}
+	}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, infos)
+	}
+	if len(infos) == 0 {
+		fmt.Fprintf(opts.IO.ErrOut, "No machines in %s. Create one with 'mbctl machines pull IMAGE NAME'.\n", cfg.Paths.Machines)
+		return nil
+	}
+	tw := tabwriter.NewWriter(opts.IO.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tYGG ADDRESS\tCREATED")
+	for _, in := range infos {
+		state := in.State.String()
+		if in.Incomplete() {
+			state += " (partial)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, state, orDash(in.Image), orDash(in.YggAddress), orDash(formatTime(in.Created)))
+	}
+	return tw.Flush()
 }
 
 func formatTime(t time.Time) string {
@@ -117,44 +176,68 @@ func formatTime(t time.Time) string {
 // machineShow is the --json form of `machines show`.
 type machineShow struct {
 	machine.Info
-	Settings    string `json:"settings,omitempty"`
-	Environment string `json:"environment,omitempty"`
+	Settings    string            `json:"settings,omitempty"`
+	Environment string            `json:"environment,omitempty"`
+	EnvProblems []envfile.Problem `json:"env_problems,omitempty"`
 }
 
-func newMachinesShowCmd(f *Factory) *cobra.Command {
-	var asJSON bool
+// MachinesShowOptions are the inputs of `machines show`.
+type MachinesShowOptions struct {
+	MachineDeps
+	Name string
+	JSON bool
+}
+
+// NewCmdMachinesShow builds `machines show`; runF, if not nil, replaces
+// machinesShowRun (tests).
+func NewCmdMachinesShow(f *Factory, runF func(context.Context, *MachinesShowOptions) error) *cobra.Command {
+	opts := &MachinesShowOptions{MachineDeps: newMachineDeps(f)}
 	cmd := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a machine's paths, settings, environment and state",
+		Long: `Show machine NAME: its state, image, address, paths, and the content of its
+settings (container.nspawn) and environment (man8env.env). Lines of the
+environment that man8s-init ignores or reads otherwise than they look
+("export KEY=1", a quoted value) are warned about on stderr; 'mbctl machines
+check NAME' checks everything else.`,
 		Example: `  mbctl machines show registry
   mbctl machines show registry --json | jq .state.leader`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, _, err := machinePaths(f, args[0])
-			if err != nil {
-				return err
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			st, err := f.Prober.Probe(p)
-			if err != nil {
-				return err
-			}
-			in, env, err := machine.DescribeEnv(p, st)
-			if err != nil {
-				return err
-			}
-			if len(in.Missing) == len(p.Entries()) {
-				return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
-			}
-			show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
-			if asJSON {
-				return writeJSON(f.IO.Out, show)
-			}
-			return printShow(f.IO.Out, show)
+			return machinesShowRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON (settings and environment as text)")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON (settings and environment as text)")
 	return cmd
+}
+
+func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
+	p, _, err := opts.paths(opts.Name)
+	if err != nil {
+		return err
+	}
+	st, err := opts.Prober.Probe(p)
+	if err != nil {
+		return err
+	}
+	in, env, err := machine.DescribeEnv(p, st)
+	if err != nil {
+		return err
+	}
+	if len(in.Missing) == len(p.Entries()) {
+		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
+	}
+	show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
+	show.EnvProblems = opts.envWarnings(p)
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, show)
+	}
+	return printShow(opts.IO.Out, show)
 }
 
 func readOrEmpty(path string) string {
@@ -213,8 +296,119 @@ func printShow(w io.Writer, s machineShow) error {
 	return nil
 }
 
-func newMachinesRemoveCmd(f *Factory) *cobra.Command {
-	var yes, keepData bool
+// MachinesCheckOptions are the inputs of `machines check`.
+type MachinesCheckOptions struct {
+	MachineDeps
+	Name string
+	JSON bool
+}
+
+// machineCheck is the --json form of `machines check`.
+type machineCheck struct {
+	Name   string                `json:"name"`
+	OK     bool                  `json:"ok"`
+	Checks []machine.CheckResult `json:"checks"`
+}
+
+// NewCmdMachinesCheck builds `machines check`; runF, if not nil, replaces
+// machinesCheckRun (tests).
+func NewCmdMachinesCheck(f *Factory, runF func(context.Context, *MachinesCheckOptions) error) *cobra.Command {
+	opts := &MachinesCheckOptions{MachineDeps: newMachineDeps(f)}
+	cmd := &cobra.Command{
+		Use:   "check NAME",
+		Short: "Check a machine's files before it starts",
+		Long: `Check machine NAME's files the way systemd-nspawn and man8s-init will read
+them, and say what to do about each problem, before a start finds out:
+
+  root file system   present, with the /usr that systemd-nspawn requires
+  man8s-init         installed and executable in the machine
+  config dir         present, settings parse
+  links              the nspawn settings link and machinectl image link
+                     point to the machine's files
+  binds              every Bind=/BindReadOnly= source exists
+  environment        lines man8s-init ignores or reads otherwise than they
+                     look (warnings); MAN8S_* values it would refuse;
+                     the Yggdrasil address belongs to the machine's name
+
+Nothing is changed. Exits 1 when a check fails (warnings alone exit 0).`,
+		Example: `  mbctl machines check registry
+  mbctl machines check registry --json | jq '.checks[] | select(.status != "ok")'`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeMachines(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return machinesCheckRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print every check as JSON")
+	return cmd
+}
+
+func machinesCheckRun(_ context.Context, opts *MachinesCheckOptions) error {
+	p, _, err := opts.paths(opts.Name)
+	if err != nil {
+		return err
+	}
+	existing, err := p.Existing()
+	if err != nil {
+		return err
+	}
+	if len(existing) == 0 {
+		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
+	}
+	results := machine.Check(p)
+	failed := 0
+	for _, r := range results {
+		if r.Status == machine.CheckFail {
+			failed++
+		}
+	}
+	if opts.JSON {
+		if err := writeJSON(opts.IO.Out, machineCheck{Name: p.Name, OK: failed == 0, Checks: results}); err != nil {
+			return err
+		}
+	} else if err := printCheck(opts.IO.Out, results); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("machine %s: %d of %d checks failed", p.Name, failed, len(results))
+	}
+	return nil
+}
+
+func printCheck(w io.Writer, results []machine.CheckResult) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range results {
+		line := r.Path
+		if r.Detail != "" {
+			line += ": " + r.Detail
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Status, r.What, line)
+		if r.Fix != "" {
+			fmt.Fprintf(tw, "\t\t  fix: %s\n", r.Fix)
+		}
+	}
+	return tw.Flush()
+}
+
+// MachinesRemoveOptions are the inputs of `machines remove`.
+type MachinesRemoveOptions struct {
+	MachineDeps
+	// Confirm asks before deleting (nil: there is nobody to ask).
+	Confirm confirmFunc
+
+	Name     string
+	Yes      bool
+	KeepData bool
+}
+
+// NewCmdMachinesRemove builds `machines remove`; runF, if not nil, replaces
+// machinesRemoveRun (tests).
+func NewCmdMachinesRemove(f *Factory, runF func(context.Context, *MachinesRemoveOptions) error) *cobra.Command {
+	opts := &MachinesRemoveOptions{MachineDeps: newMachineDeps(f), Confirm: f.prompter().confirm}
 	cmd := &cobra.Command{
 		Use:     "remove NAME",
 		Aliases: []string{"rm"},
@@ -232,20 +426,25 @@ Works on the leftovers of a machine whose creation was cut short.`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return removeMachine(cmd.Context(), f, args[0], yes, keepData)
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return machinesRemoveRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&keepData, "keep-data", false, "keep the storage dir (data volumes)")
+	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&opts.KeepData, "keep-data", false, "keep the storage dir (data volumes)")
 	return cmd
 }
 
-func removeMachine(ctx context.Context, f *Factory, name string, yes, keepData bool) error {
-	p, _, err := machinePaths(f, name)
+func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
+	name := opts.Name
+	p, _, err := opts.paths(name)
 	if err != nil {
 		return err
 	}
-	st, err := f.Prober.Probe(p)
+	st, err := opts.Prober.Probe(p)
 	if err != nil {
 		return err
 	}
@@ -256,14 +455,14 @@ func removeMachine(ctx context.Context, f *Factory, name string, yes, keepData b
 		}
 		return fmt.Errorf("machine %s is running (PID %d): stop it first with 'mbctl machines stop %s' (or Ctrl-C in its 'mbctl machines run')", name, pid, name)
 	}
-	plan, err := machine.PlanRemove(p, keepData)
+	plan, err := machine.PlanRemove(p, opts.KeepData)
 	if errors.Is(err, machine.ErrNotFound) {
 		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", name)
 	}
 	if err != nil {
 		return err
 	}
-	w := f.IO.ErrOut
+	w := opts.IO.ErrOut
 	printEntries := func(title string, es []machine.Entry) {
 		if len(es) == 0 {
 			return
@@ -278,22 +477,13 @@ func removeMachine(ctx context.Context, f *Factory, name string, yes, keepData b
 	printEntries(fmt.Sprintf("Removing machine %s deletes:", name), plan.Delete)
 	printEntries("Already missing:", plan.Missing)
 	printEntries("Kept:", plan.Kept)
-	if !yes {
-		if !f.IO.IsStdinTTY() {
-			return fmt.Errorf("not removing machine %s: no terminal to confirm on; pass --yes", name)
-		}
-		ok, err := f.prompter().confirm(ctx, fmt.Sprintf("Delete machine %s?", name))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errors.New("nothing removed")
-		}
+	if err := confirmAction(ctx, opts.IO, opts.Confirm, opts.Yes, "removing machine "+name, fmt.Sprintf("Delete machine %s?", name)); err != nil {
+		return err
 	}
 	if err := plan.Execute(); err != nil {
 		return err
 	}
-	fmt.Fprintf(f.IO.Out, "Removed machine %s.\n", name)
+	fmt.Fprintf(opts.IO.Out, "Removed machine %s.\n", name)
 	return nil
 }
 

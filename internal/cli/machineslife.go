@@ -13,10 +13,10 @@ import (
 	"github.com/man8s/mbctl/internal/host/machine"
 )
 
-// existingMachine returns the paths of machine name, which must have a
-// root file system.
-func existingMachine(f *Factory, name string) (machine.Paths, error) {
-	p, _, err := machinePaths(f, name)
+// existing returns the paths of machine name, which must have a root file
+// system.
+func (d MachineDeps) existing(name string) (machine.Paths, error) {
+	p, _, err := d.paths(name)
 	if err != nil {
 		return p, err
 	}
@@ -28,7 +28,30 @@ func existingMachine(f *Factory, name string) (machine.Paths, error) {
 	return p, nil
 }
 
-func newMachinesRunCmd(f *Factory) *cobra.Command {
+// runForeground runs argv with cmds and passes its exit status on.
+func (d MachineDeps) runForeground(ctx context.Context, cmds commands, argv []string) error {
+	d.Log.Debug("running", "argv", argv)
+	code, err := cmds.Run(ctx, argv)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitStatusError{code}
+	}
+	return nil
+}
+
+// MachinesRunOptions are the inputs of `machines run`.
+type MachinesRunOptions struct {
+	MachineDeps
+	Commands commands
+	Name     string
+}
+
+// NewCmdMachinesRun builds `machines run`; runF, if not nil, replaces
+// machinesRunRun (tests).
+func NewCmdMachinesRun(f *Factory, runF func(context.Context, *MachinesRunOptions) error) *cobra.Command {
+	opts := &MachinesRunOptions{MachineDeps: newMachineDeps(f), Commands: f.commands()}
 	return &cobra.Command{
 		Use:   "run NAME",
 		Short: "Run a machine in the foreground (Ctrl-C stops it)",
@@ -41,41 +64,38 @@ exits 0. When the app exits on its own, mbctl exits with the app's status.
 
 Without a systemd system bus (containers, minimal hosts) nspawn runs with
 --register=no --keep-unit.`,
+		Example:           `  mbctl machines run registry`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := existingMachine(f, args[0])
-			if err != nil {
-				return err
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			cfg, _, _ := f.Config()
-			if !machine.ReadsSettings(cfg.Paths.Nspawn) {
-				f.Logger().Warn("systemd-nspawn does not read settings from the configured nspawn dir; the machine runs without its settings",
-					"paths.nspawn", cfg.Paths.Nspawn, "read", strings.Join(machine.SettingsDirs(), " and "))
-			}
-			st, err := f.Prober.Probe(p)
-			if err != nil {
-				return err
-			}
-			if st.Running {
-				return fmt.Errorf("machine %s is already running; enter it with 'mbctl machines shell %s'", p.Name, p.Name)
-			}
-			return runForeground(cmd.Context(), f, machine.RunCommand(p, f.commands().Host()))
+			return machinesRunRun(cmd.Context(), opts)
 		},
 	}
 }
 
-// runForeground runs argv and passes its exit status on.
-func runForeground(ctx context.Context, f *Factory, argv []string) error {
-	f.Logger().Debug("running", "argv", argv)
-	code, err := f.commands().Run(ctx, argv)
+func machinesRunRun(ctx context.Context, opts *MachinesRunOptions) error {
+	p, err := opts.existing(opts.Name)
 	if err != nil {
 		return err
 	}
-	if code != 0 {
-		return &exitStatusError{code}
+	cfg, _, _ := opts.Config()
+	if !machine.ReadsSettings(cfg.Paths.Nspawn) {
+		opts.Log.Warn("systemd-nspawn does not read settings from the configured nspawn dir; the machine runs without its settings",
+			"paths.nspawn", cfg.Paths.Nspawn, "read", strings.Join(machine.SettingsDirs(), " and "))
 	}
-	return nil
+	st, err := opts.Prober.Probe(p)
+	if err != nil {
+		return err
+	}
+	if st.Running {
+		return fmt.Errorf("machine %s is already running; enter it with 'mbctl machines shell %s'", p.Name, p.Name)
+	}
+	opts.envWarnings(p)
+	return opts.runForeground(ctx, opts.Commands, machine.RunCommand(p, opts.Commands.Host()))
 }
 
 // serviceVerbs are the verbs that go through systemd.
@@ -88,41 +108,72 @@ var serviceVerbs = []struct{ verb, short string }{
 	{machine.VerbDisable, "Do not start a machine at boot"},
 }
 
-func newMachinesServiceCmds(f *Factory) []*cobra.Command {
-	var cmds []*cobra.Command
-	for _, sv := range serviceVerbs {
-		cmds = append(cmds, &cobra.Command{
-			Use:   sv.verb + " NAME",
-			Short: sv.short,
-			Long: sv.short + `.
+// MachinesServiceOptions are the inputs of the verbs that hand a machine to
+// systemd (start, stop, restart, status, enable, disable).
+type MachinesServiceOptions struct {
+	MachineDeps
+	Commands commands
+	// Verb is one of serviceVerbs.
+	Verb string
+	Name string
+}
+
+// NewCmdMachinesService builds `machines VERB` for one of serviceVerbs;
+// runF, if not nil, replaces machinesServiceRun (tests).
+func NewCmdMachinesService(f *Factory, verb, short string, runF func(context.Context, *MachinesServiceOptions) error) *cobra.Command {
+	opts := &MachinesServiceOptions{MachineDeps: newMachineDeps(f), Commands: f.commands(), Verb: verb}
+	return &cobra.Command{
+		Use:   verb + " NAME",
+		Short: short,
+		Long: short + `.
 
 Machines run as systemd-nspawn@NAME.service, which finds the machine through
 the machinectl link (paths.machinectl) and reads its settings file. This
 needs systemd as PID 1; elsewhere use 'mbctl machines run NAME'.`,
-			Args:              exactArgs("NAME"),
-			ValidArgsFunction: completeMachines(f),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				p, err := existingMachine(f, args[0])
-				if err != nil {
-					return err
-				}
-				if !f.commands().Host().Systemd {
-					return fmt.Errorf("'mbctl machines %s' needs systemd as PID 1, which this host does not run: use 'mbctl machines run %s' to run it in the foreground", sv.verb, p.Name)
-				}
-				argv, err := machine.ServiceCommand(sv.verb, p.Name)
-				if err != nil {
-					return err
-				}
-				return runForeground(cmd.Context(), f, argv)
-			},
-		})
+		Example:           fmt.Sprintf("  mbctl machines %s registry", verb),
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: completeMachines(f),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return machinesServiceRun(cmd.Context(), opts)
+		},
 	}
-	return cmds
 }
 
-func newMachinesLogsCmd(f *Factory) *cobra.Command {
-	var follow bool
-	var lines int
+func machinesServiceRun(ctx context.Context, opts *MachinesServiceOptions) error {
+	p, err := opts.existing(opts.Name)
+	if err != nil {
+		return err
+	}
+	if !opts.Commands.Host().Systemd {
+		return fmt.Errorf("'mbctl machines %s' needs systemd as PID 1, which this host does not run: use 'mbctl machines run %s' to run it in the foreground", opts.Verb, p.Name)
+	}
+	argv, err := machine.ServiceCommand(opts.Verb, p.Name)
+	if err != nil {
+		return err
+	}
+	if opts.Verb == machine.VerbStart || opts.Verb == machine.VerbRestart {
+		opts.envWarnings(p)
+	}
+	return opts.runForeground(ctx, opts.Commands, argv)
+}
+
+// MachinesLogsOptions are the inputs of `machines logs`.
+type MachinesLogsOptions struct {
+	MachineDeps
+	Commands commands
+	Name     string
+	Follow   bool
+	Lines    int
+}
+
+// NewCmdMachinesLogs builds `machines logs`; runF, if not nil, replaces
+// machinesLogsRun (tests).
+func NewCmdMachinesLogs(f *Factory, runF func(context.Context, *MachinesLogsOptions) error) *cobra.Command {
+	opts := &MachinesLogsOptions{MachineDeps: newMachineDeps(f), Commands: f.commands()}
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Show a machine's logs (man8s-init and the app)",
@@ -134,23 +185,48 @@ to that terminal instead.`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := existingMachine(f, args[0])
-			if err != nil {
-				return err
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			if !f.commands().Host().Systemd {
-				return fmt.Errorf("'mbctl machines logs' reads systemd's journal, and systemd is not PID 1 here: a machine run with 'mbctl machines run %s' logs to its terminal", p.Name)
-			}
-			return f.commands().Exec(machine.LogsCommand(p.Name, follow, lines), nil)
+			return machinesLogsRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
-	cmd.Flags().IntVarP(&lines, "lines", "n", 0, "show only the last N lines")
+	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing new lines")
+	cmd.Flags().IntVarP(&opts.Lines, "lines", "n", 0, "show only the last N lines")
 	return cmd
 }
 
-func newMachinesShellCmd(f *Factory) *cobra.Command {
-	var networkOnly bool
+func machinesLogsRun(_ context.Context, opts *MachinesLogsOptions) error {
+	if opts.Lines < 0 {
+		return usagef("--lines %d: want a count of 0 or more (0 shows everything)", opts.Lines)
+	}
+	p, err := opts.existing(opts.Name)
+	if err != nil {
+		return err
+	}
+	if !opts.Commands.Host().Systemd {
+		return fmt.Errorf("'mbctl machines logs' reads systemd's journal, and systemd is not PID 1 here: a machine run with 'mbctl machines run %s' logs to its terminal", p.Name)
+	}
+	return opts.Commands.Exec(machine.LogsCommand(p.Name, opts.Follow, opts.Lines), nil)
+}
+
+// MachinesShellOptions are the inputs of `machines shell`.
+type MachinesShellOptions struct {
+	MachineDeps
+	Commands commands
+	// Getenv reads $TERM, which the shell inherits.
+	Getenv func(string) string
+
+	Name        string
+	Command     []string
+	NetworkOnly bool
+}
+
+// NewCmdMachinesShell builds `machines shell`; runF, if not nil, replaces
+// machinesShellRun (tests).
+func NewCmdMachinesShell(f *Factory, runF func(context.Context, *MachinesShellOptions) error) *cobra.Command {
+	opts := &MachinesShellOptions{MachineDeps: newMachineDeps(f), Commands: f.commands(), Getenv: f.Getenv}
 	cmd := &cobra.Command{
 		Use:   "shell NAME [-- CMD ARGS...]",
 		Short: "Run a shell or command inside a running machine",
@@ -176,31 +252,39 @@ and routes.`,
 		},
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := existingMachine(f, args[0])
-			if err != nil {
-				return err
+			opts.Name, opts.Command = args[0], args[1:]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
 			}
-			st, err := f.Prober.Probe(p)
-			if err != nil {
-				return err
-			}
-			if !st.Running || st.Leader == 0 {
-				return fmt.Errorf("machine %s is not running: start it with 'mbctl machines start %s' or 'mbctl machines run %s'", p.Name, p.Name, p.Name)
-			}
-			argv, err := machine.ShellCommand(p, machine.ShellOptions{Leader: st.Leader, NetworkOnly: networkOnly, Command: args[1:]})
-			if err != nil {
-				return err
-			}
-			var env []string
-			if !networkOnly {
-				if env, err = machine.Env(p, f.Getenv("TERM")); err != nil {
-					return err
-				}
-			}
-			f.Logger().Debug("entering", "argv", argv, "leader", st.Leader)
-			return f.commands().Exec(argv, env)
+			return machinesShellRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&networkOnly, "network-only", false, "enter only the network namespace and run a host command")
+	cmd.Flags().BoolVar(&opts.NetworkOnly, "network-only", false, "enter only the network namespace and run a host command")
 	return cmd
+}
+
+func machinesShellRun(_ context.Context, opts *MachinesShellOptions) error {
+	p, err := opts.existing(opts.Name)
+	if err != nil {
+		return err
+	}
+	st, err := opts.Prober.Probe(p)
+	if err != nil {
+		return err
+	}
+	if !st.Running || st.Leader == 0 {
+		return fmt.Errorf("machine %s is not running: start it with 'mbctl machines start %s' or 'mbctl machines run %s'", p.Name, p.Name, p.Name)
+	}
+	argv, err := machine.ShellCommand(p, machine.ShellOptions{Leader: st.Leader, NetworkOnly: opts.NetworkOnly, Command: opts.Command})
+	if err != nil {
+		return err
+	}
+	var env []string
+	if !opts.NetworkOnly {
+		if env, err = machine.Env(p, opts.Getenv("TERM")); err != nil {
+			return err
+		}
+	}
+	opts.Log.Debug("entering", "argv", argv, "leader", st.Leader)
+	return opts.Commands.Exec(argv, env)
 }

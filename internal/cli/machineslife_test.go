@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/spf13/cobra"
+
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/host/machine"
 )
@@ -138,5 +142,91 @@ func TestMachineLifecycleCommands(t *testing.T) {
 	}
 	if code, stderr := runWith(t, env, &Factory{Commands: &fakeCommands{}, Prober: noMachinesRun(t)}, "machines", "shell", "web", "extra"); code != 2 {
 		t.Errorf("shell with a stray argument: %d %q", code, stderr)
+	}
+}
+
+func TestNewCmdMachinesLife(t *testing.T) {
+	run := func(t *testing.T, cmd *cobra.Command, args ...string) {
+		t.Helper()
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ignore := cmp.Options{cmpopts.IgnoreFields(MachineDeps{}, "IO", "Config", "Log", "Prober"),
+		cmpopts.IgnoreFields(MachinesShellOptions{}, "Commands", "Getenv"), cmpopts.IgnoreFields(MachinesLogsOptions{}, "Commands"),
+		cmpopts.IgnoreFields(MachinesRunOptions{}, "Commands"), cmpopts.IgnoreFields(MachinesServiceOptions{}, "Commands")}
+	f := func() *Factory { f := testFactory(t); f.Commands = &fakeCommands{}; return f }
+	t.Run("run", func(t *testing.T) {
+		var got *MachinesRunOptions
+		run(t, NewCmdMachinesRun(f(), func(_ context.Context, o *MachinesRunOptions) error { got = o; return nil }), "web")
+		if diff := cmp.Diff(&MachinesRunOptions{Name: "web"}, got, ignore); diff != "" {
+			t.Error(diff)
+		}
+	})
+	t.Run("service verb", func(t *testing.T) {
+		var got *MachinesServiceOptions
+		run(t, NewCmdMachinesService(f(), machine.VerbRestart, "Restart", func(_ context.Context, o *MachinesServiceOptions) error { got = o; return nil }), "web")
+		if diff := cmp.Diff(&MachinesServiceOptions{Verb: machine.VerbRestart, Name: "web"}, got, ignore); diff != "" {
+			t.Error(diff)
+		}
+	})
+	t.Run("logs", func(t *testing.T) {
+		var got *MachinesLogsOptions
+		run(t, NewCmdMachinesLogs(f(), func(_ context.Context, o *MachinesLogsOptions) error { got = o; return nil }), "-fn", "7", "web")
+		if diff := cmp.Diff(&MachinesLogsOptions{Name: "web", Follow: true, Lines: 7}, got, ignore); diff != "" {
+			t.Error(diff)
+		}
+	})
+	t.Run("shell", func(t *testing.T) {
+		var got *MachinesShellOptions
+		run(t, NewCmdMachinesShell(f(), func(_ context.Context, o *MachinesShellOptions) error { got = o; return nil }), "--network-only", "web", "--", "ss", "-tln")
+		if diff := cmp.Diff(&MachinesShellOptions{Name: "web", NetworkOnly: true, Command: []string{"ss", "-tln"}}, got, ignore); diff != "" {
+			t.Error(diff)
+		}
+	})
+}
+
+func TestMachinesLifeRun(t *testing.T) {
+	systemd := machine.HostInit{Systemd: true, Bus: true}
+	for _, tt := range []struct {
+		name     string
+		run      func(context.Context, MachineDeps, commands) error
+		wantRan  bool
+		wantErr  string
+		wantWarn string
+	}{
+		{"run warns about env lines", func(ctx context.Context, d MachineDeps, c commands) error {
+			return machinesRunRun(ctx, &MachinesRunOptions{MachineDeps: d, Commands: c, Name: "web"})
+		}, true, "", `line 2: defines a variable named "export MODE"`},
+		{"start warns about env lines", func(ctx context.Context, d MachineDeps, c commands) error {
+			return machinesServiceRun(ctx, &MachinesServiceOptions{MachineDeps: d, Commands: c, Verb: machine.VerbStart, Name: "web"})
+		}, true, "", `line 2: defines a variable named "export MODE"`},
+		{"stop does not", func(ctx context.Context, d MachineDeps, c commands) error {
+			return machinesServiceRun(ctx, &MachinesServiceOptions{MachineDeps: d, Commands: c, Verb: machine.VerbStop, Name: "web"})
+		}, true, "", ""},
+		{"logs refuses a negative count", func(ctx context.Context, d MachineDeps, c commands) error {
+			return machinesLogsRun(ctx, &MachinesLogsOptions{MachineDeps: d, Commands: c, Name: "web", Lines: -1})
+		}, false, "--lines -1: want a count of 0 or more", ""},
+		{"shell of a missing machine", func(ctx context.Context, d MachineDeps, c commands) error {
+			return machinesShellRun(ctx, &MachinesShellOptions{MachineDeps: d, Commands: c, Getenv: func(string) string { return "" }, Name: "nope"})
+		}, false, "machine nope does not exist: no root file system", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, _, errOut := testMachineDeps(t)
+			p := completeMachine(t, d)
+			writeTestFile(t, p.Env, "MAN8S_CONTAINER_NAME=web\nexport MODE=prod\n")
+			cmds := &fakeCommands{host: systemd}
+			err := tt.run(t.Context(), d, cmds)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if ran := len(cmds.ran) > 0; ran != tt.wantRan {
+				t.Errorf("ran %q", cmds.ran)
+			}
+			if tt.wantWarn == "" && strings.Contains(errOut.String(), "warning:") || !strings.Contains(errOut.String(), tt.wantWarn) {
+				t.Errorf("stderr %q, want %q", errOut, tt.wantWarn)
+			}
+		})
 	}
 }

@@ -1,0 +1,62 @@
+package machine
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+)
+
+func TestCheckYggAddress(t *testing.T) {
+	own := strings.Replace(yggaddr.Suffix("web").String(), "::", "300:2e98:a4b0:1789:", 1)
+	for _, tt := range []struct {
+		value string
+		want  CheckStatus
+	}{
+		{own, CheckOK},
+		{strings.Replace(own, "300:2e98", "301:1", 1), CheckOK}, // another host's prefix: moved, fine
+		{strings.Replace(yggaddr.Suffix("db").String(), "::", "300:2e98:a4b0:1789:", 1), CheckFail},
+		{"300::zz", CheckFail},
+	} {
+		if got := checkYggAddress("web", tt.value, "env").Status; got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.value, got, tt.want)
+		}
+	}
+}
+
+func TestCheckLink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	other := filepath.Join(dir, "other")
+	for _, tt := range []struct {
+		name, dest string // dest "" makes a plain file
+		wantDetail string
+	}{
+		{"good", target, ""},
+		{"elsewhere", other, "points to " + other},
+		{"file", "", "not a symlink"},
+		{"missing", "-", "missing"},
+	} {
+		link := filepath.Join(dir, tt.name)
+		switch tt.dest {
+		case "-":
+		case "":
+			if err := os.WriteFile(link, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := os.Symlink(tt.dest, link); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := checkLink("link", link, target)
+		if !strings.HasPrefix(r.Detail, tt.wantDetail) || (tt.wantDetail == "") != (r.Status == CheckOK) {
+			t.Errorf("%s: %+v, want detail %q", tt.name, r, tt.wantDetail)
+		}
+		if r.Status == CheckFail && !strings.HasPrefix(r.Fix, "ln -sfn "+target) {
+			t.Errorf("%s: fix %q", tt.name, r.Fix)
+		}
+	}
+}
