@@ -139,6 +139,9 @@ type pulledInitReport struct {
 	From       string `json:"source_from"`
 	Busybox    string `json:"busybox,omitempty"`
 	ShellLink  bool   `json:"shell_link"`
+	// MadeUsr: the image has no /usr, and an empty one was made for
+	// systemd-nspawn.
+	MadeUsr bool `json:"made_usr"`
 }
 
 func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
@@ -394,7 +397,7 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 			Detected: string(res.Detection.Kind), Evidence: res.Detection.Evidence,
 			Mode: string(res.Mode), ModeReason: res.ModeReason,
 			Installed: res.Init.Init, Source: initSrc, From: initFrom,
-			Busybox: res.Init.Busybox, ShellLink: res.Init.ShellLink,
+			Busybox: res.Init.Busybox, ShellLink: res.Init.ShellLink, MadeUsr: res.Init.MadeUsr,
 		},
 		Paths:   res.Paths,
 		Volumes: append([]machine.Volume{}, res.Volumes...),
@@ -410,6 +413,9 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 func printCreated(w io.Writer, res *provision.Created, im *registry.Image, took time.Duration) error {
 	p := res.Paths
 	fmt.Fprintf(w, "Init: detected %s (%s); mode %s: %s\n", res.Detection.Kind, res.Detection.Evidence, res.Mode, res.ModeReason)
+	if res.Init.MadeUsr {
+		fmt.Fprintln(w, "The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.")
+	}
 	fmt.Fprintf(w, "\nMachine %s created from %s@%s in %.1fs.\n", p.Name, registry.DisplayName(im.Ref), im.Digest, took.Seconds())
 	fmt.Fprintf(w, "  Yggdrasil address  %s\n", res.YggAddress)
 	fmt.Fprintf(w, "  root file system   %s\n", p.Rootfs)

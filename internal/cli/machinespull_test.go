@@ -264,7 +264,7 @@ func TestMachinesPullRun(t *testing.T) {
 		Name: "app1", YggAddress: addr, Template: "network_isolated",
 		Image: imageReport{Ref: ref, Resolved: ref, Platform: "linux/" + runtime.GOARCH},
 		Init: pulledInitReport{Detected: "none", Mode: "supervise", Installed: "/man8s-init/man8s-init",
-			Source: busybox, From: "$" + envInit, Busybox: "/man8s-init/busybox", ShellLink: true},
+			Source: busybox, From: "$" + envInit, Busybox: "/man8s-init/busybox", ShellLink: true, MadeUsr: true},
 		Paths: p,
 		Volumes: []machine.Volume{
 			{Path: "/etc/app", Kind: machine.VolumeConfig, Host: filepath.Join(p.ConfigDir, "etc/app")},
@@ -308,6 +308,7 @@ func TestMachinesPullRun(t *testing.T) {
 		"  root file system   " + p.Rootfs + "\n",
 		"  volume /etc/app  not mounted\n",
 		"  volume /var/lib/app  " + filepath.Join(p.StorageDir, "var/lib/app") + " (data)\n",
+		"The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.\n",
 		"Start it with 'mbctl machines start app2'",
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -49,6 +49,7 @@ type man8initReport struct {
 	Busybox     string `json:"busybox,omitempty"`
 	BusyboxFrom string `json:"busybox_source,omitempty"`
 	ShellLink   bool   `json:"shell_link"`
+	MadeUsr     bool   `json:"made_usr"`
 }
 
 // OCIMan8initOptions are the inputs of `oci man8init`.
@@ -82,6 +83,10 @@ in the configuration; man8s-init beside mbctl; PREFIX/lib/man8s/man8s-init
 started under that name. It must be statically linked. The busybox is
 machines.busybox, else busybox on PATH, if statically linked; without one
 only the init is installed.
+
+If PATH has no /usr (an image built FROM scratch), an empty /usr is
+created: systemd-nspawn refuses to run a tree without one. Nothing else in
+the tree changes.
 
 Links in the image never lead outside PATH: a /man8s-init that is not a
 directory is replaced by one, and /bin is resolved inside PATH.`,
@@ -121,7 +126,7 @@ func ociMan8initRun(_ context.Context, opts *OCIMan8initOptions) error {
 	if err != nil {
 		return err // names what failed and where
 	}
-	report := man8initReport{Rootfs: opts.Rootfs, Init: res.Init, InitSource: src.Init, InitFrom: src.InitFrom, ShellLink: res.ShellLink}
+	report := man8initReport{Rootfs: opts.Rootfs, Init: res.Init, InitSource: src.Init, InitFrom: src.InitFrom, ShellLink: res.ShellLink, MadeUsr: res.MadeUsr}
 	if res.Busybox != "" {
 		report.Busybox, report.BusyboxFrom = res.Busybox, src.Busybox
 	}
@@ -140,9 +145,12 @@ func printMan8init(out, errOut io.Writer, r man8initReport) error {
 	} else {
 		fmt.Fprintf(out, "installed %s from %s\n", r.Busybox, r.BusyboxFrom)
 	}
+	var err error
 	if r.ShellLink {
-		_, err := fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", initinstall.ShellPath, initinstall.BusyboxPath)
-		return err
+		_, err = fmt.Fprintf(out, "linked %s -> %s (the image has no shell)\n", initinstall.ShellPath, initinstall.BusyboxPath)
 	}
-	return nil
+	if r.MadeUsr && err == nil {
+		_, err = fmt.Fprintln(out, "created /usr, empty: the image has none, and systemd-nspawn refuses a tree without it")
+	}
+	return err
 }

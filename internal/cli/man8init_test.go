@@ -22,7 +22,8 @@ func TestOCIMan8init(t *testing.T) {
 	}
 	want := "installed /man8s-init/man8s-init from " + busybox + " ($MBCTL_INIT)\n" +
 		"installed /man8s-init/busybox from " + busybox + "\n" +
-		"linked /bin/sh -> /man8s-init/busybox (the image has no shell)\n"
+		"linked /bin/sh -> /man8s-init/busybox (the image has no shell)\n" +
+		"created /usr, empty: the image has none, and systemd-nspawn refuses a tree without it\n"
 	if out != want {
 		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
 	}
@@ -32,8 +33,12 @@ func TestOCIMan8init(t *testing.T) {
 		}
 	}
 
+	if fi, err := os.Stat(filepath.Join(rootfs, "usr")); err != nil || fi.Mode() != os.ModeDir|0o755 {
+		t.Errorf("/usr: %v %v, want an empty 0755 dir", fi, err)
+	}
+
 	// Again, with --json and the init from the configuration: the shell link
-	// exists already.
+	// and /usr exist already.
 	env = noConfig(t, "[machines]\nbusybox = \""+busybox+"\"\ninit = \""+busybox+"\"\n")
 	code, out, stderr = runCLI(t, env, "oci", "man8init", "--json", rootfs)
 	if code != 0 {

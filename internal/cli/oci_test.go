@@ -309,6 +309,11 @@ func TestOCIDownloadRun(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "cold/etc/app/app.conf")); err != nil || string(b) != "port=8080\n" {
 		t.Errorf("unpacked file: %q %v", b, err)
 	}
+	// The tree is the image's, exactly: the image has no /usr, so neither
+	// does the download (only pull and man8init add one, for nspawn).
+	if _, err := os.Lstat(filepath.Join(dir, "cold/usr")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("download made /usr (%v); the image has none", err)
+	}
 
 	// Warm, --json --quiet: everything from the cache, nothing on stderr.
 	out, stderr, err = run(OCIDownloadOptions{Image: ref, Path: filepath.Join(dir, "warm"), JSON: true, Quiet: true})
@@ -367,7 +372,7 @@ func TestOCIMan8initRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	want := man8initReport{Rootfs: rootfs, Init: "/man8s-init/man8s-init", InitSource: busybox, InitFrom: "$" + envInit}
+	want := man8initReport{Rootfs: rootfs, Init: "/man8s-init/man8s-init", InitSource: busybox, InitFrom: "$" + envInit, MadeUsr: true}
 	if got != want {
 		t.Errorf("JSON = %+v, want %+v", got, want)
 	}

@@ -578,6 +578,25 @@ func (f *File) Unset(section, key string) int {
 	return n
 }
 
+// UnsetValue removes the assignments of key in section whose value is
+// value, for one entry of a list setting (a Bind=, say), and returns how
+// many there were. Comment lines inside a removed continuation are kept.
+func (f *File) UnsetValue(section, key, value string) int {
+	n := 0
+	for i := 0; i < len(f.entries); {
+		e := f.entries[i]
+		if e.kind != kindAssign || e.section != section || e.key != key || e.value != value {
+			i++
+			continue
+		}
+		n++
+		keep := leftovers(e, false)
+		f.splice(i, keep...)
+		i += len(keep)
+	}
+	return n
+}
+
 // newline returns the line ending for new lines: that of the first line.
 func (f *File) newline() string {
 	if len(f.entries) > 0 && f.entries[0].lines[0].eol == "\r\n" {

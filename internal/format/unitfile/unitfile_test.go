@@ -586,3 +586,26 @@ func TestReadWriteFile(t *testing.T) {
 		t.Error("WriteFileAtomic into a missing directory succeeded")
 	}
 }
+
+func TestUnsetValue(t *testing.T) {
+	for _, tt := range []struct {
+		name, in, value string
+		want            string
+		n               int
+	}{
+		{"one of a list", "[Files]\n# volumes\nBind=/a:/a\nBind=/b:/b\nBind=/c:/c\n", "/b:/b", "[Files]\n# volumes\nBind=/a:/a\nBind=/c:/c\n", 1},
+		{"every copy", "[Files]\nBind=/a:/a\nBind=/a:/a\n", "/a:/a", "[Files]\n", 2},
+		{"other sections untouched", "[Exec]\nBind=/a:/a\n[Files]\nBind=/a:/a\n", "/a:/a", "[Exec]\nBind=/a:/a\n[Files]\n", 1},
+		{"absent", "[Files]\nBind=/a:/a\n", "/z:/z", "[Files]\nBind=/a:/a\n", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := mustParse(t, tt.in)
+			if n := f.UnsetValue("Files", "Bind", tt.value); n != tt.n {
+				t.Errorf("removed %d, want %d", n, tt.n)
+			}
+			if got := string(f.Bytes()); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -52,6 +52,15 @@ const (
 	// OpLink: a symlink Path -> Target; rolled back if it still points
 	// there.
 	OpLink = "link"
+	// OpMove: From, which exists and is not the run's to delete (a
+	// machine's current rootfs, say), moves to Path, which did not exist
+	// (RENAME_NOREPLACE); rolled back by moving it back.
+	OpMove = "move"
+	// OpExchange: From and Path swap places (RENAME_EXCHANGE); Ino is
+	// From's inode before the swap. Rolled back by swapping again when
+	// Path holds that inode, which tells a swap that happened from one
+	// that was only recorded.
+	OpExchange = "exchange"
 	// OpCancel: the record of Path before it was never acted on (the name
 	// was taken); nothing to roll back.
 	OpCancel = "cancel"
@@ -65,6 +74,8 @@ type Record struct {
 	Path   string `json:"path,omitempty"`
 	From   string `json:"from,omitempty"`
 	Target string `json:"target,omitempty"`
+	// Ino identifies From for OpExchange.
+	Ino uint64 `json:"ino,omitempty"`
 	// What says what the run was (begin record only), e.g. "machines pull web".
 	What string `json:"what,omitempty"`
 	PID  int    `json:"pid,omitempty"`
@@ -172,6 +183,34 @@ func (j *Journal) MkdirUnique(parent, prefix string) (string, error) {
 	return "", fmt.Errorf("creating a unique dir in %s: every name tried was taken", parent)
 }
 
+// Move renames from, which exists, to to, which must not, recorded first
+// (OpMove): a rollback moves it back.
+func (j *Journal) Move(from, to string) error {
+	if err := j.Log(Record{Op: OpMove, From: from, Path: to}); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("moving %s to %s: %w", from, to, err)
+	}
+	return nil
+}
+
+// Exchange swaps a and b atomically (both must exist, on one file
+// system), recorded first (OpExchange): a rollback swaps them back.
+func (j *Journal) Exchange(a, b string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(a, &st); err != nil {
+		return fmt.Errorf("exchanging %s and %s: %w", a, b, err)
+	}
+	if err := j.Log(Record{Op: OpExchange, From: a, Path: b, Ino: st.Ino}); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("exchanging %s and %s: %w", a, b, err)
+	}
+	return nil
+}
+
 // Commit ends a successful run: what it made stays, the journal goes.
 func (j *Journal) Commit() error {
 	j.mu.Lock()
@@ -243,6 +282,24 @@ func rollback(records []Record) error {
 			}
 			if err := os.RemoveAll(victim); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", victim, err))
+			}
+		case OpMove:
+			if _, err := os.Lstat(r.From); err == nil {
+				continue // never moved
+			}
+			if _, err := os.Lstat(r.Path); err != nil {
+				continue
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, r.Path, unix.AT_FDCWD, r.From, unix.RENAME_NOREPLACE); err != nil {
+				errs = append(errs, fmt.Errorf("moving %s back to %s: %w", r.Path, r.From, err))
+			}
+		case OpExchange:
+			var st unix.Stat_t
+			if err := unix.Lstat(r.Path, &st); err != nil || st.Ino != r.Ino {
+				continue // never swapped
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, r.Path, unix.AT_FDCWD, r.From, unix.RENAME_EXCHANGE); err != nil {
+				errs = append(errs, fmt.Errorf("swapping %s and %s back: %w", r.Path, r.From, err))
 			}
 		case OpLink:
 			if cancelled[r.Path] {

@@ -296,3 +296,53 @@ func TestRecoverAfterSIGKILL(t *testing.T) {
 		t.Errorf("left %v", m)
 	}
 }
+
+// TestMoveAndExchangeRollBack kills a run that moves and swaps a machine's
+// existing files after each of its steps: Recover always gives back the
+// state before the run.
+func TestMoveAndExchangeRollBack(t *testing.T) {
+	for n := 0; n <= 3; n++ {
+		root := t.TempDir()
+		cur, next, prev := filepath.Join(root, "m"), filepath.Join(root, ".m.next"), filepath.Join(root, ".m.prev")
+		old := filepath.Join(root, ".m.old")
+		for p, content := range map[string]string{cur: "current", next: "next", prev: "previous"} {
+			mkdir(t, p)
+			if err := os.WriteFile(filepath.Join(p, "id"), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dir := filepath.Join(root, "journals")
+		j, err := Begin(dir, "upgrade m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []func() error{
+			func() error { return j.Move(prev, old) },    // the old rollback point aside
+			func() error { return j.Exchange(next, cur) }, // the new tree in place
+			func() error { return j.Move(next, prev) },    // the replaced tree is the rollback point
+		}
+		for _, s := range steps[:n] {
+			if err := s(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n == 1 {
+			// Recorded, never done: the run died between the log and the swap.
+			if err := j.Log(Record{Op: OpExchange, From: next, Path: cur, Ino: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		die(t, j)
+		if _, err := Recover(dir, false); err != nil {
+			t.Fatal(err)
+		}
+		for p, want := range map[string]string{cur: "current", next: "next", prev: "previous"} {
+			if got, err := os.ReadFile(filepath.Join(p, "id")); err != nil || string(got) != want {
+				t.Errorf("killed after %d steps: %s holds %q (%v), want %q", n, p, got, err, want)
+			}
+		}
+		if exists(old) {
+			t.Errorf("killed after %d steps: %s left", n, old)
+		}
+	}
+}

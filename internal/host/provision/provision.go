@@ -344,10 +344,18 @@ func (c *creation) writeFiles(context.Context) error {
 	return envfile.WriteFileAtomic(c.stagedPath(p.Env), env, 0o600)
 }
 
-// installInit installs man8s-init (and busybox) into the staging rootfs.
+// installInit installs man8s-init (and busybox) into the staging rootfs,
+// and an empty /usr if the image has none (systemd-nspawn refuses a tree
+// without it). The journal's record of the staging rootfs covers all of
+// it: a rollback removes the whole tree.
 func (c *creation) installInit(context.Context) (err error) {
-	c.res.Init, err = initinstall.Install(c.rootfs, c.o.Init)
-	return err
+	if c.res.Init, err = initinstall.Install(c.rootfs, c.o.Init); err != nil {
+		return err
+	}
+	if c.res.Init.MadeUsr {
+		c.o.Log.Debug("the image has no /usr: made an empty one, without which systemd-nspawn refuses the tree", "machine", c.o.Name)
+	}
+	return nil
 }
 
 // protect moves /run and /tmp content aside for nspawn's tmpfs mounts.

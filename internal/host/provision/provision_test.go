@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,6 +179,18 @@ func TestCreate(t *testing.T) {
 	// Init installed, /run protected, rootfs 0755 and the machines dir 0700.
 	if b, err := os.ReadFile(filepath.Join(p.Rootfs, "man8s-init/man8s-init")); err != nil || string(b) != "init" {
 		t.Errorf("man8s-init: %q %v", b, err)
+	}
+	// The image has no /usr, which nspawn needs: an empty one, root's.
+	if !res.Init.MadeUsr {
+		t.Error("Init.MadeUsr = false; the image has no /usr")
+	}
+	if fi, err := os.Lstat(filepath.Join(p.Rootfs, "usr")); err != nil || fi.Mode() != os.ModeDir|0o755 {
+		t.Errorf("/usr: %v (%v), want an empty 0755 dir", fi, err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("/usr owned by %d:%d, want 0:0", st.Uid, st.Gid)
+	}
+	if ents, err := os.ReadDir(filepath.Join(p.Rootfs, "usr")); err != nil || len(ents) != 0 {
+		t.Errorf("/usr holds %v (%v)", ents, err)
 	}
 	if _, err := os.Stat(filepath.Join(p.Rootfs, "run.man8sprotected/app/ready")); err != nil {
 		t.Errorf("/run not protected: %v", err)

@@ -1,5 +1,6 @@
 // Package initinstall installs man8s-init, and a static busybox as a debug
-// shell, into a machine's root filesystem at /man8s-init/.
+// shell, into a machine's root filesystem at /man8s-init/, and gives the
+// tree what systemd-nspawn needs to run it (an empty /usr when it has none).
 //
 // # Where the init comes from
 //
@@ -15,6 +16,19 @@
 //
 // Every candidate must be a statically linked executable (no ELF program
 // interpreter): it has to run in images without a libc.
+//
+// # What systemd-nspawn needs of the tree
+//
+// Started with --directory and without Boot=yes (how every machine runs),
+// systemd-nspawn checks one thing of the tree before it starts: that
+// DIR/usr/ exists ("Directory ... doesn't look like it has an OS tree (/usr/
+// directory is missing). Refusing."; src/nspawn/nspawn.c, run()). The
+// os-release check (path_is_os_tree) applies only with Boot=yes. Images
+// built FROM scratch (a static binary, /etc/passwd) have no /usr, so
+// Install creates an empty one, 0755 and owned by uid 0, which the machine
+// sees as its root (PrivateUsersOwnership=map); the app sees nothing else
+// added. nspawn itself then makes the missing /etc, /var, /proc, ... when
+// it starts (base_filesystem_create), as it does for every tree.
 //
 // # Safety
 //
@@ -181,6 +195,9 @@ type Result struct {
 	// ShellLink is true when /bin/sh -> /man8s-init/busybox was created
 	// (the image had no /bin/sh).
 	ShellLink bool
+	// MadeUsr is true when an empty /usr was created (the image had none;
+	// see "What systemd-nspawn needs of the tree").
+	MadeUsr bool
 }
 
 // Install copies src into the rootfs at rootfs: man8s-init to InitPath and,
@@ -188,7 +205,8 @@ type Result struct {
 // written to a temporary file in /man8s-init, synced and renamed over the
 // old one, so a running machine keeps a complete binary. If the image has no
 // /bin/sh at all (not even a dangling link), /bin/sh is made a link to the
-// busybox, creating /bin (0755) if it is missing.
+// busybox, creating /bin (0755) if it is missing. If the rootfs has nothing
+// at /usr, an empty /usr is created (see ensureUsr).
 func Install(rootfs string, src Sources) (res Result, err error) {
 	if src.Init == "" {
 		return Result{}, errors.New("installing man8s-init: no init binary given")
@@ -198,6 +216,9 @@ func Install(rootfs string, src Sources) (res Result, err error) {
 		return Result{}, fmt.Errorf("installing man8s-init into %s: %w", rootfs, &os.PathError{Op: "open", Path: rootfs, Err: err})
 	}
 	defer unix.Close(root)
+	if res.MadeUsr, err = ensureUsr(root); err != nil {
+		return Result{}, fmt.Errorf("preparing %s for systemd-nspawn: %w", rootfs, err)
+	}
 	dir, err := ensureDir(root, man8env.InitDir[1:])
 	if err != nil {
 		return Result{}, fmt.Errorf("installing man8s-init into %s: %s: %w", rootfs, man8env.InitDir, err)
@@ -219,6 +240,48 @@ func Install(rootfs string, src Sources) (res Result, err error) {
 		return res, fmt.Errorf("linking %s to %s in %s: %w", ShellPath, BusyboxPath, rootfs, err)
 	}
 	return res, nil
+}
+
+// ensureUsr creates /usr (0755, uid and gid 0) in root when there is
+// nothing at all there, and reports whether it did: systemd-nspawn refuses
+// a tree without /usr/. A /usr that is a directory or a symbolic link is
+// the image's and stays as it is; a file or a device there is an error,
+// since nspawn would refuse the tree.
+func ensureUsr(root int) (bool, error) {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(root, "usr", &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		if t := st.Mode & unix.S_IFMT; t == unix.S_IFDIR || t == unix.S_IFLNK {
+			return false, nil
+		}
+		return false, errors.New("/usr is not a directory, and systemd-nspawn runs only a tree with a /usr/ directory")
+	case !errors.Is(err, unix.ENOENT):
+		return false, fmt.Errorf("/usr: %w", err)
+	}
+	if err := unix.Mkdirat(root, "usr", 0o755); err != nil {
+		return false, fmt.Errorf("creating /usr: %w", err)
+	}
+	fd, err := fsutil.OpenChild(root, "usr", unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return true, fmt.Errorf("opening the new /usr: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, 0o755); err != nil { // the umask may have taken bits
+		return true, fmt.Errorf("/usr: %w", err)
+	}
+	// Owned by uid 0 on disk is owned by root in the machine
+	// (PrivateUsersOwnership=map). Mkdir gave it mbctl's ids, which are
+	// root's unless the rootfs's dir is setgid; without root nobody can
+	// give it away, nor run the tree as a machine.
+	if err := unix.Fstat(fd, &st); err != nil {
+		return true, fmt.Errorf("/usr: %w", err)
+	}
+	if st.Uid != 0 || st.Gid != 0 {
+		if err := unix.Fchown(fd, 0, 0); err != nil && !(errors.Is(err, unix.EPERM) && os.Geteuid() != 0) {
+			return true, fmt.Errorf("giving /usr to root: %w", err)
+		}
+	}
+	return true, unix.Fsync(root)
 }
 
 // ensureDir opens the directory name directly in root, replacing anything

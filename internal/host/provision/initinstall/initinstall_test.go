@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/man8s/mbctl/internal/testbed/ci"
@@ -213,7 +215,8 @@ func TestInstall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Result{Init: InitPath, ShellLink: tt.wantLink}
+			// Only the merged-usr tree has a /usr of its own.
+			want := Result{Init: InitPath, ShellLink: tt.wantLink, MadeUsr: !tt.wantBinLn}
 			if tt.busybox {
 				want.Busybox = BusyboxPath
 			}
@@ -361,6 +364,98 @@ func TestInstallNeverWritesOutside(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInstallUsr: a tree without /usr gets an empty one, 0755 and owned by
+// root, and nothing else; a /usr of the image stays as it is.
+func TestInstallUsr(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, root string)
+		made    bool
+		err     string // "" if Install succeeds
+		usrMode os.FileMode
+	}{
+		{name: "FROM scratch: no /usr", made: true, usrMode: os.ModeDir | 0o755},
+		{name: "/usr of the image", setup: func(t *testing.T, root string) {
+			write(t, root, "usr/bin/app", "APP")
+			if err := os.Chmod(filepath.Join(root, "usr"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, usrMode: os.ModeDir | 0o700},
+		{name: "/usr is a link", setup: func(t *testing.T, root string) {
+			mkdir(t, root, "opt/usr")
+			symlink(t, "opt/usr", root, "usr")
+		}, usrMode: os.ModeSymlink | 0o777},
+		{name: "/usr is a dangling link", setup: func(t *testing.T, root string) {
+			symlink(t, "/nowhere", root, "usr")
+		}, usrMode: os.ModeSymlink | 0o777},
+		{name: "/usr is a file", setup: func(t *testing.T, root string) {
+			write(t, root, "usr", "junk")
+		}, err: "/usr is not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "rootfs")
+			mkdir(t, root, "")
+			if tt.setup != nil {
+				tt.setup(t, root)
+			}
+			var before []string
+			filepath.WalkDir(filepath.Join(root, "usr"), func(p string, _ os.DirEntry, _ error) error {
+				before = append(before, p)
+				return nil
+			})
+			old := syscall.Umask(0o077) // the new dir's mode must not depend on it
+			res, err := Install(root, fakeSources(t, false))
+			syscall.Umask(old)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), root) {
+					t.Fatalf("Install = %v, want an error naming %s and containing %q", err, root, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.MadeUsr != tt.made {
+				t.Errorf("MadeUsr = %v, want %v", res.MadeUsr, tt.made)
+			}
+			fi, err := os.Lstat(filepath.Join(root, "usr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != tt.usrMode {
+				t.Errorf("/usr mode %v, want %v", fi.Mode(), tt.usrMode)
+			}
+			if tt.made {
+				st := fi.Sys().(*syscall.Stat_t)
+				if os.Geteuid() == 0 && (st.Uid != 0 || st.Gid != 0) {
+					t.Errorf("/usr owned by %d:%d, want 0:0", st.Uid, st.Gid)
+				}
+				if ents, err := os.ReadDir(filepath.Join(root, "usr")); err != nil || len(ents) != 0 {
+					t.Errorf("/usr holds %v (%v), want nothing", ents, err)
+				}
+				return
+			}
+			var after []string
+			filepath.WalkDir(filepath.Join(root, "usr"), func(p string, _ os.DirEntry, _ error) error {
+				after = append(after, p)
+				return nil
+			})
+			if !slices.Equal(before, after) {
+				t.Errorf("/usr changed: %q, was %q", after, before)
+			}
+		})
+	}
+	// A second install leaves the /usr it made alone.
+	root := t.TempDir()
+	if res, err := Install(root, fakeSources(t, false)); err != nil || !res.MadeUsr {
+		t.Fatalf("first Install = %+v, %v", res, err)
+	}
+	if res, err := Install(root, fakeSources(t, false)); err != nil || res.MadeUsr {
+		t.Errorf("second Install = %+v, %v; want MadeUsr false", res, err)
 	}
 }
 

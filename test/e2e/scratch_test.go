@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/registry"
+)
+
+// scratchImage is an image built FROM scratch, the way Go services are
+// shipped: one static binary (here the static busybox, as /busybox), an
+// /etc/passwd, nothing else; no /usr, no /bin, no shell. Its entrypoint
+// runs script with busybox's own sh.
+func scratchImage(t *testing.T, script string, env ...string) v1.Image {
+	t.Helper()
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ociimage.Layer(
+		ociimage.File("busybox", bb, 0o755),
+		ociimage.Dir("etc", 0o755),
+		ociimage.File("etc/passwd", []byte("root:x:0:0:root:/:/busybox\nnobody:x:65534:65534:nobody:/:/busybox\n"), 0o644),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ociimage.Image(ociimage.AppConfig{
+		Entrypoint: []string{"/busybox", "sh", "-c"}, Cmd: []string{script},
+		Env: append([]string{"PATH=/"}, env...),
+	}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// topLevel lists the names in dir.
+func topLevel(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// Proof (issue 12, FROM scratch): an image with no /usr is pulled and runs
+// under the real systemd-nspawn, which refuses a tree without /usr/. The
+// pull adds an empty /usr, root's, and nothing else beyond man8s-init and
+// its /bin/sh; `oci download` of the same image adds nothing; in the
+// machine the app runs and /usr is empty.
+func TestScratchImagePullsAndRuns(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/scratch:1"
+	pushT(t, scratchImage(t, `echo "scratch app up as $(/busybox id -u), /usr holds [$(/busybox ls -A /usr)]"; exit 3`), ref)
+
+	// oci download: the tree exactly as the image says.
+	dl := filepath.Join(t.TempDir(), "dl")
+	mustMbctl(t, m.mb.Config, "oci", "download", "--quiet", ref, dl)
+	if got := topLevel(t, dl); !slices.Equal(got, []string{"busybox", "etc"}) {
+		t.Errorf("oci download made %q, want only the image's [busybox etc]", got)
+	}
+
+	out := m.mustMbctl(t, "machines", "pull", "--quiet", ref, "scratch1")
+	if !strings.Contains(out, "The image has no /usr: made an empty one") {
+		t.Errorf("pull did not say it made /usr:\n%s", out)
+	}
+	rootfs := filepath.Join(m.work, "machines", "scratch1")
+	if got, want := topLevel(t, rootfs), []string{"bin", "busybox", "etc", "man8s-init", "usr"}; !slices.Equal(got, want) {
+		t.Errorf("rootfs after the pull holds %q, want %q (/bin for man8s-init's shell link)", got, want)
+	}
+	fi, err := os.Lstat(filepath.Join(rootfs, "usr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != os.ModeDir|0o755 || st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("/usr: mode %v, owner %d:%d; want a 0755 dir owned by 0:0", fi.Mode(), st.Uid, st.Gid)
+	}
+	if got := topLevel(t, filepath.Join(rootfs, "usr")); len(got) != 0 {
+		t.Errorf("/usr holds %q", got)
+	}
+
+	// Run: nspawn accepts the tree, the app runs as root in the machine
+	// and sees an empty /usr; its exit status is mbctl's.
+	run := m.startRun(t, "scratch1")
+	if code := run.wait(t); code != 3 {
+		t.Errorf("machines run: status %d, want the app's 3\n%s", code, run.output())
+	}
+	if !strings.Contains(run.output(), "scratch app up as 0, /usr holds []") {
+		t.Errorf("the app did not run, or saw a non-empty /usr:\n%s", run.output())
+	}
+	if strings.Contains(run.output(), "OS tree") {
+		t.Errorf("nspawn refused the tree:\n%s", run.output())
+	}
+	if got := topLevel(t, filepath.Join(rootfs, "usr")); len(got) != 0 {
+		t.Errorf("/usr holds %q after the run", got)
+	}
+
+	// oci man8init on the downloaded tree makes it runnable the same way.
+	out = mustMbctl(t, m.mb.Config, "oci", "man8init", dl)
+	if !strings.Contains(out, "created /usr, empty") {
+		t.Errorf("oci man8init did not make /usr:\n%s", out)
+	}
+	if got := topLevel(t, filepath.Join(dl, "usr")); len(got) != 0 {
+		t.Errorf("/usr after man8init holds %q", got)
+	}
+	writeFile(t, filepath.Join(dl, "man8env.env"), "MAN8S_APPLICATION_ARGS=/busybox sh -c 'echo man8init tree up; exit 4'\n", 0o644)
+	nout, err := nspawn(t, dl, "scratch-m8i", []string{"--as-pid2"}, "/man8s-init/man8s-init")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(nout, "man8init tree up") {
+		t.Errorf("the man8init'ed tree under nspawn: %v, want status 4 and the app's line\n%s", err, nout)
+	}
+}
