@@ -13,6 +13,7 @@ packages=(
 	docker-registry    # the real distribution registry, the testbed's image source
 	skopeo umoci       # reference pull pipeline the e2e tests compare against
 	busybox-static     # static shell for test images and machines without one
+	tini               # tini-static: an image-provided init in the e2e tests
 	apache2-utils      # htpasswd, for the authenticated test registry
 	iproute2 util-linux # ip; nsenter, unshare
 	ca-certificates make git

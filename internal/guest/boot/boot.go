@@ -112,23 +112,26 @@ func Run(ctx context.Context, opts Options) int {
 		}
 	}
 
-	sup, err := appOptions(opts.Root, vars)
+	sup, user, err := appOptions(opts.Root, vars)
 	if err != nil {
 		step("app", "%v", err)
 		return 1
 	}
-	sup.Env = envfile.Merge(os.Environ(), env.Environ())
+	sup.Env = appEnviron(os.Environ(), env.Environ(), user, mode)
 	sup.Signals = opts.Signals
 	sup.Log = stepLogger(opts.Log, "app")
+	if sup.Credential != nil && os.Getpid() <= 2 {
+		chownStdio(sup.Credential.Uid, step)
+	}
 	if mode == man8env.InitExecPID1 {
-		return execPID1(opts, sup, network, step)
+		return execPID1(opts, sup, user, network, step)
 	}
 	if network != nil {
 		keepCtx, stopKeeping := context.WithCancel(ctx)
 		defer stopKeeping()
 		go network.Keep(keepCtx)
 	}
-	step("app", "starting %q (%s)", sup.Argv, usage())
+	step("app", "starting %q as %s (%s)", sup.Argv, describeUser(user, sup.Env), usage())
 	status, err := supervise.Run(ctx, sup)
 	if err != nil {
 		step("app", "%v", err)
@@ -211,29 +214,34 @@ func usage() string {
 	return fmt.Sprintf("init cpu %.1fms, max rss %d KiB", float64(cpu)/float64(time.Millisecond), ru.Maxrss)
 }
 
-// appOptions builds the supervisor's options from the environment file.
-func appOptions(root string, vars map[string]string) (supervise.Options, error) {
+// appOptions builds the supervisor's options from the environment file
+// (all but Env, Signals and Log) and resolves the image's user. Without a
+// user the app runs as root with root's groups, as under Docker; outside a
+// machine, where man8s-init may not be root (tests), it then keeps
+// man8s-init's own credentials, which it could not change.
+func appOptions(root string, vars map[string]string) (supervise.Options, passwd.User, error) {
 	var o supervise.Options
 	_, err := os.Stat(filepath.Join(root, appargs.ShellPath))
 	if o.Argv, err = appargs.Command(vars[man8env.KeyArgs], err == nil); err != nil {
-		return o, fmt.Errorf("%s: %w", man8env.KeyArgs, err)
+		return o, passwd.User{}, fmt.Errorf("%s: %w", man8env.KeyArgs, err)
 	}
 	if s := vars[man8env.KeyStopSignal]; s != "" {
 		sig, err := signals.Parse(s)
 		if err != nil {
-			return o, fmt.Errorf("%s: %w", man8env.KeyStopSignal, err)
+			return o, passwd.User{}, fmt.Errorf("%s: %w", man8env.KeyStopSignal, err)
 		}
 		o.StopSignal = sig
 	}
 	if o.StopTimeout, err = envfile.Duration(vars, man8env.KeyStopTimeout, 0); err != nil {
-		return o, err // 0: the supervisor's default
+		return o, passwd.User{}, err // 0: the supervisor's default
 	}
-	if spec := vars[man8env.KeyUser]; spec != "" {
-		u, err := passwd.Lookup(root, spec)
-		if err != nil {
-			return o, fmt.Errorf("%s: %w", man8env.KeyUser, err)
-		}
+	spec := vars[man8env.KeyUser]
+	u, err := passwd.Lookup(root, spec)
+	if err != nil {
+		return o, passwd.User{}, fmt.Errorf("%s=%s in man8env.env (the image's USER): %w", man8env.KeyUser, spec, err)
+	}
+	if spec != "" || os.Geteuid() == 0 {
 		o.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
-	return o, nil
+	return o, u, nil
 }

@@ -12,17 +12,16 @@ import (
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/guest/dhcp4"
 	"github.com/man8s/mbctl/internal/guest/netinit"
+	"github.com/man8s/mbctl/internal/guest/passwd"
 	"github.com/man8s/mbctl/internal/guest/supervise"
 )
 
 // execPID1 ends exec-pid1 mode: it leaves a lease renewer behind (a
 // man8s-init child that the image's init adopts, see KeepLease) and
-// replaces man8s-init with the image's own init. It returns only when the
-// exec fails.
-func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func(string, string, ...any)) int {
-	if sup.Credential != nil {
-		step("app", "%s ignored in %s mode: the image's init starts as root", man8env.KeyUser, man8env.InitExecPID1)
-	}
+// replaces man8s-init with the image's own init, run as the image's user as
+// under Docker (the renewer stays root). It returns only when the exec
+// fails.
+func execPID1(opts Options, sup supervise.Options, user passwd.User, n *netinit.Network, step func(string, string, ...any)) int {
 	if n != nil {
 		// Without a lease yet (DHCP failed and MAN8S_NETWORK_CHECK is not
 		// strict) the renewer goes on discovering.
@@ -37,7 +36,13 @@ func execPID1(opts Options, sup supervise.Options, n *netinit.Network, step func
 		step("app", "exec %q: %v", sup.Argv[0], err)
 		return supervise.ExecStatus(err)
 	}
-	step("app", "exec %q as PID %d (%s)", sup.Argv, os.Getpid(), usage())
+	if sup.Credential != nil {
+		if err := dropPrivileges(sup.Credential); err != nil {
+			step("app", "becoming %s: %v", describeUser(user, sup.Env), err)
+			return 1
+		}
+	}
+	step("app", "exec %q as PID %d, %s (%s)", sup.Argv, os.Getpid(), describeUser(user, sup.Env), usage())
 	err = syscall.Exec(path, sup.Argv, sup.Env)
 	step("app", "exec %q: %v", path, err)
 	return supervise.ExecStatus(err)
