@@ -5,7 +5,9 @@
 // signals and turns nspawn's stop (SIGTERM, then SIGHUP) into the image's
 // own stop signal. Before the application it configures the network
 // (DHCPv4, SLAAC, Yggdrasil; see internal/guest/netinit) and keeps the DHCP lease
-// for the machine's life. With MAN8S_INIT_MODE=exec-pid1 it runs as PID 1
+// for the machine's life; after it, it waits a bounded time for the TCP data
+// still queued in the machine's sockets (internal/guest/drain).
+// With MAN8S_INIT_MODE=exec-pid1 it runs as PID 1
 // and execs the image's own init, leaving "man8s-init keep-lease" behind
 // to renew the lease. See internal/guest/boot. It links only the guest and format sides (and
 // fsutil, buildinfo): deps_test.go holds it there.

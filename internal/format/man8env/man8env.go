@@ -28,6 +28,10 @@ const (
 	KeyWaitFor     = "MAN8S_WAIT_FOR"
 	KeyWaitTimeout = "MAN8S_WAIT_TIMEOUT"
 
+	// KeyDrainTimeout bounds the wait, after the app has exited, for the
+	// TCP data still queued in the machine's sockets (0: no wait).
+	KeyDrainTimeout = "MAN8S_DRAIN_TIMEOUT"
+
 	// The network steps (DESIGN.md "Networking").
 	KeyLink        = "MAN8S_NETWORK_LINK"
 	KeyCheck       = "MAN8S_NETWORK_CHECK"

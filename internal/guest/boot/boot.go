@@ -22,6 +22,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/protect"
 	"github.com/man8s/mbctl/internal/format/signals"
+	"github.com/man8s/mbctl/internal/guest/drain"
 	"github.com/man8s/mbctl/internal/guest/netinit"
 	"github.com/man8s/mbctl/internal/guest/passwd"
 	"github.com/man8s/mbctl/internal/guest/supervise"
@@ -50,6 +51,10 @@ type Options struct {
 	// only when man8s-init is PID 1 or 2, that is inside a machine: run
 	// anywhere else, such as in a test, it never touches the network).
 	Network func(context.Context, netinit.Settings, netinit.Options) (*netinit.Network, error)
+	// Drain waits, after the app has exited, for the data queued in the
+	// machine's TCP sockets (default drain.Wait, but, as for Network, only
+	// when man8s-init is PID 1 or 2).
+	Drain func(context.Context, drain.Options) (drain.Result, error)
 }
 
 // Run performs man8s-init's steps and supervises the application. It
@@ -126,6 +131,13 @@ func Run(ctx context.Context, opts Options) int {
 	if mode == man8env.InitExecPID1 {
 		return execPID1(opts, sup, user, network, step)
 	}
+	drainFor, err := drainTimeout(vars)
+	if err != nil {
+		step("drain", "%v", err)
+		return 1
+	}
+	var killAt time.Time // set by a stop: its SIGKILL time, the drain's latest end
+	sup.OnStop = func(t time.Time) { killAt = t }
 	if network != nil {
 		keepCtx, stopKeeping := context.WithCancel(ctx)
 		defer stopKeeping()
@@ -137,6 +149,7 @@ func Run(ctx context.Context, opts Options) int {
 		step("app", "%v", err)
 	} else {
 		step("app", "exited with status %d", status)
+		drainSockets(ctx, opts, drainFor, killAt, step)
 	}
 	return status
 }

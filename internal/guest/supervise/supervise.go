@@ -73,6 +73,11 @@ type Options struct {
 	StopTimeout time.Duration
 	// Log receives one line per notable event; nil discards.
 	Log *slog.Logger
+	// OnStop, if set, is called once when a stop begins (the first SIGTERM,
+	// or ctx ending), from Run's goroutine, with the time at which the
+	// application's process group will be SIGKILLed. man8s-init fits what
+	// it does after the application's exit into the rest of that time.
+	OnStop func(killAt time.Time)
 	// Signals is the source of SIGTERM and of the signals to forward. Nil means the
 	// process's own signals (signal.Notify). SIGCHLD is always taken from the process
 	// and ignored on this channel; signals that are neither SIGTERM nor forwarded are
@@ -156,6 +161,9 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		signalApp(log, pid, opts.StopSignal)
 		killTimer = time.NewTimer(opts.StopTimeout)
 		kill = killTimer.C
+		if opts.OnStop != nil {
+			opts.OnStop(time.Now().Add(opts.StopTimeout))
+		}
 	}
 	for {
 		select {

@@ -391,6 +391,41 @@ func TestStopByContext(t *testing.T) {
 	}
 }
 
+// OnStop hears of the stop once, with the time the SIGKILL is due, and
+// not at all when the app exits by itself.
+func TestOnStopReportsTheKillTime(t *testing.T) {
+	const timeout = 7 * time.Second
+	var calls []time.Time // written on Run's goroutine, read after it returned
+	onStop := func(killAt time.Time) { calls = append(calls, killAt) }
+
+	a := startApp(t, "record", Options{StopTimeout: timeout, OnStop: onStop})
+	a.file("ready")
+	before := time.Now()
+	a.send(syscall.SIGTERM)
+	a.send(syscall.SIGTERM) // a second stop request starts no second stop
+	after := time.Now()
+	waitFor(t, "the stop signal", func() bool { return len(a.signals()) >= 1 })
+	a.send(syscall.SIGUSR2)
+	if r := a.wait(); r.status != 0 || r.err != nil {
+		t.Fatalf("Run = (%d, %v), want (0, nil)", r.status, r.err)
+	}
+	if len(calls) != 1 {
+		t.Fatalf("OnStop called %d times, want once", len(calls))
+	}
+	if killAt := calls[0]; killAt.Before(before.Add(timeout)) || killAt.After(after.Add(timeout)) {
+		t.Errorf("OnStop got kill time %s after the stop request, want %s", killAt.Sub(before), timeout)
+	}
+
+	calls = nil
+	b := startApp(t, "exit", Options{OnStop: onStop})
+	if r := b.wait(); r.status != 0 || r.err != nil {
+		t.Fatalf("Run = (%d, %v), want (0, nil)", r.status, r.err)
+	}
+	if len(calls) != 0 {
+		t.Errorf("OnStop called %d times for an app that exited by itself", len(calls))
+	}
+}
+
 func TestClosedSignalSource(t *testing.T) {
 	a := startApp(t, "block", Options{})
 	close(a.sigs)
