@@ -17,12 +17,14 @@ import (
 
 	"github.com/man8s/mbctl/internal/buildinfo"
 	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/fsutil"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
@@ -42,10 +44,13 @@ type MachinesPullOptions struct {
 	Image, Name string
 	Template    string
 	Volumes     []string
-	InitMode    string
-	Platform    string
-	Yes, Quiet  bool
-	JSON        bool
+	// Env are the --env KEY=VALUE flags, EnvFiles the --env-file files, in
+	// the order given.
+	Env, EnvFiles []string
+	InitMode      string
+	Platform      string
+	Yes, Quiet    bool
+	JSON          bool
 }
 
 // newMachinesPullCmd is `machines pull` as the machines group adds it.
@@ -74,20 +79,38 @@ modes, links and xattrs, and the dir is bound into the machine with :idmap.
 path the image does not declare); --yes answers "data" for the rest. Without
 a terminal every volume must be answered by a flag.
 
+Environment: the app's variables are the image's ENV, then the lines of
+each --env-file FILE, then each --env KEY=VALUE, a later one winning. They
+go to man8env.env with its rules: split at the first '=', the value taken
+literally (quotes and $ are part of it; nothing is unquoted or expanded).
+An --env-file is read like man8env.env, and a line in it that would not do
+what it looks like (no '=', "export KEY=...", a value in quotes) fails the
+pull before anything is made, naming the line. Of Man8S's own MAN8S_ keys
+only man8s-init's settings may be given (MAN8S_STOP_TIMEOUT, MAN8S_WAIT_FOR,
+MAN8S_STOP_SIGNAL, ...); the others are mbctl's. Values given as --env are
+seen by other users of the host in the process list: put secrets in a file
+(mode 0600). --json lists the keys given, never their values.
+
 Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
 
 With --json, stdout is one JSON object describing the new machine (name,
 Yggdrasil address, paths, image reference and digest, init mode and why,
-volumes, layer counts, duration) and nothing else; progress, if any, goes to
-stderr as plain lines, never as bars.
+volumes, the keys given with --env-file and --env, layer counts, duration)
+and nothing else; progress, if any, goes to stderr as plain lines, never as
+bars.
 
 Nothing is left behind on an error or Ctrl-C: every dir and link this run
 created is removed again.`,
 		Example: `  mbctl machines pull registry:2 Man8Registry --volume /var/lib/registry=data
   mbctl machines pull --yes nginx:1.27 web
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
+
+  # postgres refuses to start without a password: give it at pull
+  printf 'POSTGRES_PASSWORD=s3cr3t\n' > db.env && chmod 600 db.env
+  mbctl machines pull postgres:17 db --volume /var/lib/postgresql/data=data \
+      --env-file db.env --env POSTGRES_DB=app --env MAN8S_STOP_TIMEOUT=60
 
   # from a script: no questions, no progress, the machine's address from the JSON
   mbctl machines pull --yes --quiet --json nginx:1.27 web | jq -r .ygg_address`,
@@ -103,6 +126,8 @@ created is removed again.`,
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Template, "template", "", "settings template: network_isolated (alias netns-init) (default machines.default_template)")
 	fl.StringArrayVar(&opts.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
+	fl.StringArrayVarP(&opts.Env, "env", "e", nil, "set a variable of the app to a literal value: `KEY=VALUE` (repeatable; wins over --env-file and the image)")
+	fl.StringArrayVar(&opts.EnvFiles, "env-file", nil, "set the app's variables from `FILE`, KEY=VALUE lines read as man8env.env (repeatable)")
 	fl.StringVar(&opts.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
@@ -122,9 +147,12 @@ type machinesPullReport struct {
 	Init       pulledInitReport `json:"init"`
 	Paths      machine.Paths    `json:"paths"`
 	Volumes    []machine.Volume `json:"volumes"`
-	Layers     layersReport     `json:"layers"`
-	Unpacked   unpackedReport   `json:"unpacked"`
-	Seconds    float64          `json:"duration_seconds"`
+	// EnvKeys are the keys given with --env-file and --env, in the order
+	// man8env.env sets them; their values may be secrets and are left out.
+	EnvKeys  []string       `json:"env_keys"`
+	Layers   layersReport   `json:"layers"`
+	Unpacked unpackedReport `json:"unpacked"`
+	Seconds  float64        `json:"duration_seconds"`
 }
 
 // pulledInitReport says which init the image has, the mode chosen and why,
@@ -147,6 +175,10 @@ type pulledInitReport struct {
 func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	// Everything that can be checked without the network comes first.
 	if err := machine.ValidateName(opts.Name); err != nil {
+		return err
+	}
+	env, err := pullEnv(opts.EnvFiles, opts.Env)
+	if err != nil {
 		return err
 	}
 	cfg, _, err := opts.Config()
@@ -205,7 +237,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
 	res, err := provision.Create(ctx, provision.Options{
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
-		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols,
+		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Version: buildinfo.Get().Version, Log: opts.Log,
 		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
@@ -219,9 +251,85 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	}
 	took := time.Since(start)
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took))
+		r := pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took)
+		r.EnvKeys = envKeys(env)
+		return writeJSON(opts.IO.Out, r)
 	}
-	return printCreated(opts.IO.Out, res, im, took)
+	return printCreated(opts.IO.Out, res, im, envKeys(env), took)
+}
+
+// pullEnv reads the --env-file files, then the --env flags, into the
+// variables they give man8env.env, in order: a key given again keeps its
+// first place and takes the later value. Everything is checked here, before
+// the pull makes anything. The value of an --env never appears in an
+// error (it may be a secret); a bad line of a file is described as
+// envfile's Problems describe it to machines show and man8s-init.
+func pullEnv(files, flags []string) ([]machinefiles.EnvVar, error) {
+	var vars []machinefiles.EnvVar
+	at := map[string]int{}
+	set := func(k, v string) {
+		if i, ok := at[k]; ok {
+			vars[i].Value = v
+			return
+		}
+		at[k] = len(vars)
+		vars = append(vars, machinefiles.EnvVar{Key: k, Value: v})
+	}
+	for _, name := range files {
+		f, err := envfile.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("--env-file: %w", err)
+		}
+		if probs := f.Problems(); len(probs) > 0 {
+			var b strings.Builder
+			fmt.Fprintf(&b, "--env-file %s: %s that would not do what %s like (nothing was created):",
+				name, plural(len(probs), "a line", fmt.Sprint(len(probs), " lines")), plural(len(probs), "it looks", "they look"))
+			for _, p := range probs {
+				fmt.Fprintf(&b, "\n  %s", p)
+			}
+			return nil, errors.New(b.String())
+		}
+		vals := f.Map()
+		for _, k := range f.Keys() {
+			if err := man8env.CheckUserKey(k); err != nil {
+				return nil, fmt.Errorf("--env-file %s: %w", name, err)
+			}
+			set(k, vals[k])
+		}
+	}
+	for _, s := range flags {
+		k, v, ok := strings.Cut(s, "=")
+		// Shown as KEY=… : the value may be a secret.
+		shown := k + "=…"
+		switch {
+		case !ok:
+			return nil, usagef("--env %q: no '=' (write %s=VALUE; mbctl does not pass on its own environment)", s, s)
+		case k == "":
+			return nil, usagef("--env %q: the key before '=' is empty (write KEY=VALUE)", shown)
+		case strings.ContainsAny(k, " \t"):
+			return nil, usagef("--env %q: the key holds a blank, which would be part of the variable's name", shown)
+		}
+		if err := envfile.ValidateKey(k); err != nil {
+			return nil, usagef("--env %q: %v", shown, err)
+		}
+		if err := envfile.ValidateValue(k, v); err != nil {
+			return nil, usagef("--env %q: %v", shown, err)
+		}
+		if err := man8env.CheckUserKey(k); err != nil {
+			return nil, usagef("--env %q: %v", shown, err)
+		}
+		set(k, v)
+	}
+	return vars, nil
+}
+
+// envKeys lists the keys of vars (never nil: --json prints a list).
+func envKeys(vars []machinefiles.EnvVar) []string {
+	keys := []string{}
+	for _, v := range vars {
+		keys = append(keys, v.Key)
+	}
+	return keys
 }
 
 // parseVolumeFlags parses the --volume values for machine p: the answers
@@ -409,8 +517,9 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 	return r
 }
 
-// printCreated prints what was detected and chosen, and the summary.
-func printCreated(w io.Writer, res *provision.Created, im *registry.Image, took time.Duration) error {
+// printCreated prints what was detected and chosen, and the summary;
+// envKeys are the keys given with --env-file and --env.
+func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKeys []string, took time.Duration) error {
 	p := res.Paths
 	fmt.Fprintf(w, "Init: detected %s (%s); mode %s: %s\n", res.Detection.Kind, res.Detection.Evidence, res.Mode, res.ModeReason)
 	if res.Init.MadeUsr {
@@ -421,6 +530,9 @@ func printCreated(w io.Writer, res *provision.Created, im *registry.Image, took 
 	fmt.Fprintf(w, "  root file system   %s\n", p.Rootfs)
 	fmt.Fprintf(w, "  settings           %s (read by nspawn as %s)\n", p.Settings, p.SettingsLink)
 	fmt.Fprintf(w, "  environment        %s\n", p.Env)
+	if len(envKeys) > 0 {
+		fmt.Fprintf(w, "    given at pull    %s\n", strings.Join(envKeys, ", "))
+	}
 	for _, v := range res.Volumes {
 		if v.Kind == machine.VolumeSkip {
 			fmt.Fprintf(w, "  volume %s  not mounted\n", v.Path)

@@ -16,9 +16,11 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 )
 
@@ -31,10 +33,12 @@ func TestNewCmdMachinesPull(t *testing.T) {
 		{"defaults", []string{"registry:2", "reg"}, MachinesPullOptions{Image: "registry:2", Name: "reg", InitMode: "auto"}},
 		{"every flag", []string{
 			"--template", "netns-init", "--volume", "/data=data", "--volume", "/etc/app=/srv/app", "--init-mode", "exec-pid1",
-			"--platform", "linux/arm64", "-y", "-q", "--json", "nginx:1.27", "web",
+			"--platform", "linux/arm64", "-y", "-q", "--json", "--env", "A=1", "-e", "B=x=y z", "--env-file", "a.env", "--env-file", "b.env",
+			"nginx:1.27", "web",
 		}, MachinesPullOptions{
 			Image: "nginx:1.27", Name: "web", Template: "netns-init", Volumes: []string{"/data=data", "/etc/app=/srv/app"},
 			InitMode: "exec-pid1", Platform: "linux/arm64", Yes: true, Quiet: true, JSON: true,
+			Env: []string{"A=1", "B=x=y z"}, EnvFiles: []string{"a.env", "b.env"},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,6 +126,12 @@ func TestMachinesPullRunRefuses(t *testing.T) {
 			"machine app needs this host's Yggdrasil subnet"},
 		{"no man8s-init", ociTestConfig(t, func(c *config.Config) { c.Machines.Init = "/nonexistent/man8s-init" }), MachinesPullOptions{Name: "app"}, false,
 			"/nonexistent/man8s-init"},
+		{"bad --env", conf, MachinesPullOptions{Name: "app", Env: []string{"=s3cret"}}, true, `--env "=…": the key before '=' is empty`},
+		{"mbctl's key in --env", conf, MachinesPullOptions{Name: "app", Env: []string{"MAN8S_CONTAINER_NAME=x"}}, true, "MAN8S_CONTAINER_NAME is written by mbctl"},
+		{"bad --env-file", conf, MachinesPullOptions{Name: "app", EnvFiles: []string{envFileT(t, "export PASSWORD=s3cret\n")}}, false,
+			`line 1: defines a variable named "export PASSWORD"`},
+		{"missing --env-file", conf, MachinesPullOptions{Name: "app", EnvFiles: []string{filepath.Join(existing, "absent.env")}}, false,
+			"--env-file: reading env file: open " + filepath.Join(existing, "absent.env") + ": no such file"},
 		{"bad reference", ociTestConfig(t, func(c *config.Config) { c.Machines.Init = ociimage.StaticBusyboxT(t) }),
 			MachinesPullOptions{Name: "app", Image: "https://example.com/app"}, false, "must not start with a URL scheme"},
 	} {
@@ -140,6 +150,92 @@ func TestMachinesPullRunRefuses(t *testing.T) {
 			}
 			if out.Len() > 0 {
 				t.Errorf("stdout %q on an error", out)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows a value: %v", err)
+			}
+		})
+	}
+	for _, d := range []string{cfg.Paths.Machines, cfg.Paths.Configs, cfg.Paths.Scratch} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("refused pulls made %s (%v)", d, err)
+		}
+	}
+}
+
+// envFileT writes content to a new env file and returns its path.
+func envFileT(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "app.env")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPullEnv(t *testing.T) {
+	type kv = machinefiles.EnvVar
+	tests := []struct {
+		name  string
+		files []string // contents of the --env-file files, in order
+		flags []string
+		want  []kv
+		err   string // part of the error, "" for none
+		usage bool
+	}{
+		{name: "nothing", want: nil},
+		{name: "flags, literal values", flags: []string{"A=1", `B= "quoted" $HOME 'x' `, "C=", "D=x=y"},
+			want: []kv{{Key: "A", Value: "1"}, {Key: "B", Value: ` "quoted" $HOME 'x' `}, {Key: "C", Value: ""}, {Key: "D", Value: "x=y"}}},
+		{name: "file then flags, later wins in the first place",
+			files: []string{"# db\nA=file\r\nB=file\n\nC=file\n", "B=second\nE=second\n"}, flags: []string{"C=flag", "A=flag", "F=flag"},
+			want: []kv{{Key: "A", Value: "flag"}, {Key: "B", Value: "second"}, {Key: "C", Value: "flag"}, {Key: "E", Value: "second"}, {Key: "F", Value: "flag"}}},
+		{name: "a key twice in a file", files: []string{"A=1\nA=2\n"}, want: []kv{{Key: "A", Value: "2"}}},
+		{name: "users' MAN8S keys", files: []string{"MAN8S_WAIT_FOR=tcp:db:5432\n"}, flags: []string{"MAN8S_STOP_TIMEOUT=60", "MAN8S_STOP_SIGNAL=SIGINT"},
+			want: []kv{{Key: "MAN8S_WAIT_FOR", Value: "tcp:db:5432"}, {Key: "MAN8S_STOP_TIMEOUT", Value: "60"}, {Key: "MAN8S_STOP_SIGNAL", Value: "SIGINT"}}},
+		{name: "no =", flags: []string{"PASSWORD"}, usage: true, err: `--env "PASSWORD": no '=' (write PASSWORD=VALUE`},
+		{name: "empty key", flags: []string{"=s3cret"}, usage: true, err: `--env "=…": the key before '=' is empty`},
+		{name: "blank key", flags: []string{" =s3cret"}, usage: true, err: `--env " =…": the key holds a blank`},
+		{name: "blank in key", flags: []string{"MY KEY=s3cret"}, usage: true, err: `--env "MY KEY=…": the key holds a blank`},
+		{name: "tab in key", flags: []string{"K\t=s3cret"}, usage: true, err: "the key holds a blank"},
+		{name: "hash key", flags: []string{"#K=s3cret"}, usage: true, err: `--env "#K=…": key "#K": invalid key: starts with "#"`},
+		{name: "newline in value", flags: []string{"K=s3cret\nX=1"}, usage: true, err: `--env "K=…": key "K": invalid value: contains a line break`},
+		{name: "mbctl's key", flags: []string{"MAN8S_YGGDRASIL_ADDRESS=::1"}, usage: true, err: `--env "MAN8S_YGGDRASIL_ADDRESS=…": MAN8S_YGGDRASIL_ADDRESS is written by mbctl`},
+		{name: "misspelt MAN8S key", flags: []string{"MAN8S_STOP_TIMOUT=5"}, usage: true, err: "not a setting of man8s-init (misspelt?)"},
+		{name: "mbctl's key in a file", files: []string{"OK=1\nMAN8S_INIT_MODE=exec-pid1\n"}, err: "MAN8S_INIT_MODE is written by mbctl"},
+		{name: "file: no =", files: []string{"A=1\nPASSWORD s3cret\n"}, err: `a line that would not do what it looks like (nothing was created):
+  line 2: ignored: "PASSWORD s3cret" has no '='`},
+		{name: "file: export and quotes", files: []string{"export A=1\nB=2\nC=\"q\"\n"}, err: `2 lines that would not do what they look like (nothing was created):
+  line 1: defines a variable named "export A"`},
+		{name: "file: blank before key", files: []string{"  A=1\n"}, err: `line 1: ignored: the key of "  A=1" starts with a blank`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var files []string
+			for _, c := range tt.files {
+				files = append(files, envFileT(t, c))
+			}
+			got, err := pullEnv(files, tt.flags)
+			if tt.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("vars (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.err)
+			}
+			var ue *usageError
+			if errors.As(err, &ue) != tt.usage {
+				t.Errorf("usage error: %v, want %v", !tt.usage, tt.usage)
+			}
+			if tt.usage && strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the value: %v", err)
+			}
+			if len(files) > 0 && !strings.Contains(err.Error(), files[len(files)-1]) {
+				t.Errorf("the error does not name the file %s: %v", files[len(files)-1], err)
 			}
 		})
 	}
@@ -242,7 +338,9 @@ func TestMachinesPullRun(t *testing.T) {
 	// --json, the init from $MBCTL_INIT.
 	o, out, errOut := pullOptsT(conf, MachinesPullOptions{
 		Image: ref, Name: "app1", JSON: true,
-		Volumes: []string{"/var/lib/app=data", "/etc/app=config", "/srv/extra=" + custom},
+		Volumes:  []string{"/var/lib/app=data", "/etc/app=config", "/srv/extra=" + custom},
+		EnvFiles: []string{envFileT(t, "APP_PORT=9090\nDB_PASSWORD=from file\n")},
+		Env:      []string{"DB_PASSWORD=p@ss \"w\" $x", "MAN8S_STOP_TIMEOUT=45"},
 	})
 	o.IO.SetStderrTTY(true) // no bars with --json, even on a terminal
 	o.Getenv = func(k string) string { return map[string]string{envInit: busybox}[k] }
@@ -271,6 +369,7 @@ func TestMachinesPullRun(t *testing.T) {
 			{Path: "/var/lib/app", Kind: machine.VolumeData, Host: filepath.Join(p.StorageDir, "var/lib/app")},
 			{Path: "/srv/extra", Kind: machine.VolumeCustom, Host: custom},
 		},
+		EnvKeys:  []string{"APP_PORT", "DB_PASSWORD", "MAN8S_STOP_TIMEOUT"},
 		Layers:   layersReport{Total: 2, Downloaded: 2},
 		Unpacked: got.Unpacked,
 	}
@@ -287,6 +386,18 @@ func TestMachinesPullRun(t *testing.T) {
 	if !strings.Contains(errOut.String(), "Volume /srv/extra is not declared by the image") || strings.Contains(errOut.String(), "\r") {
 		t.Errorf("stderr: want the notice and no bars:\n%q", errOut)
 	}
+	if strings.Contains(out.String(), "p@ss") || strings.Contains(errOut.String(), "p@ss") {
+		t.Errorf("the output shows a value given at pull:\n%s\n%s", out, errOut)
+	}
+	env, err := envfile.ReadFile(p.Env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"APP_PORT": "9090", "APP_MODE": "prod", "DB_PASSWORD": `p@ss "w" $x`, "MAN8S_STOP_TIMEOUT": "45", "MAN8S_STOP_SIGNAL": "SIGQUIT"} {
+		if got, _ := env.Get(k); got != v {
+			t.Errorf("man8env.env %s = %q, want %q", k, got, v)
+		}
+	}
 	for _, f := range []string{p.Settings, p.Env, p.SettingsLink, p.ImageLink, filepath.Join(p.Rootfs, "man8s-init/man8s-init"),
 		filepath.Join(p.StorageDir, "var/lib/app/db"), filepath.Join(p.ConfigDir, "etc/app/app.conf")} {
 		if _, err := os.Lstat(f); err != nil {
@@ -295,7 +406,7 @@ func TestMachinesPullRun(t *testing.T) {
 	}
 
 	// Asked on the terminal; the human summary; the layers from the cache.
-	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Quiet: true})
+	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Quiet: true, Env: []string{"B=2", "A=1"}})
 	o.IO.SetStdinTTY(true)
 	o.Ask = scriptedAsk(t, "skip", "")
 	if err := machinesPullRun(t.Context(), o); err != nil {
@@ -306,6 +417,7 @@ func TestMachinesPullRun(t *testing.T) {
 		"Init: detected none (", "; mode supervise: ",
 		"\nMachine app2 created from " + ref + "@" + got.Image.Digest + " in ",
 		"  root file system   " + p.Rootfs + "\n",
+		"  environment        " + p.Env + "\n    given at pull    B, A\n",
 		"  volume /etc/app  not mounted\n",
 		"  volume /var/lib/app  " + filepath.Join(p.StorageDir, "var/lib/app") + " (data)\n",
 		"The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.\n",

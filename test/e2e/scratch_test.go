@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -124,5 +125,77 @@ func TestScratchImagePullsAndRuns(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(nout, "man8init tree up") {
 		t.Errorf("the man8init'ed tree under nspawn: %v, want status 4 and the app's line\n%s", err, nout)
+	}
+}
+
+// Proof (issue 12, environment at pull): postgres-style configuration given
+// at pull reaches the app: the image's ENV, then --env-file lines, then
+// --env flags, the later winning, every value literal. --json names the
+// keys and never a value; an --env-file with a line that would not do what
+// it looks like fails the pull before anything is made.
+func TestPullEnvReachesTheApp(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/scratch-env:1"
+	const keys = "GREETING|KEEP|FILEVAR|POSTGRES_PASSWORD|TRICKY|MAN8S_STOP_TIMEOUT"
+	pushT(t, scratchImage(t, `/busybox env | /busybox grep -E '^(`+keys+`)=' | /busybox sort | /busybox sed 's/^/env: /'`,
+		"GREETING=from the image", "KEEP=the image's"), ref)
+
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "db.env")
+	writeFile(t, envFile, "# db settings\nGREETING=from the file\nFILEVAR=only in the file\r\nPOSTGRES_PASSWORD=replaced by the flag\n", 0o600)
+	const password = `s3cr3t "q" $HOME 'x'`
+	cmd := m.mbctl(t.Context(), "machines", "pull", "--quiet", "--json", ref, "env1", "--env-file", envFile,
+		"--env", "POSTGRES_PASSWORD="+password, "-e", "TRICKY=a=b  c ", "--env", "MAN8S_STOP_TIMEOUT=7")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pull: %v\n%s", err, stderr.String())
+	}
+	var report struct {
+		EnvKeys []string `json:"env_keys"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("pull --json: %v\n%s", err, out)
+	}
+	if want := []string{"GREETING", "FILEVAR", "POSTGRES_PASSWORD", "TRICKY", "MAN8S_STOP_TIMEOUT"}; !slices.Equal(report.EnvKeys, want) {
+		t.Errorf("env_keys = %q, want %q", report.EnvKeys, want)
+	}
+	if strings.Contains(string(out)+stderr.String(), "s3cr3t") {
+		t.Errorf("pull printed a value:\n%s\n%s", out, stderr.String())
+	}
+
+	run := m.startRun(t, "env1")
+	if code := run.wait(t); code != 0 {
+		t.Fatalf("machines run: status %d\n%s", code, run.output())
+	}
+	var got []string
+	for _, l := range strings.Split(run.output(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimRight(l, "\r"), "env: "); ok {
+			got = append(got, v)
+		}
+	}
+	want := []string{
+		"FILEVAR=only in the file", "GREETING=from the file", "KEEP=the image's", "MAN8S_STOP_TIMEOUT=7",
+		"POSTGRES_PASSWORD=" + password, "TRICKY=a=b  c ",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the app's environment:\n got %q\nwant %q\n%s", got, want, run.output())
+	}
+
+	// A bad line in the file: refused, naming it; nothing made.
+	writeFile(t, envFile, "POSTGRES_PASSWORD=ok\nexport POSTGRES_USER=app\n", 0o600)
+	bad, err := m.mbctl(t.Context(), "machines", "pull", "--quiet", ref, "env2", "--env-file", envFile).CombinedOutput()
+	if err == nil || !strings.Contains(string(bad), "line 2: defines a variable named \"export POSTGRES_USER\"") {
+		t.Errorf("pull with a bad env file: %v\n%s", err, bad)
+	}
+	for _, d := range []string{"machines", "configs", "storage"} {
+		if _, err := os.Lstat(filepath.Join(m.work, d, "env2")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused pull made %s/env2 (%v)", d, err)
+		}
+	}
+	if n, _ := filepath.Glob(filepath.Join(m.work, "*", ".*mbctl-staging*")); len(n) > 0 {
+		t.Errorf("a refused pull left %q", n)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/protect"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
@@ -57,6 +58,9 @@ type Options struct {
 	// Cache is the content cache; Pull tunes the download.
 	Cache *cache.Cache
 	Pull  pull.Options
+	// Env are variables for man8env.env given at pull, in order (later
+	// wins), over the image's own; see machinefiles.Params.Env.
+	Env []machinefiles.EnvVar
 	// Init is what gets installed at /man8s-init.
 	Init initinstall.Sources
 	// Version is mbctl's version; Now the creation time (default now).
@@ -156,6 +160,11 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	}
 	if c.res.Volumes, err = placeVolumes(o.Volumes, c.p); err != nil {
 		return nil, err
+	}
+	for _, v := range o.Env {
+		if err := man8env.CheckUserKey(v.Key); err != nil {
+			return nil, fmt.Errorf("environment given at pull: %w", err)
+		}
 	}
 	if o.Dirs.Scratch == "" {
 		return nil, errors.New("creating a machine: no journal dir (paths.scratch) configured")
@@ -322,7 +331,7 @@ func (c *creation) writeFiles(context.Context) error {
 		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
 		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: o.Image.Config.Config,
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
-		EnvFile: p.Env, Version: o.Version, Created: o.Now,
+		EnvFile: p.Env, Env: o.Env, Version: o.Version, Created: o.Now,
 	}
 	for _, v := range res.Volumes {
 		if v.Kind != machine.VolumeSkip {

@@ -21,6 +21,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/testbed"
@@ -104,6 +105,7 @@ func TestCreate(t *testing.T) {
 	o, root := testOptions(t, im)
 	// A hostile volume: /escape/tmp resolves to the rootfs's own /tmp.
 	o.Volumes = append(o.Volumes, machine.Volume{Path: "/escape/tmp", Kind: machine.VolumeSkip})
+	o.Env = []machinefiles.EnvVar{{Key: "APP_MODE", Value: "dev"}, {Key: "DB_PASSWORD", Value: `"pw" $X`}, {Key: "MAN8S_STOP_TIMEOUT", Value: "30"}}
 	res, err := Create(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +167,7 @@ func TestCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{
-		"MAN8S_CONTAINER_NAME": "app1", "MAN8S_STOP_SIGNAL": "SIGQUIT", "APP_MODE": "prod",
+		"MAN8S_CONTAINER_NAME": "app1", "MAN8S_STOP_SIGNAL": "SIGQUIT", "APP_MODE": "dev", "DB_PASSWORD": `"pw" $X`, "MAN8S_STOP_TIMEOUT": "30",
 		"MAN8S_APPLICATION_ARGS": "/bin/app --name 'a b'", "MAN8S_INIT_MODE": "supervise",
 		"MAN8S_OCI_IMAGE_DIGEST": im.Digest.String(), "MAN8S_YGGDRASIL_ADDRESS": res.YggAddress.String(),
 	} {
@@ -218,6 +220,32 @@ func TestCreate(t *testing.T) {
 // Interrupting Create before each of its steps leaves the host as it was,
 // but for the shared parent dirs (machines, configs, ...), which stay with
 // their final modes and nothing in them.
+// TestCreateRefusesMan8sEnvKeys: a MAN8S_ key that is not meant for users,
+// given at pull, fails Create before it makes anything.
+func TestCreateRefusesMan8sEnvKeys(t *testing.T) {
+	im := appImage(t)
+	for _, key := range []string{"MAN8S_YGGDRASIL_ADDRESS", "MAN8S_INIT_MODE", "MAN8S_TYPO"} {
+		t.Run(key, func(t *testing.T) {
+			o, root := testOptions(t, im)
+			before, err := tree.Snapshot(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Env = []machinefiles.EnvVar{{Key: "OK", Value: "1"}, {Key: key, Value: "x"}}
+			if _, err := Create(t.Context(), o); err == nil || !strings.Contains(err.Error(), key) {
+				t.Fatalf("Create = %v, want an error naming %s", err, key)
+			}
+			after, err := tree.Snapshot(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := tree.Diff(before, after); len(diff) > 0 {
+				t.Errorf("a refused Create changed the host:\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestCreateInterruptedAtEveryStep(t *testing.T) {
 	im := appImage(t)
 	points := append(Steps(), "install:config", "install:storage", "install:volume", "install:rootfs",

@@ -35,6 +35,12 @@ type Bind struct {
 	Host, Container string
 }
 
+// EnvVar is a variable of the app's environment given at pull
+// (machines pull --env-file, --env).
+type EnvVar struct {
+	Key, Value string
+}
+
 // Params is everything the two files are made from.
 type Params struct {
 	// Name is the machine name.
@@ -59,6 +65,12 @@ type Params struct {
 	EnvFile string
 	// Binds are the volumes, in order.
 	Binds []Bind
+	// Env are variables given at pull, set in man8env.env in order after
+	// the image's own, with the file's literal rules: a key the file holds
+	// already (the image's, or MAN8S_STOP_SIGNAL) gets the new value in
+	// its place, any other is added at the end. A key must pass
+	// man8env.CheckUserKey.
+	Env []EnvVar
 	// Version is mbctl's version; Created when the files were made.
 	Version string
 	Created time.Time
@@ -341,6 +353,10 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 		}
 		fmt.Fprintf(&b, "%s=%s\n", kv.k, kv.v)
 	}
+	written := map[string]bool{}
+	for _, kv := range fixed {
+		written[kv.k] = true
+	}
 	first := true
 	for _, k := range keys {
 		if slices.Contains(settingsEnv, k) {
@@ -354,6 +370,17 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 			first = false
 		}
 		line(k, vals[k])
+		written[k] = true
+	}
+	added := false
+	for _, v := range p.Env {
+		if err := man8env.CheckUserKey(v.Key); err != nil {
+			return nil, fmt.Errorf("environment given at pull: %w", err)
+		}
+		added = added || !written[v.Key]
+	}
+	if added {
+		b.WriteString("\n# Given at pull (--env-file, then --env).\n")
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -361,6 +388,16 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 	f, err := envfile.Parse(strings.NewReader(b.String()))
 	if err != nil {
 		return nil, fmt.Errorf("parsing the generated file: %w", err)
+	}
+	// Set keeps the file's rules: a key written above gets the value in
+	// its place, a new one goes at the end, below the comment.
+	for _, v := range p.Env {
+		if err := f.Set(v.Key, v.Value); err != nil {
+			errs = append(errs, fmt.Errorf("environment given at pull: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return f, nil
 }

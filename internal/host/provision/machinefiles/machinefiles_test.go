@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +48,25 @@ func params(name, ref string, img v1.Config, mode imageinit.Mode, kind imageinit
 
 // cases are real-world-shaped image configurations.
 func cases() map[string]Params {
+	// postgres, with what its users give at pull: the password it refuses
+	// to start without, its data dir moved, man8s-init's stop timeout, and
+	// the stop signal the image says already.
+	postgres := params("db", "postgres:17", v1.Config{
+		Env:        []string{debianPath, "GOSU_VERSION=1.17", "PG_MAJOR=17", "PGDATA=/var/lib/postgresql/data"},
+		Entrypoint: []string{"docker-entrypoint.sh"},
+		Cmd:        []string{"postgres"},
+		StopSignal: "SIGINT",
+		Volumes:    map[string]struct{}{"/var/lib/postgresql/data": {}},
+	}, imageinit.Supervise, imageinit.None)
+	postgres.Env = []EnvVar{
+		{"POSTGRES_PASSWORD", `s3cr3t "quoted" $NOT_EXPANDED`},
+		{"PGDATA", "/var/lib/postgresql/data/pgdata"},
+		{"MAN8S_STOP_TIMEOUT", "60"},
+		{"MAN8S_STOP_SIGNAL", "SIGINT"},
+		{"POSTGRES_INITDB_ARGS", "--data-checksums"},
+	}
 	return map[string]Params{
+		"postgres": postgres,
 		"nginx": params("web", "nginx:1.27", v1.Config{
 			Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
 			Entrypoint: []string{"/docker-entrypoint.sh"},
@@ -225,6 +244,48 @@ func TestEnvMeaning(t *testing.T) {
 	}
 }
 
+// TestEnvGivenAtPull: variables given at pull replace the image's values in
+// place and add the others at the end, taken literally; a key given twice
+// keeps the last value; the settings file does not change.
+func TestEnvGivenAtPull(t *testing.T) {
+	base := cases()["nginx"]
+	p := base
+	p.Env = []EnvVar{{"NJS_VERSION", "9"}, {"DB_URL", "postgres://u:p@db/x?a=b c"}, {"MAN8S_STOP_SIGNAL", "SIGTERM"}, {"DB_URL", "last wins"}, {"PATH", "/opt/bin"}}
+	e, err := Env(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := envfile.Parse(bytes.NewReader(e.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"NJS_VERSION": "9", "NGINX_VERSION": "1.27.3", "DB_URL": "last wins", "MAN8S_STOP_SIGNAL": "SIGTERM", "PATH": "/opt/bin"} {
+		if got, _ := f.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	keys := f.Keys()
+	if want := []string{"NJS_VERSION", "PKG_RELEASE", "DB_URL", "PATH"}; !slices.Equal(keys[len(keys)-4:], want) {
+		t.Errorf("keys end with %q, want %q: replaced in place, new ones at the end", keys[len(keys)-4:], want)
+	}
+	if n := strings.Count(string(e.Bytes()), "DB_URL="); n != 1 || len(f.Problems()) != 0 {
+		t.Errorf("DB_URL written %d times, problems %v", n, f.Problems())
+	}
+	// Only replacements: no section for new keys.
+	p.Env = []EnvVar{{"NJS_VERSION", "9"}}
+	if e, err = Env(p); err != nil || strings.Contains(string(e.Bytes()), "Given at pull") {
+		t.Errorf("replacing only: %v\n%s", err, e.Bytes())
+	}
+	s1, err := Settings(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Settings(p)
+	if err != nil || !bytes.Equal(s1.Bytes(), s2.Bytes()) {
+		t.Errorf("the settings changed with the env given at pull (%v)", err)
+	}
+}
+
 // awkwardArgv are argvs that are hard to quote for a shell.
 var awkwardArgv = [][]string{
 	{"/app", "two words", "", "it's", `say "hi"`, "$HOME", "${PATH}", "$(id)", "`id`", "*", "?", "[a]", "~", "a\\b", "tab\there", "#", ";", "&&", "|", "-", "--", "=x", "%n"},
@@ -306,6 +367,9 @@ func TestErrors(t *testing.T) {
 		{"no bridge", func(p *Params) { p.Bridge = "" }, "settings", "bridge"},
 		{"no ygg address", func(p *Params) { p.YggAddress = netip.Addr{} }, "env", "Yggdrasil"},
 		{"no time", func(p *Params) { p.Created = time.Time{} }, "both", "creation time"},
+		{"pull env sets an mbctl key", func(p *Params) { p.Env = []EnvVar{{"A", "1"}, {"MAN8S_CONTAINER_NAME", "x"}} }, "env", "environment given at pull: MAN8S_CONTAINER_NAME is written by mbctl"},
+		{"pull env newline", func(p *Params) { p.Env = []EnvVar{{"SECRET", "echo a\necho b"}} }, "env", `environment given at pull: key "SECRET"`},
+		{"pull env bad key", func(p *Params) { p.Env = []EnvVar{{"A=B", "x"}} }, "env", `key "A=B"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
