@@ -17,6 +17,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/secret"
 )
 
 func newMachinesCmd(f *Factory) *cobra.Command {
@@ -35,6 +36,7 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesRun(f, nil),
 		NewCmdMachinesLogs(f, nil),
 		NewCmdMachinesShell(f, nil),
+		newMachinesSecretCmd(f),
 	)
 	for _, sv := range serviceVerbs {
 		cmd.AddCommand(NewCmdMachinesService(f, sv.verb, sv.short, nil))
@@ -179,6 +181,8 @@ type machineShow struct {
 	Settings    string            `json:"settings,omitempty"`
 	Environment string            `json:"environment,omitempty"`
 	EnvProblems []envfile.Problem `json:"env_problems,omitempty"`
+	// Secrets names the machine's secrets (never their values).
+	Secrets []string `json:"secrets"`
 }
 
 // MachinesShowOptions are the inputs of `machines show`.
@@ -234,6 +238,12 @@ func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
 	}
 	show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
 	show.EnvProblems = opts.envWarnings(p)
+	if show.Secrets, err = secret.For(p).Names(); err != nil {
+		show.Secrets = []string{}
+		if !errors.Is(err, machine.ErrNotFound) {
+			opts.Log.Warn("reading secrets", "name", p.Name, "err", err)
+		}
+	}
 	if opts.JSON {
 		return writeJSON(opts.IO.Out, show)
 	}
@@ -262,7 +272,7 @@ func printShow(w io.Writer, s machineShow) error {
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
-		{"Created", formatTime(s.Created)},
+		{"Created", formatTime(s.Created)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], orDash(row[1]))
 	}

@@ -83,6 +83,10 @@ func Run(ctx context.Context, opts Options) int {
 	for _, p := range env.Problems() {
 		step("env", "warning: %s %s", opts.EnvFile, p)
 	}
+	secretEnv, ok := appSecrets(opts, vars, step)
+	if !ok {
+		return 1
+	}
 
 	st, err := protect.Restore(opts.Root)
 	if err != nil {
@@ -123,6 +127,7 @@ func Run(ctx context.Context, opts Options) int {
 		return 1
 	}
 	sup.Env = appEnviron(os.Environ(), env.Environ(), user, mode)
+	sup.Env = envfile.Merge(sup.Env, secretEnv) // a secret wins over man8env.env
 	sup.Signals = opts.Signals
 	sup.Log = stepLogger(opts.Log, "app")
 	if sup.Credential != nil && os.Getpid() <= 2 {
