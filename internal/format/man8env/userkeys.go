@@ -16,7 +16,7 @@ const KeyPrefix = "MAN8S_"
 // docker run --stop-signal does. A new key that users may set belongs
 // here.
 var userKeys = []string{
-	KeyStopSignal, KeyStopTimeout, KeyWaitFor, KeyWaitTimeout,
+	KeyStopSignal, KeyStopTimeout, KeyDrainTimeout, KeyWaitFor, KeyWaitTimeout,
 	KeyLink, KeyCheck, KeyIPv6, KeyYggTable, KeyYggPriority, KeyCheckDNS,
 	KeyDHCPTimeout, KeyIPv6Timeout, KeyResolvConf,
 }

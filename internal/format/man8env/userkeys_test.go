@@ -15,6 +15,7 @@ func TestCheckUserKey(t *testing.T) {
 		{"MAN8S", ""},
 		{KeyStopTimeout, ""},
 		{KeyStopSignal, ""},
+		{KeyDrainTimeout, ""},
 		{KeyWaitFor, ""},
 		{KeyCheck, ""},
 		{KeyName, "written by mbctl to match the machine's other files"},
