@@ -128,7 +128,7 @@ func completeMachine(t *testing.T, d MachineDeps) machine.Paths {
 		t.Fatal(err)
 	}
 	writeTestFile(t, p.Settings, "[Exec]\nParameters=/man8s-init/man8s-init\n\n[Files]\nBind="+p.Env+":/man8env.env\nBind="+data+":/data:idmap\nBind=-/gone:/optional\n")
-	writeTestFile(t, p.Env, "MAN8S_CONTAINER_NAME=web\nMAN8S_YGGDRASIL_ADDRESS=300:2e98:a4b0:1789"+strings.TrimPrefix(yggaddr.Suffix("web").String(), ":")+"\nMAN8S_STOP_SIGNAL=SIGQUIT\n")
+	writeTestFile(t, p.Env, "MAN8S_CONTAINER_NAME=web\nMAN8S_OCI_IMAGE_URL=127.0.0.1:9/web:1\nMAN8S_YGGDRASIL_ADDRESS=300:2e98:a4b0:1789"+strings.TrimPrefix(yggaddr.Suffix("web").String(), ":")+"\nMAN8S_STOP_SIGNAL=SIGQUIT\n")
 	for link, target := range map[string]string{p.SettingsLink: p.Settings, p.ImageLink: p.Rootfs} {
 		if err := os.Symlink(target, link); err != nil {
 			t.Fatal(err)

@@ -78,11 +78,16 @@ Without a systemd system bus (containers, minimal hosts) nspawn runs with
 }
 
 func machinesRunRun(ctx context.Context, opts *MachinesRunOptions) error {
-	p, err := opts.existing(opts.Name)
+	p, cfg, err := opts.paths(opts.Name)
 	if err != nil {
 		return err
 	}
-	cfg, _, _ := opts.Config()
+	// A pull, upgrade or rollback killed midway is taken back first: the
+	// machine runs as its last complete version.
+	cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
+	if p, err = opts.existing(opts.Name); err != nil {
+		return err
+	}
 	if !machine.ReadsSettings(cfg.Paths.Nspawn) {
 		opts.Log.Warn("systemd-nspawn does not read settings from the configured nspawn dir; the machine runs without its settings",
 			"paths.nspawn", cfg.Paths.Nspawn, "read", strings.Join(machine.SettingsDirs(), " and "))
@@ -156,6 +161,9 @@ func machinesServiceRun(ctx context.Context, opts *MachinesServiceOptions) error
 		return err
 	}
 	if opts.Verb == machine.VerbStart || opts.Verb == machine.VerbRestart {
+		if cfg, _, err := opts.Config(); err == nil {
+			cleanDeadRuns(opts.IO, opts.Log, cfg.Paths) // as in machines run
+		}
 		opts.envWarnings(p)
 	}
 	return opts.runForeground(ctx, opts.Commands, argv)

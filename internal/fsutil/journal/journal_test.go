@@ -317,7 +317,7 @@ func TestMoveAndExchangeRollBack(t *testing.T) {
 			t.Fatal(err)
 		}
 		steps := []func() error{
-			func() error { return j.Move(prev, old) },    // the old rollback point aside
+			func() error { return j.Move(prev, old) },     // the old rollback point aside
 			func() error { return j.Exchange(next, cur) }, // the new tree in place
 			func() error { return j.Move(next, prev) },    // the replaced tree is the rollback point
 		}

@@ -34,6 +34,9 @@ type Paths struct {
 	SettingsLink string `json:"settings_link"`
 	// ImageLink is machinectl's image: a symlink to Rootfs.
 	ImageLink string `json:"image_link"`
+	// Previous is the rootfs before the last upgrade, kept for a
+	// rollback (absent until an upgrade).
+	Previous string `json:"previous_rootfs"`
 }
 
 // PathsFor returns machine name's paths under the configured directories.
@@ -49,6 +52,7 @@ func PathsFor(dirs config.Paths, name string) Paths {
 		StorageDir:   filepath.Join(dirs.Storage, name),
 		SettingsLink: filepath.Join(dirs.Nspawn, name+".nspawn"),
 		ImageLink:    filepath.Join(dirs.Machinectl, name),
+		Previous:     filepath.Join(dirs.Machines, "."+name+".mbctl-previous"),
 	}
 }
 

@@ -350,7 +350,10 @@ func (c *creation) writeFiles(context.Context) error {
 		return err
 	}
 	// The environment may hold secrets: root only.
-	return envfile.WriteFileAtomic(c.stagedPath(p.Env), env, 0o600)
+	if err := envfile.WriteFileAtomic(c.stagedPath(p.Env), env, 0o600); err != nil {
+		return err
+	}
+	return c.writeBase(params)
 }
 
 // installInit installs man8s-init (and busybox) into the staging rootfs,

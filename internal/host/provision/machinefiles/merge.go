@@ -23,10 +23,10 @@ type Change struct {
 	// File is "settings" or "env".
 	File string `json:"file"`
 	// Key is "MAN8S_APPLICATION_ARGS", or "[Exec] KillSignal" for settings.
-	Key      string `json:"key"`
-	From     string `json:"from,omitempty"`
-	To       string `json:"to,omitempty"`
-	Action   string `json:"action"`
+	Key    string `json:"key"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Action string `json:"action"`
 }
 
 // Change actions.
