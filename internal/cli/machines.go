@@ -431,6 +431,10 @@ volumes), the nspawn settings link and the machinectl image link. mbctl lists
 what it will delete and asks first; --yes skips the question (needed when
 there is no terminal).
 
+--keep-data keeps the config dir and the storage dir, which are the machine
+(its files, secrets and data): 'mbctl machines rebuild NAME' makes it again
+from them, 'mbctl machines pull --adopt IMAGE NAME' with another image.
+
 A running machine is not removed. Symlinks are deleted as links, never
 followed; a custom volume dir outside the machine's dirs is kept and named.
 Works on the leftovers of a machine whose creation was cut short.`,
@@ -447,7 +451,7 @@ Works on the leftovers of a machine whose creation was cut short.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&opts.KeepData, "keep-data", false, "keep the storage dir (data volumes)")
+	cmd.Flags().BoolVar(&opts.KeepData, "keep-data", false, "keep the config dir and the storage dir (files, secrets, data): 'machines rebuild' or 'machines pull --adopt' makes the machine again")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -50,7 +51,9 @@ type MachinesPullOptions struct {
 	InitMode      string
 	Platform      string
 	Yes, Quiet    bool
-	JSON          bool
+	// Adopt uses the machine's kept config dir and storage dir.
+	Adopt bool
+	JSON  bool
 }
 
 // newMachinesPullCmd is `machines pull` as the machines group adds it.
@@ -131,6 +134,7 @@ created is removed again.`,
 	fl.StringVar(&opts.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
+	fl.BoolVar(&opts.Adopt, "adopt", false, "use the machine's kept config dir, storage dir and volume dirs as they are ('machines remove --keep-data', or copied from another host)")
 	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
 	fl.BoolVar(&opts.JSON, "json", false, "print the new machine as one JSON object on stdout (no progress bars)")
 	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(man8env.Templates(), cobra.ShellCompDirectiveNoFileComp))
@@ -202,11 +206,24 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if err != nil {
 		return usagef("--init-mode: %v", err)
 	}
-	answered, order, err := parseVolumeFlags(opts.Volumes, p)
+	answered, order, err := parseVolumeFlags(opts.Volumes, p, opts.Adopt)
 	if err != nil {
 		return err
 	}
-	if err := p.CheckFree(); err != nil {
+	if opts.Adopt {
+		if _, err := os.Stat(p.ConfigDir); err == nil {
+			// A kept config dir: the new image is merged into its files,
+			// as an upgrade does.
+			if len(env) > 0 {
+				return usagef("--env and --env-file with --adopt: machine %s keeps its %s; edit it instead", opts.Name, p.Env)
+			}
+			return machinesUpgradeRun(ctx, &MachinesUpgradeOptions{
+				MachineDeps: MachineDeps{IO: opts.IO, Config: opts.Config, Log: opts.Log}, Getenv: opts.Getenv, Ask: opts.Ask,
+				Name: opts.Name, Image: opts.Image, Volumes: opts.Volumes, InitMode: opts.InitMode, Platform: opts.Platform,
+				Yes: opts.Yes, Quiet: opts.Quiet, JSON: opts.JSON, adopt: true,
+			})
+		}
+	} else if err := p.CheckFree(); err != nil {
 		return err
 	}
 	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
@@ -239,7 +256,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
-		Init: src, Version: buildinfo.Get().Version, Log: opts.Log,
+		Init: src, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt,
 		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
 	})
 	progress.Done(err == nil)
@@ -335,7 +352,7 @@ func envKeys(vars []machinefiles.EnvVar) []string {
 // parseVolumeFlags parses the --volume values for machine p: the answers
 // by volume path, and the paths in flag order. Custom dirs are checked
 // here, before anything is downloaded.
-func parseVolumeFlags(flags []string, p machine.Paths) (map[string]machine.Volume, []string, error) {
+func parseVolumeFlags(flags []string, p machine.Paths, adopt bool) (map[string]machine.Volume, []string, error) {
 	answered := map[string]machine.Volume{}
 	var order []string
 	for _, s := range flags {
@@ -347,7 +364,9 @@ func parseVolumeFlags(flags []string, p machine.Paths) (map[string]machine.Volum
 			return nil, nil, usagef("--volume %s given twice: give one --volume per path", v.Path)
 		}
 		if v.Kind == machine.VolumeCustom {
-			if err := machine.CheckCustomDir(v.Host, p); err != nil {
+			if fi, err := os.Stat(v.Host); adopt && err == nil && fi.IsDir() {
+				// Kept: used as it is.
+			} else if err := machine.CheckCustomDir(v.Host, p); err != nil {
 				return nil, nil, fmt.Errorf("--volume %s: %w", s, err)
 			}
 			for _, path := range order {

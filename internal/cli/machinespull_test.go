@@ -203,10 +203,10 @@ func TestPullEnv(t *testing.T) {
 		{name: "misspelt MAN8S key", flags: []string{"MAN8S_STOP_TIMOUT=5"}, usage: true, err: "not a setting of man8s-init (misspelt?)"},
 		{name: "mbctl's key in a file", files: []string{"OK=1\nMAN8S_INIT_MODE=exec-pid1\n"}, err: "MAN8S_INIT_MODE is written by mbctl"},
 		{name: "file: no =", files: []string{"A=1\nPASSWORD s3cret\n"}, err: `a line that would not do what it looks like (nothing was created):
-  line 2: ignored: "PASSWORD s3cret" has no '='`},
+  line 2: ignored: the line has no '='`},
 		{name: "file: export and quotes", files: []string{"export A=1\nB=2\nC=\"q\"\n"}, err: `2 lines that would not do what they look like (nothing was created):
   line 1: defines a variable named "export A"`},
-		{name: "file: blank before key", files: []string{"  A=1\n"}, err: `line 1: ignored: the key of "  A=1" starts with a blank`},
+		{name: "file: blank before key", files: []string{"  A=1\n"}, err: `line 1: ignored: the key "  A" starts with a blank`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestChooseVolumes(t *testing.T) {
 			if tt.askErr != nil {
 				o.Ask = func(context.Context, string) (string, error) { return "", tt.askErr }
 			}
-			answered, order, err := parseVolumeFlags(tt.flags, p)
+			answered, order, err := parseVolumeFlags(tt.flags, p, false)
 			if err != nil {
 				t.Fatal(err)
 			}

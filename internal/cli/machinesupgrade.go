@@ -42,6 +42,9 @@ type MachinesUpgradeOptions struct {
 	Yes      bool
 	Quiet    bool
 	JSON     bool
+	// adopt: the machine's rootfs is gone and its kept config dir is
+	// taken over ('machines pull --adopt').
+	adopt bool
 }
 
 // NewCmdMachinesUpgrade builds `machines upgrade`; runF, if not nil,
@@ -132,13 +135,14 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 	if err != nil {
 		return usagef("--init-mode: %v", err)
 	}
-	answered, order, err := parseVolumeFlags(opts.Volumes, p)
+	answered, order, err := parseVolumeFlags(opts.Volumes, p, opts.adopt)
 	if err != nil {
 		return err
 	}
-	p, err = opts.existing(opts.Name)
-	if err != nil {
-		return err
+	if !opts.adopt {
+		if p, err = opts.existing(opts.Name); err != nil {
+			return err
+		}
 	}
 	env, err := envfile.ReadFile(p.Env)
 	if err != nil {
@@ -173,7 +177,7 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 		return err
 	}
 	rep := machinesUpgradeReport{Name: p.Name, Image: ref, From: current, To: im.Digest.String(), DryRun: opts.DryRun}
-	if im.Digest.String() == current && opts.Image == "" {
+	if im.Digest.String() == current && opts.Image == "" && !opts.adopt {
 		rep.UpToDate = true
 		if opts.JSON {
 			return writeJSON(opts.IO.Out, rep)
@@ -183,7 +187,7 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 	}
 	uo := provision.UpgradeOptions{
 		Name: p.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Image: im, Ref: ref, Mode: mode,
-		Version: buildinfo.Get().Version, Log: opts.Log, DryRun: opts.DryRun,
+		Version: buildinfo.Get().Version, Log: opts.Log, DryRun: opts.DryRun, Adopt: opts.adopt,
 		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
 	}
 	if !provision.HasBase(p) && current != "" {

@@ -16,7 +16,7 @@ import (
 
 func TestNewCmdMachinesUpgradeRollback(t *testing.T) {
 	ignore := cmp.Options{cmpopts.IgnoreFields(MachineDeps{}, "IO", "Config", "Log", "Prober"),
-		cmpopts.IgnoreFields(MachinesUpgradeOptions{}, "Commands", "Getenv", "Ask"), cmpopts.IgnoreFields(MachinesRollbackOptions{}, "Commands")}
+		cmpopts.IgnoreFields(MachinesUpgradeOptions{}, "Commands", "Getenv", "Ask"), cmpopts.IgnoreUnexported(MachinesUpgradeOptions{}), cmpopts.IgnoreFields(MachinesRollbackOptions{}, "Commands")}
 	t.Run("upgrade", func(t *testing.T) {
 		var got *MachinesUpgradeOptions
 		cmd := NewCmdMachinesUpgrade(testFactory(t), func(_ context.Context, o *MachinesUpgradeOptions) error { got = o; return nil })

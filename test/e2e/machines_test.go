@@ -187,10 +187,13 @@ func TestMachinesPullListShowRemove(t *testing.T) {
 	stopNspawn()
 
 	out = mustMbctl(t, conf, "machines", "remove", "--yes", "--keep-data", "app1")
-	if !strings.Contains(out, "Kept:") || !strings.Contains(out, "storage dir") {
+	if !strings.Contains(out, "Kept:") || !strings.Contains(out, "storage dir") || !strings.Contains(out, "config dir") {
 		t.Errorf("remove --keep-data:\n%s", out)
 	}
-	for _, p := range []string{rootfs, confDir, filepath.Join(work, "nspawn/app1.nspawn"), filepath.Join(work, "machinectl/app1")} {
+	if _, err := os.Stat(filepath.Join(confDir, "man8env.env")); err != nil {
+		t.Errorf("--keep-data deleted the config dir: %v", err)
+	}
+	for _, p := range []string{rootfs, filepath.Join(work, "nspawn/app1.nspawn"), filepath.Join(work, "machinectl/app1")} {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s still there after remove", p)
 		}

@@ -131,6 +131,18 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 		t.Errorf("v1 after the rebuild:\n%s", out)
 	}
 
+	// remove --keep-data keeps the config dir and the storage dir: a pull
+	// over them is refused without --adopt, and with it the machine is
+	// back, on the tag's image (v2), with its files and rows.
+	m.mustMbctl(t, "machines", "remove", "--yes", "--keep-data", "up1")
+	if out, err := m.mbctl(t.Context(), "machines", "pull", "--quiet", "--yes", ref, "up1").CombinedOutput(); err == nil || !strings.Contains(string(out), "--adopt") {
+		t.Errorf("pull over kept data without --adopt: %v\n%s", err, out)
+	}
+	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--adopt", ref, "up1")
+	if out := m.mustMbctl(t, "machines", "run", "up1"); !strings.Contains(out, "app v2 level=2 mode=debug key=mine new=yes") || !strings.Contains(out, "rows: v1 v1 v2 v1 v1 v2 ") {
+		t.Errorf("after remove --keep-data and pull --adopt:\n%s", out)
+	}
+
 	m.mustMbctl(t, "machines", "remove", "--yes", "up1")
 	for _, dir := range []string{"machines", "configs", "storage"} {
 		if ents, err := os.ReadDir(filepath.Join(m.work, dir)); err != nil || len(ents) != 0 {

@@ -39,17 +39,19 @@ func (f *File) Problems() []Problem {
 	return out
 }
 
+// ignoredWhy says why a line is ignored. Lines may hold secrets (a value
+// pasted without its key, say): only the text before a '=' is quoted.
 func ignoredWhy(text string) string {
 	i := strings.IndexByte(text, '=')
 	switch {
 	case i < 0:
-		return fmt.Sprintf("ignored: %q has no '=' (write KEY=VALUE)", excerpt(text))
+		return "ignored: the line has no '=' (write KEY=VALUE)"
 	case i == 0:
-		return fmt.Sprintf("ignored: %q has an empty key", excerpt(text))
+		return "ignored: the line has an empty key before its '='"
 	case strings.TrimLeft(text, " \t") != text:
-		return fmt.Sprintf("ignored: the key of %q starts with a blank (remove it)", excerpt(text))
+		return fmt.Sprintf("ignored: the key %q starts with a blank (remove it)", excerpt(text[:i]))
 	default:
-		return fmt.Sprintf("ignored: %q has no valid key before its '='", excerpt(text))
+		return fmt.Sprintf("ignored: %q is not a valid key", excerpt(text[:i]))
 	}
 }
 
@@ -61,13 +63,12 @@ func assignProblem(key, value string) (string, bool) {
 		return fmt.Sprintf("the key %q holds a blank: the variable's name is all of it", key), true
 	}
 	if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
-		return fmt.Sprintf("the value of %s is in quotes, and the quotes are part of it (values are literal: write %s=%s)", key, key, value[1:len(value)-1]), true
+		return fmt.Sprintf("the value of %s is in quotes, and the quotes are part of it (values are literal: remove the quotes)", key), true
 	}
 	return "", false
 }
 
-// excerpt shortens a line for a message; values may be secrets, so only
-// the start of a long line is shown.
+// excerpt shortens a key for a message.
 func excerpt(s string) string {
 	const max = 40
 	if len(s) > max {

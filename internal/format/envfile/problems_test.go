@@ -34,7 +34,7 @@ func TestProblems(t *testing.T) {
 		{5, "", "starts with a blank"},
 		{6, "export FOO", `named "export FOO", not FOO`},
 		{7, "MY KEY", "holds a blank"},
-		{8, "QUOTED", "write QUOTED=hello"},
+		{8, "QUOTED", "remove the quotes"},
 		{9, "SINGLE", "quotes are part of it"},
 	}
 	got := f.Problems()
@@ -44,6 +44,10 @@ func TestProblems(t *testing.T) {
 	for i, w := range want {
 		if got[i].Line != w.line || got[i].Key != w.key || !strings.Contains(got[i].Why, w.has) {
 			t.Errorf("problem %d = %+v, want line %d key %q and %q", i, got[i], w.line, w.key, w.has)
+		}
+		// Values may be secrets: no message repeats one.
+		if strings.Contains(got[i].Why, "hello") {
+			t.Errorf("problem %d repeats a value: %s", i, got[i].Why)
 		}
 	}
 }

@@ -53,7 +53,7 @@ func Check(p Paths) []CheckResult {
 	add := func(r CheckResult) { out = append(out, r) }
 
 	add(checkDir("root file system", p.Rootfs,
-		fmt.Sprintf("the machine's files are kept: 'mbctl machines remove --keep-data %s', then pull it again", p.Name)))
+		fmt.Sprintf("make it again from the config dir: 'mbctl machines rebuild %s'", p.Name)))
 	if out[0].Status == CheckOK {
 		add(checkDir("root file system /usr", filepath.Join(p.Rootfs, "usr"),
 			fmt.Sprintf("systemd-nspawn refuses a tree without /usr: create it with 'mkdir %s'", filepath.Join(p.Rootfs, "usr"))))
@@ -124,7 +124,7 @@ func checkSettings(p Paths) (*unitfile.File, CheckResult) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		r.Status, r.Detail = CheckFail, "missing"
-		r.Fix = fmt.Sprintf("pull the machine again ('mbctl machines remove --keep-data %s' first)", p.Name)
+		r.Fix = fmt.Sprintf("pull the machine again over its kept data: 'mbctl machines remove --keep-data %s', then 'mbctl machines pull --adopt IMAGE %s'", p.Name, p.Name)
 		return nil, r
 	case err != nil:
 		r.Status, r.Detail, r.Fix = CheckFail, err.Error(), "correct the line it names"
@@ -189,7 +189,7 @@ func checkEnv(p Paths) []CheckResult {
 		r.Status, r.Detail = CheckFail, err.Error()
 		if errors.Is(err, fs.ErrNotExist) {
 			r.Detail = "missing"
-			r.Fix = fmt.Sprintf("pull the machine again ('mbctl machines remove --keep-data %s' first)", p.Name)
+			r.Fix = fmt.Sprintf("pull the machine again over its kept data: 'mbctl machines remove --keep-data %s', then 'mbctl machines pull --adopt IMAGE %s'", p.Name, p.Name)
 		}
 		return []CheckResult{r}
 	}

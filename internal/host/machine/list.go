@@ -102,7 +102,7 @@ func (in Info) Fix() string {
 		return ""
 	}
 	if slices.Contains(in.Missing, "root file system") && !slices.Contains(in.Missing, "config dir") {
-		return fmt.Sprintf("its root file system is gone: 'mbctl machines remove --keep-data %s' keeps its data, then pull it again", in.Name)
+		return fmt.Sprintf("its root file system is gone: 'mbctl machines rebuild %s' makes it again from its config dir", in.Name)
 	}
 	return fmt.Sprintf("run 'mbctl host clean' (it takes back what a killed pull left), then 'mbctl machines remove %s' for what remains", in.Name)
 }

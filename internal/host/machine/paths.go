@@ -111,6 +111,16 @@ func (e *ExistsError) Error() string {
 	} else {
 		b.WriteString(" already exist")
 	}
+	kept := true // only what remove --keep-data keeps
+	for _, f := range e.Found {
+		if f.What != "config dir" && f.What != "storage dir" {
+			kept = false
+		}
+	}
+	if kept {
+		fmt.Fprintf(&b, ": kept data of an earlier machine %s? Pass --adopt to use them as they are (or 'mbctl machines rebuild %s' to make it again from its config dir); else remove them with 'mbctl machines remove %s'", e.Name, e.Name, e.Name)
+		return b.String()
+	}
 	fmt.Fprintf(&b, " (remove the machine with 'mbctl machines remove %s', or move them away)", e.Name)
 	return b.String()
 }

@@ -21,7 +21,8 @@ type RemovePlan struct {
 	// Delete lists the paths to delete, Missing those already gone.
 	Delete  []Entry
 	Missing []Entry
-	// Kept lists what stays on purpose: the storage dir with keepData,
+	// Kept lists what stays on purpose: the config and storage dirs with
+	// keepData,
 	// volume dirs outside the machine's dirs, the target of a rootfs or
 	// config dir that is a symlink.
 	Kept []Entry
@@ -43,7 +44,10 @@ func PlanRemove(p Paths, keepData bool) (*RemovePlan, error) {
 		case err != nil:
 			return nil, fmt.Errorf("checking %s %s: %w", e.What, e.Path, err)
 		}
-		if e.Path == p.StorageDir && keepData {
+		// The config dir and the storage dir are the machine: its files,
+		// secrets and data. Kept, 'mbctl machines rebuild' makes the
+		// machine again from them.
+		if keepData && (e.Path == p.StorageDir || e.Path == p.ConfigDir) {
 			plan.Kept = append(plan.Kept, e)
 			continue
 		}

@@ -78,8 +78,8 @@ func TestRemove(t *testing.T) {
 			want := []string{"root file system", "config dir", "storage dir", "nspawn settings link", "machinectl image link"}
 			wantKept := []string{"custom volume dir"}
 			if keepData {
-				want = slices.Delete(want, 2, 3)
-				wantKept = []string{"storage dir", "custom volume dir"}
+				want = []string{"root file system", "nspawn settings link", "machinectl image link"}
+				wantKept = []string{"config dir", "storage dir", "custom volume dir"}
 			}
 			if got := whats(plan.Delete); !slices.Equal(got, want) {
 				t.Errorf("Delete = %q, want %q", got, want)
@@ -198,7 +198,7 @@ func TestInfoFix(t *testing.T) {
 		want    string
 	}{
 		{nil, ""},
-		{[]string{"root file system", "machinectl image link"}, "remove --keep-data web"},
+		{[]string{"root file system", "machinectl image link"}, "machines rebuild web"},
 		{[]string{"config dir", "root file system"}, "mbctl host clean"},
 	} {
 		in := Info{Name: "web", Missing: tt.missing}

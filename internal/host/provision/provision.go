@@ -68,6 +68,11 @@ type Options struct {
 	Now     time.Time
 	Log     *slog.Logger
 
+	// Adopt lets the machine's storage dir and its custom volume dirs
+	// exist (kept by 'machines remove --keep-data', or copied from
+	// another host): a volume whose dir exists is used as it is.
+	Adopt bool
+
 	// BeforeStep, if set, runs before each step (see Steps) and between
 	// the renames of the install ("install:" + the final path's kind); an
 	// error aborts there. Tests and mbctl's fault hook stop a run with it.
@@ -85,6 +90,9 @@ type Created struct {
 	Pull       *pull.Result
 	Init       initinstall.Result
 	Protect    protect.Result
+	// Adopted are the kept dirs (Options.Adopt) the machine uses as they
+	// are, instead of a copy of the image's content.
+	Adopted []string
 }
 
 // creation is the state of one Create: what it was asked, what it made so
@@ -103,6 +111,9 @@ type creation struct {
 	// staged maps each final dir (config, storage, custom volumes) to the
 	// staging dir standing in for it.
 	staged map[string]string
+	// adopted are the volume dirs that exist and are used as they are
+	// (Options.Adopt).
+	adopted map[string]bool
 }
 
 // createStep is one named step of Create.
@@ -212,10 +223,18 @@ func JournalDir(dirs config.Paths) string { return filepath.Join(dirs.Scratch, "
 // prepare checks that the name and the custom volume dirs are free, makes
 // the shared parent dirs, and a staging dir beside each final dir.
 func (c *creation) prepare(context.Context) error {
-	if err := c.p.CheckFree(); err != nil {
+	if err := c.checkFree(); err != nil {
 		return err
 	}
+	c.adopted = map[string]bool{}
 	for _, v := range c.res.Volumes {
+		if c.o.Adopt && v.Kind != machine.VolumeSkip {
+			if fi, err := os.Stat(v.Host); err == nil && fi.IsDir() {
+				c.adopted[v.Host] = true
+				c.res.Adopted = append(c.res.Adopted, v.Host)
+				continue
+			}
+		}
 		if v.Kind == machine.VolumeCustom {
 			if err := machine.CheckCustomDir(v.Host, c.p); err != nil {
 				return fmt.Errorf("volume %s: %w", v.Path, err)
@@ -249,11 +268,34 @@ func (c *creation) prepare(context.Context) error {
 	}
 	c.staged = map[string]string{c.p.ConfigDir: c.confDir, c.p.StorageDir: c.storDir}
 	for _, v := range c.res.Volumes {
-		if v.Kind == machine.VolumeCustom {
+		if v.Kind == machine.VolumeCustom && !c.adopted[v.Host] {
 			if c.staged[v.Host], err = c.stage(v.Host); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// checkFree checks that the machine's paths are free. With Adopt its
+// storage dir may exist; a kept config dir is adopted through Upgrade
+// (UpgradeOptions.Adopt), which merges the new image into its files.
+func (c *creation) checkFree() error {
+	if !c.o.Adopt {
+		return c.p.CheckFree()
+	}
+	found, err := c.p.Existing()
+	if err != nil {
+		return err
+	}
+	var taken []machine.Entry
+	for _, e := range found {
+		if e.Path != c.p.StorageDir {
+			taken = append(taken, e)
+		}
+	}
+	if len(taken) > 0 {
+		return &machine.ExistsError{Name: c.p.Name, Found: taken}
 	}
 	return nil
 }
@@ -313,7 +355,7 @@ func (c *creation) detect(context.Context) (err error) {
 // copyVolumes copies the image's content at each volume into its host dir.
 func (c *creation) copyVolumes(context.Context) error {
 	for _, v := range c.res.Volumes {
-		if v.Kind == machine.VolumeSkip {
+		if v.Kind == machine.VolumeSkip || c.adopted[v.Host] {
 			continue
 		}
 		if err := copyVolume(c.rootfs, v.Path, c.stagedPath(v.Host)); err != nil {
@@ -384,9 +426,26 @@ func (c *creation) install(ctx context.Context) error {
 		return err
 	}
 	type move struct{ what, from, to string }
-	moves := []move{{"config", c.confDir, c.p.ConfigDir}, {"storage", c.storDir, c.p.StorageDir}}
+	moves := []move{{"config", c.confDir, c.p.ConfigDir}}
+	adoptStorage := false
+	if _, err := os.Lstat(c.p.StorageDir); err == nil && c.o.Adopt {
+		adoptStorage = true
+		// The kept storage dir stays; the new data volumes move into it.
+		for _, v := range c.res.Volumes {
+			if v.Kind == machine.VolumeData && !c.adopted[v.Host] {
+				if _, err := ensureDir(filepath.Dir(v.Host), 0o755, func(p string) error {
+					return c.j.Log(journal.Record{Op: journal.OpParent, Path: p})
+				}); err != nil {
+					return err
+				}
+				moves = append(moves, move{"storage", c.stagedPath(v.Host), v.Host})
+			}
+		}
+	} else {
+		moves = append(moves, move{"storage", c.storDir, c.p.StorageDir})
+	}
 	for _, v := range c.res.Volumes {
-		if v.Kind == machine.VolumeCustom {
+		if v.Kind == machine.VolumeCustom && !c.adopted[v.Host] {
 			moves = append(moves, move{"volume", c.staged[v.Host], v.Host})
 		}
 	}
@@ -400,6 +459,12 @@ func (c *creation) install(ctx context.Context) error {
 		}
 		if err := unix.Renameat2(unix.AT_FDCWD, m.from, unix.AT_FDCWD, m.to, unix.RENAME_NOREPLACE); err != nil {
 			return fmt.Errorf("moving %s to %s: %w", m.from, m.to, err)
+		}
+	}
+	if adoptStorage {
+		// Emptied of its volumes: only their parent dirs are left.
+		if err := os.RemoveAll(c.storDir); err != nil {
+			return err
 		}
 	}
 	for _, l := range []struct{ what, target, link string }{

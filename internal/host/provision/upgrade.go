@@ -140,6 +140,10 @@ type UpgradeOptions struct {
 	// DryRun stops before anything of the machine changes: the result
 	// holds the merge and the diffs.
 	DryRun bool
+	// Adopt takes a machine whose rootfs and links are gone (removed with
+	// --keep-data, or a config dir copied from another host): the new
+	// rootfs goes where the old one was, and the links are made again.
+	Adopt bool
 	// BeforeStep, if set, runs before each step (UpgradeSteps) and between
 	// the swaps of the install ("swap:" + what); an error aborts there.
 	BeforeStep func(step string) error
@@ -236,6 +240,10 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (res *Upgraded, err error) {
 		return nil, err
 	}
 	defer unlock()
+	// A dead run's half changes go first (dropOld relies on it).
+	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
+		return nil, err
+	}
 	if u.j, err = journal.Begin(JournalDir(o.Dirs), "machines upgrade "+o.Name); err != nil {
 		return nil, err
 	}
@@ -283,7 +291,11 @@ func (u *upgrade) before(ctx context.Context, step string) error {
 func (u *upgrade) read(context.Context) error {
 	p := u.p
 	dropOld(p, u.o.Log) // a crash after an earlier commit
-	if fi, err := os.Stat(p.Rootfs); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(p.Rootfs); u.o.Adopt {
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("machine %s has a root file system at %s: upgrade it with 'mbctl machines upgrade %s' instead", p.Name, p.Rootfs, p.Name)
+		}
+	} else if err != nil || !fi.IsDir() {
 		return fmt.Errorf("machine %s has no root file system at %s: rebuild it with 'mbctl machines rebuild %s'", p.Name, p.Rootfs, p.Name)
 	}
 	var err error
@@ -582,11 +594,21 @@ func (u *upgrade) swap(ctx context.Context) error {
 	if err := u.before(ctx, "swap:rootfs"); err != nil {
 		return err
 	}
-	if err := u.j.Exchange(u.rootfs, p.Rootfs); err != nil {
-		return err
-	}
-	if err := u.j.Move(u.rootfs, prevRootfs); err != nil {
-		return err
+	if u.o.Adopt {
+		// No rootfs to keep: the new one goes in its place.
+		if err := u.j.Log(journal.Record{Op: journal.OpRename, From: u.rootfs, Path: p.Rootfs}); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, u.rootfs, unix.AT_FDCWD, p.Rootfs, unix.RENAME_NOREPLACE); err != nil {
+			return fmt.Errorf("moving %s to %s: %w", u.rootfs, p.Rootfs, err)
+		}
+	} else {
+		if err := u.j.Exchange(u.rootfs, p.Rootfs); err != nil {
+			return err
+		}
+		if err := u.j.Move(u.rootfs, prevRootfs); err != nil {
+			return err
+		}
 	}
 	state := StateDir(p)
 	for _, f := range []struct{ staged, final string }{
@@ -609,17 +631,64 @@ func (u *upgrade) swap(ctx context.Context) error {
 			return err
 		}
 	}
+	if u.o.Adopt {
+		// The files before the adoption are not a runnable machine
+		// (their rootfs is gone): no rollback point. They go after the
+		// commit (dropOld).
+		return makeLinks(u.j, p, func(what string) error { return u.before(ctx, "swap:"+what) })
+	}
 	return u.j.Move(u.next, prevFiles)
 }
 
-func (u *upgrade) dropOld() { dropOld(u.p, u.o.Log) }
+// makeLinks makes machine p's settings and machinectl links where they are
+// missing, journaled, and returns the links it made.
+func makeLinks(j *journal.Journal, p machine.Paths, before func(what string) error) error {
+	_, err := makeLinksList(j, p, before)
+	return err
+}
+
+func makeLinksList(j *journal.Journal, p machine.Paths, before func(what string) error) ([]string, error) {
+	var made []string
+	for _, l := range []struct{ what, target, link string }{
+		{"settings link", p.Settings, p.SettingsLink}, {"machinectl link", p.Rootfs, p.ImageLink},
+	} {
+		if _, err := os.Lstat(l.link); err == nil {
+			continue
+		}
+		if err := before(l.what); err != nil {
+			return made, err
+		}
+		if err := os.MkdirAll(filepath.Dir(l.link), 0o755); err != nil {
+			return made, err
+		}
+		if err := j.Log(journal.Record{Op: journal.OpLink, Path: l.link, Target: l.target}); err != nil {
+			return made, err
+		}
+		if err := os.Symlink(l.target, l.link); err != nil {
+			return made, fmt.Errorf("creating link %s: %w", l.link, err)
+		}
+		made = append(made, l.link)
+	}
+	return made, nil
+}
+
+func (u *upgrade) dropOld() {
+	dropOld(u.p, u.o.Log)
+	if u.o.Adopt && u.next != "" {
+		if err := os.RemoveAll(u.next); err != nil {
+			u.o.Log.Warn("deleting the files before the adoption", "path", u.next, "err", err)
+		}
+	}
+}
 
 // dropOld deletes the rollback point an upgrade replaced. A crash between
 // the upgrade's commit and this leaves "*.old" dirs, which the next
 // upgrade or rollback of the machine deletes (under the machine's lock,
 // after dead runs were rolled back: then they are no run's).
 func dropOld(p machine.Paths, log *slog.Logger) {
-	for _, old := range []string{PreviousRootfs(p) + ".old", filepath.Join(StateDir(p), previousDir) + ".old"} {
+	olds := []string{PreviousRootfs(p) + ".old", filepath.Join(StateDir(p), previousDir) + ".old"}
+	next, _ := filepath.Glob(filepath.Join(StateDir(p), ".next-*"))
+	for _, old := range append(olds, next...) {
 		if err := os.RemoveAll(old); err != nil {
 			log.Warn("deleting the replaced rollback point", "path", old, "err", err)
 		}
@@ -669,16 +738,22 @@ func Rollback(dirs config.Paths, name string, log *slog.Logger) (res *RolledBack
 	}
 	p := machine.PathsFor(dirs, name)
 	prevRootfs, prevFiles := PreviousRootfs(p), filepath.Join(StateDir(p), previousDir)
-	for _, q := range []string{prevRootfs, prevFiles} {
-		if _, err := os.Lstat(q); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("machine %s has no version to go back to (%s is missing): only an upgrade leaves one", name, q)
-		}
+	if _, err := os.Stat(p.ConfigDir); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", name, err)
 	}
 	unlock, err := LockMachine(p)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if _, err := journal.Recover(JournalDir(dirs), false); err != nil {
+		return nil, err
+	}
+	for _, q := range []string{prevRootfs, prevFiles} {
+		if _, err := os.Lstat(q); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("machine %s has no version to go back to (%s is missing): only an upgrade leaves one", name, q)
+		}
+	}
 	dropOld(p, log)
 	res = &RolledBack{Paths: p}
 	if cur, err := envfile.ReadFile(p.Env); err == nil {
@@ -775,6 +850,9 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		return nil, err
 	}
 	defer unlock()
+	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
+		return nil, err
+	}
 	res = &Rebuilt{Paths: p}
 	j, err := journal.Begin(JournalDir(o.Dirs), "machines rebuild "+o.Name)
 	if err != nil {
@@ -850,25 +928,8 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 			return nil, fmt.Errorf("moving %s to %s: %w", stage, p.Rootfs, err)
 		}
 	}
-	for _, l := range []struct{ what, target, link string }{
-		{"settings link", p.Settings, p.SettingsLink}, {"machinectl link", p.Rootfs, p.ImageLink},
-	} {
-		if _, err := os.Lstat(l.link); err == nil {
-			continue
-		}
-		if err := before("swap:" + l.what); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(l.link), 0o755); err != nil {
-			return nil, err
-		}
-		if err := j.Log(journal.Record{Op: journal.OpLink, Path: l.link, Target: l.target}); err != nil {
-			return nil, err
-		}
-		if err := os.Symlink(l.target, l.link); err != nil {
-			return nil, fmt.Errorf("creating link %s: %w", l.link, err)
-		}
-		res.Links = append(res.Links, l.link)
+	if res.Links, err = makeLinksList(j, p, func(what string) error { return before("swap:" + what) }); err != nil {
+		return nil, err
 	}
 	done = true
 	return res, nil

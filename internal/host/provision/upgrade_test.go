@@ -356,3 +356,96 @@ func TestRebuild(t *testing.T) {
 		})
 	}
 }
+
+// After remove --keep-data, pull --adopt gives the machine back: over a
+// kept storage dir alone (Create with Adopt: the data is used as it is),
+// or over the kept config dir too (Upgrade with Adopt: the files merged).
+func TestAdopt(t *testing.T) {
+	v1, v2 := versionImages(t)
+	keep := func(t *testing.T, p machine.Paths, configToo bool) {
+		t.Helper()
+		plan, err := machine.PlanRemove(p, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := plan.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if !configToo {
+			if err := os.RemoveAll(p.ConfigDir); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("storage dir", func(t *testing.T) {
+		o, _ := testOptions(t, v1)
+		o.Volumes = []machine.Volume{{Path: "/var/lib/app", Kind: machine.VolumeData}}
+		created, err := Create(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := created.Paths
+		rows := filepath.Join(p.StorageDir, "var/lib/app/rows")
+		if err := os.WriteFile(rows, []byte("kept"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		keep(t, p, false)
+		if _, err := Create(t.Context(), o); err == nil || !strings.Contains(err.Error(), "--adopt") {
+			t.Fatalf("pull over kept data without --adopt: %v", err)
+		}
+		o.Adopt, o.Image = true, v2
+		o.Volumes = append(o.Volumes, machine.Volume{Path: "/var/log/app", Kind: machine.VolumeData})
+		res, err := Create(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Adopted) != 1 || res.Adopted[0] != filepath.Join(p.StorageDir, "var/lib/app") {
+			t.Errorf("adopted %q", res.Adopted)
+		}
+		if got := readFile(t, rows); got != "kept" {
+			t.Errorf("kept data: %q", got)
+		}
+		if got := readFile(t, filepath.Join(p.StorageDir, "var/log/app/README")); got != "logs" {
+			t.Errorf("new volume: %q", got)
+		}
+		if left, _ := filepath.Glob(filepath.Join(o.Dirs.Storage, ".*")); len(left) > 0 {
+			t.Errorf("left in the storage dirs: %q", left)
+		}
+	})
+	t.Run("config dir", func(t *testing.T) {
+		o, _ := testOptions(t, v1)
+		o.Volumes = []machine.Volume{{Path: "/var/lib/app", Kind: machine.VolumeData}}
+		created, err := Create(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := created.Paths
+		editFiles(t, p, "/backup")
+		keep(t, p, true)
+		uo := upgradeOptions(o, v2)
+		uo.Adopt = true
+		if _, err := Upgrade(t.Context(), uo); err != nil {
+			t.Fatal(err)
+		}
+		if got := readFile(t, filepath.Join(p.Rootfs, "usr/share/app/version")); got != "2\n" {
+			t.Errorf("rootfs %q", got)
+		}
+		env := readFile(t, p.Env)
+		for _, want := range []string{"APP_MODE=debug\n", "MY_KEY=mine\n", "APP_LEVEL=2\n"} {
+			if !strings.Contains(env, want) {
+				t.Errorf("adopted env lacks %q:\n%s", want, env)
+			}
+		}
+		for link, target := range map[string]string{p.SettingsLink: p.Settings, p.ImageLink: p.Rootfs} {
+			if got, err := os.Readlink(link); err != nil || got != target {
+				t.Errorf("%s -> %q %v", link, got, err)
+			}
+		}
+		if _, err := os.Lstat(p.Previous); err == nil {
+			t.Error("an adoption left a rollback point")
+		}
+		if next, _ := filepath.Glob(filepath.Join(StateDir(p), ".next-*")); len(next) > 0 {
+			t.Errorf("left: %q", next)
+		}
+	})
+}
