@@ -7,6 +7,8 @@ export PATH := $(PATH):/usr/local/go/bin
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 PREFIX  ?= /usr/local
 DESTDIR ?=
+# systemd reads units from /usr/local/lib/systemd/system and /usr/lib/...
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 BIN     := bin
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -42,12 +44,18 @@ build: ## build bin/mbctl (with ISA-L if libisal-dev is installed) and bin/man8s
 	$(MBCTL_BUILD) -o $(BIN)/ ./cmd/mbctl
 	$(GOBUILD) -o $(BIN)/ ./cmd/man8s-init
 
-install: build ## install binaries, completions and systemd-configs under $(DESTDIR)$(PREFIX)
+install: build ## install binaries, completions, systemd-configs and the auto-update units under $(DESTDIR)$(PREFIX)
 	install -D -m 0755 $(BIN)/mbctl $(DESTDIR)$(PREFIX)/bin/mbctl
 	install -D -m 0755 $(BIN)/man8s-init $(DESTDIR)$(PREFIX)/lib/man8s/man8s-init
 	install -d $(DESTDIR)$(PREFIX)/share/man8s/systemd-configs
 	install -m 0644 systemd-configs/*.netdev systemd-configs/*.network systemd-configs/*.conf \
 		$(DESTDIR)$(PREFIX)/share/man8s/systemd-configs/
+	@# the units run the mbctl installed here; enabling the timer is the admin's choice
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's|/usr/local/bin/mbctl|$(PREFIX)/bin/mbctl|' systemd-configs/mbctl-auto-update.service \
+		>$(DESTDIR)$(SYSTEMDUNITDIR)/mbctl-auto-update.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/mbctl-auto-update.service
+	install -m 0644 systemd-configs/mbctl-auto-update.timer $(DESTDIR)$(SYSTEMDUNITDIR)/
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	$(BIN)/mbctl completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/mbctl

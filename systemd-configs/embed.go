@@ -2,6 +2,9 @@
 // the machines' bridge for systemd-networkd and the forwarding sysctls. The
 // files in this directory are installed as examples by `make install`, used
 // by the e2e testbed with test values, and written by `mbctl host setup`.
+// The directory also holds the units that run `mbctl machines auto-update`
+// daily (mbctl-auto-update.service and .timer), which `make install` puts
+// in the systemd unit dir; they are not embedded.
 package systemdconfigs
 
 import "embed"

@@ -36,6 +36,7 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesUpgrade(f, nil),
 		NewCmdMachinesRollback(f, nil),
 		NewCmdMachinesRebuild(f, nil),
+		NewCmdMachinesAutoUpdate(f, nil),
 		NewCmdMachinesRun(f, nil),
 		NewCmdMachinesLogs(f, nil),
 		NewCmdMachinesShell(f, nil),

@@ -125,65 +125,102 @@ type machinesUpgradeReport struct {
 }
 
 func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error {
-	p, cfg, err := opts.paths(opts.Name)
+	up, err := upgradeMachine(ctx, opts)
 	if err != nil {
 		return err
+	}
+	rep := &up.report
+	if rep.UpToDate {
+		if opts.JSON {
+			return writeJSON(opts.IO.Out, rep)
+		}
+		fmt.Fprintf(opts.IO.Out, "Machine %s is up to date: %s is still %s.\n", rep.Name, rep.Image, rep.From)
+		return nil
+	}
+	if rep.Applied && up.running && opts.Restart {
+		if err := restartMachine(ctx, opts.MachineDeps, opts.Commands, rep.Name); err != nil {
+			return fmt.Errorf("machine %s is upgraded, but restarting it failed: %w (go back with 'mbctl machines rollback %s --restart')", rep.Name, err, rep.Name)
+		}
+		rep.Restarted = true
+	}
+	rep.Seconds = time.Since(up.start).Seconds()
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, rep)
+	}
+	return printUpgrade(opts.IO.Out, *rep, up.reused)
+}
+
+// upgraded is what upgradeMachine did.
+type upgraded struct {
+	report machinesUpgradeReport
+	// reused are the new volumes' dirs that existed already.
+	reused []string
+	// running tells that the machine ran when the upgrade began: it runs
+	// on its old files until it is restarted.
+	running bool
+	start   time.Time
+}
+
+// upgradeMachine is machines upgrade up to the restart, which is left to
+// the caller (machinesUpgradeRun, or auto-update, which also checks that
+// the machine comes up); it prints nothing on stdout. An up-to-date
+// machine is reported, not an error.
+func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgraded, error) {
+	p, cfg, err := opts.paths(opts.Name)
+	if err != nil {
+		return nil, err
 	}
 	// An upgrade killed earlier is rolled back first.
 	cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
 	mode, err := imageinit.ParseMode(opts.InitMode)
 	if err != nil {
-		return usagef("--init-mode: %v", err)
+		return nil, usagef("--init-mode: %v", err)
 	}
 	answered, order, err := parseVolumeFlags(opts.Volumes, p, opts.adopt)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !opts.adopt {
 		if p, err = opts.existing(opts.Name); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	env, err := envfile.ReadFile(p.Env)
 	if err != nil {
-		return fmt.Errorf("machine %s: %w", p.Name, err)
+		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	settings, err := unitfile.ReadFile(p.Settings)
 	if err != nil {
-		return fmt.Errorf("machine %s: %w", p.Name, err)
+		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
 	}
 	ref := opts.Image
 	if ref == "" {
 		if ref = strings.TrimSpace(valueOrEmpty(env, man8env.KeyImageURL)); ref == "" {
-			return fmt.Errorf("machine %s: %s has no %s: pass --image REF", p.Name, p.Env, man8env.KeyImageURL)
+			return nil, fmt.Errorf("machine %s: %s has no %s: pass --image REF", p.Name, p.Env, man8env.KeyImageURL)
 		}
 	}
 	current := valueOrEmpty(env, man8env.KeyDigest)
 	st, err := opts.Prober.Probe(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if st.Running && !opts.DryRun {
 		if !opts.Restart {
-			return fmt.Errorf("machine %s is running: pass --restart to restart it on the new image after the swap (or stop it first)", p.Name)
+			return nil, fmt.Errorf("machine %s is running: pass --restart to restart it on the new image after the swap (or stop it first)", p.Name)
 		}
 		if !opts.Commands.Host().Systemd {
-			return fmt.Errorf("machine %s runs in the foreground ('mbctl machines run'): stop it, upgrade, and run it again", p.Name)
+			return nil, fmt.Errorf("machine %s runs in the foreground ('mbctl machines run'): stop it, upgrade, and run it again", p.Name)
 		}
 	}
 
 	im, err := resolveImage(ctx, cfg, opts.Log, ref, opts.Platform)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rep := machinesUpgradeReport{Name: p.Name, Image: ref, From: current, To: im.Digest.String(), DryRun: opts.DryRun}
 	if im.Digest.String() == current && opts.Image == "" && !opts.adopt {
 		rep.UpToDate = true
-		if opts.JSON {
-			return writeJSON(opts.IO.Out, rep)
-		}
-		fmt.Fprintf(opts.IO.Out, "Machine %s is up to date: %s is still %s.\n", p.Name, ref, current)
-		return nil
+		return &upgraded{report: rep, running: st.Running}, nil
 	}
 	uo := provision.UpgradeOptions{
 		Name: p.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Image: im, Ref: ref, Mode: mode,
@@ -216,7 +253,7 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 	}
 	ask := &MachinesPullOptions{IO: opts.IO, Ask: opts.Ask, Yes: opts.Yes}
 	if uo.Volumes, err = chooseVolumes(ctx, ask, p, fresh, answered, order); err != nil {
-		return err
+		return nil, err
 	}
 	if subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix); err == nil {
 		uo.Subnet = subnet
@@ -225,10 +262,10 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 		opts.Log.Debug("host yggdrasil subnet unknown: the machine keeps its address", "err", err)
 	}
 	if uo.Init, err = locateInit(cfg, opts.Getenv, opts.Log); err != nil {
-		return err
+		return nil, err
 	}
 	if uo.Cache, err = cache.OpenWith(cfg.Paths.Cache, cache.Options{Log: opts.Log}); err != nil {
-		return err
+		return nil, err
 	}
 	start := time.Now()
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
@@ -237,27 +274,22 @@ func machinesUpgradeRun(ctx context.Context, opts *MachinesUpgradeOptions) error
 	progress.Done(err == nil)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted: machine %s is as it was", p.Name)
+			return nil, fmt.Errorf("interrupted: machine %s is as it was", p.Name)
 		}
-		return fmt.Errorf("upgrading machine %s: %w (the machine is as it was)", p.Name, err)
+		return nil, fmt.Errorf("upgrading machine %s: %w (the machine is as it was)", p.Name, err)
 	}
 	rep.Applied, rep.Changes, rep.SettingsDiff, rep.EnvDiff = res.Applied, res.Changes, res.SettingsDiff, res.EnvDiff
 	rep.NewVolumes, rep.GuessedBase, rep.InitMode = res.NewVolumes, res.GuessedBase, string(res.Mode)
-	if res.Applied && st.Running && opts.Restart {
-		argv, err := machine.ServiceCommand(machine.VerbRestart, p.Name)
-		if err != nil {
-			return err
-		}
-		if err := opts.runForeground(ctx, opts.Commands, argv); err != nil {
-			return fmt.Errorf("machine %s is upgraded, but restarting it failed: %w (go back with 'mbctl machines rollback %s --restart')", p.Name, err, p.Name)
-		}
-		rep.Restarted = true
+	return &upgraded{report: rep, reused: res.ReusedVolumes, running: st.Running, start: start}, nil
+}
+
+// restartMachine restarts machine name through systemd.
+func restartMachine(ctx context.Context, d MachineDeps, cmds commands, name string) error {
+	argv, err := machine.ServiceCommand(machine.VerbRestart, name)
+	if err != nil {
+		return err
 	}
-	rep.Seconds = time.Since(start).Seconds()
-	if opts.JSON {
-		return writeJSON(opts.IO.Out, rep)
-	}
-	return printUpgrade(opts.IO.Out, rep, res.ReusedVolumes)
+	return d.runForeground(ctx, cmds, argv)
 }
 
 func valueOrEmpty(f *envfile.File, k string) string { v, _ := f.Get(k); return v }

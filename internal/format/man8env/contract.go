@@ -64,3 +64,25 @@ const (
 	// EnvPath is where man8env.env is bound inside the machine.
 	EnvPath = "/man8env.env"
 )
+
+// AutoUpdate is a machine's MAN8S_AUTO_UPDATE policy, read by
+// `mbctl machines auto-update` (as podman's AutoUpdate=).
+type AutoUpdate string
+
+const (
+	// AutoUpdateOff (the key empty or absent) leaves the machine alone.
+	AutoUpdateOff AutoUpdate = ""
+	// AutoUpdateRegistry upgrades the machine when the digest of its image
+	// reference (MAN8S_OCI_IMAGE_URL) moves in the registry.
+	AutoUpdateRegistry AutoUpdate = "registry"
+)
+
+// ParseAutoUpdate reads the value of MAN8S_AUTO_UPDATE; surrounding
+// spaces do not count.
+func ParseAutoUpdate(s string) (AutoUpdate, error) {
+	switch v := AutoUpdate(strings.TrimSpace(s)); v {
+	case AutoUpdateOff, AutoUpdateRegistry:
+		return v, nil
+	}
+	return "", fmt.Errorf("%s=%s: want %s (or empty or absent for off)", KeyAutoUpdate, s, AutoUpdateRegistry)
+}

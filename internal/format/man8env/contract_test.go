@@ -16,3 +16,17 @@ func TestParseTemplate(t *testing.T) {
 		t.Errorf("ParseTemplate(bridge) = %v, want an error listing the templates and aliases", err)
 	}
 }
+
+func TestParseAutoUpdate(t *testing.T) {
+	for in, want := range map[string]AutoUpdate{"": AutoUpdateOff, " ": AutoUpdateOff, "registry": AutoUpdateRegistry, "registry ": AutoUpdateRegistry} {
+		if got, err := ParseAutoUpdate(in); err != nil || got != want {
+			t.Errorf("ParseAutoUpdate(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"local", "Registry", "yes", "true"} {
+		_, err := ParseAutoUpdate(in)
+		if err == nil || !strings.Contains(err.Error(), KeyAutoUpdate+"="+in) || !strings.Contains(err.Error(), "want registry") {
+			t.Errorf("ParseAutoUpdate(%q) = %v, want an error naming the value and the allowed one", in, err)
+		}
+	}
+}

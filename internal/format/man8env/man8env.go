@@ -43,3 +43,10 @@ const (
 	KeyIPv6Timeout = "MAN8S_IPV6_TIMEOUT"
 	KeyResolvConf  = "MAN8S_RESOLV_CONF"
 )
+
+// Read by mbctl only; users add them to a machine's man8env.env.
+const (
+	// KeyAutoUpdate opts a machine in to `mbctl machines auto-update`
+	// (see AutoUpdate): "registry" follows its image reference's tag.
+	KeyAutoUpdate = "MAN8S_AUTO_UPDATE"
+)

@@ -11,14 +11,14 @@ const KeyPrefix = "MAN8S_"
 
 // userKeys are the MAN8S_ keys meant for users: man8s-init's settings,
 // which a user adds to man8env.env (by hand, or at pull with machines pull
-// --env) to tune a machine. MAN8S_STOP_SIGNAL is among them: mbctl writes
+// --env) to tune a machine, and mbctl's own (MAN8S_AUTO_UPDATE). MAN8S_STOP_SIGNAL is among them: mbctl writes
 // the image's StopSignal there, and the user's choice replaces it, as
 // docker run --stop-signal does. A new key that users may set belongs
 // here.
 var userKeys = []string{
 	KeyStopSignal, KeyStopTimeout, KeyDrainTimeout, KeyWaitFor, KeyWaitTimeout,
 	KeyLink, KeyCheck, KeyIPv6, KeyYggTable, KeyYggPriority, KeyCheckDNS,
-	KeyDHCPTimeout, KeyIPv6Timeout, KeyResolvConf,
+	KeyDHCPTimeout, KeyIPv6Timeout, KeyResolvConf, KeyAutoUpdate,
 }
 
 // UserKeys returns the MAN8S_ keys a user may set, in documentation order.

@@ -16,6 +16,7 @@ func TestCheckUserKey(t *testing.T) {
 		{KeyStopTimeout, ""},
 		{KeyStopSignal, ""},
 		{KeyDrainTimeout, ""},
+		{KeyAutoUpdate, ""},
 		{KeyWaitFor, ""},
 		{KeyCheck, ""},
 		{KeyName, "written by mbctl to match the machine's other files"},

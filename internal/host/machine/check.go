@@ -220,6 +220,11 @@ func checkEnv(p Paths) []CheckResult {
 			bad(man8env.KeyArgs, err)
 		}
 	}
+	if _, err := man8env.ParseAutoUpdate(vars[man8env.KeyAutoUpdate]); err != nil {
+		// mbctl's own key: the machine starts, auto-update fails on it.
+		out = append(out, CheckResult{What: "environment " + man8env.KeyAutoUpdate, Status: CheckWarn, Path: p.Env,
+			Detail: err.Error(), Fix: fmt.Sprintf("correct %s in %s; 'mbctl machines auto-update' fails on this machine until then", man8env.KeyAutoUpdate, p.Env)})
+	}
 	if v := strings.TrimSpace(vars[man8env.KeyYggAddress]); v != "" {
 		out = append(out, checkYggAddress(p.Name, v, p.Env))
 	}
