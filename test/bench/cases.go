@@ -30,8 +30,13 @@ const ggcrModule = "github.com/google/go-containerregistry"
 // version of ggcrModule (it always does under `go run`).
 const ggcrFallbackVersion = "v0.22.1"
 
-// imageRepo is the repository the fixture is pushed to.
-const imageRepo = "bench/debian-go:latest"
+// fixtureRepo is the repository the fixture is pushed to, imageRepo its
+// tag; the upgrade cases' images are pushed to the same repository (see
+// upgrade.go).
+const (
+	fixtureRepo = "bench/debian-go"
+	imageRepo   = fixtureRepo + ":latest"
+)
 
 // blobCacheDir is where skopeo and podman, as root, keep their blob-info
 // cache; the benchmark hides it behind an empty dir (see sandbox) so the
@@ -73,6 +78,7 @@ type benchCase struct {
 	// tools are executables looked up on PATH; one missing makes the case n/a.
 	tools    []string
 	registry bool // needs the registry with the pushed image
+	app      bool // needs the upgrade cases' images (upgrade.go)
 	mbctl    bool
 	crane    bool
 	// run does the case's untimed setup and its timed part in dir, a fresh
@@ -88,6 +94,7 @@ type measurement struct {
 	tree      string // the unpacked root filesystem, counted in round 1
 	layerGETs *int
 	blobGETs  *int
+	layers    []LayerTiming // from mbctl -v, for the upgrade cases
 }
 
 // bench is the state of one benchmark run.
@@ -103,6 +110,10 @@ type bench struct {
 	regErr      error
 	ref         string
 	imageDigest string
+	layers      []v1.Layer // the fixture's, as pushed
+
+	app    *appImages // the upgrade cases' images
+	appErr error
 
 	mbctl, mbctlVersion string
 	mbctlErr            error
@@ -158,6 +169,30 @@ func allCases() []*benchCase {
 			run: runCrane,
 		},
 		{
+			ID: "u1", Title: "mbctl machines upgrade, 1 of 4 layers changed",
+			Cmd:      "mbctl --config CONF -v machines upgrade --yes --quiet NAME (a stopped machine pulled from REF:" + appStableTag + " at v1, then the tag moved to v2)",
+			registry: true, app: true, mbctl: true,
+			run: runUpgrade,
+		},
+		{
+			ID: "u2", Title: "mbctl machines pull of v2, cold cache",
+			Cmd:      "mbctl --config CONF -v machines pull --yes --quiet REF:" + appV2Tag + " NAME (empty cache)",
+			registry: true, app: true, mbctl: true,
+			run: runFreshPull,
+		},
+		{
+			ID: "u3", Title: "mbctl oci download, changed layer alone",
+			Cmd:      "mbctl --config CONF oci download REF:" + appLayerTag + " PATH (a one-layer image of it, empty cache)",
+			registry: true, app: true, mbctl: true,
+			run: runChangedLayer,
+		},
+		{
+			ID: "u4", Title: "podman pull + recreate, 1 of 4 changed",
+			Cmd:   "podman pull REF:" + appStableTag + " && podman rm NAME && podman create --name NAME REF:" + appStableTag + " (created at v1, then the tag moved to v2)",
+			tools: []string{"podman", "unshare", "mount", "sh"}, registry: true, app: true,
+			run: runPodmanRecreate,
+		},
+		{
 			ID: "g1", Title: "gzip -dc biggest layer >/dev/null",
 			Cmd:   "gzip -dc BLOB >/dev/null",
 			tools: []string{"gzip"},
@@ -178,12 +213,13 @@ func allCases() []*benchCase {
 // the context ends.
 func (b *bench) setup(ctx context.Context, cases []*benchCase) error {
 	need := map[string]bool{}
-	var needReg, needMbctl, needCrane bool
+	var needReg, needApp, needMbctl, needCrane bool
 	for _, c := range cases {
 		for _, t := range c.tools {
 			need[t] = true
 		}
 		needReg = needReg || c.registry
+		needApp = needApp || c.app
 		needMbctl = needMbctl || c.mbctl
 		needCrane = needCrane || c.crane
 	}
@@ -215,6 +251,9 @@ func (b *bench) setup(ctx context.Context, cases []*benchCase) error {
 	}
 	if needReg {
 		b.regErr = b.startRegistry(ctx)
+	}
+	if needApp && b.regErr == nil {
+		b.appErr = b.pushApp(ctx)
 	}
 	if needMbctl {
 		b.mbctl, b.mbctlErr = b.findMbctl(ctx)
@@ -263,6 +302,9 @@ func (b *bench) unavailable(c *benchCase) string {
 	if c.registry && b.regErr != nil {
 		return "registry: " + b.regErr.Error()
 	}
+	if c.app && b.appErr != nil {
+		return "upgrade images: " + b.appErr.Error()
+	}
 	if c.mbctl && b.mbctlErr != nil {
 		return b.mbctlErr.Error()
 	}
@@ -307,6 +349,7 @@ func (b *bench) startRegistry(ctx context.Context) error {
 		}
 		layers[i] = l
 	}
+	b.layers = layers
 	img, err := ociimage.Image(ociimage.AppConfig{Cmd: []string{"/bin/bash"}}, layers...)
 	if err != nil {
 		return err
@@ -321,7 +364,8 @@ func (b *bench) startRegistry(ctx context.Context) error {
 }
 
 // findMbctl returns the -mbctl binary, or builds one from the module the
-// benchmark runs in.
+// benchmark runs in, with man8s-init beside it (where mbctl looks for it
+// first), which the machines cases install into the machines.
 func (b *bench) findMbctl(ctx context.Context) (string, error) {
 	if b.opts.mbctl != "" {
 		p, err := exec.LookPath(b.opts.mbctl)
@@ -338,15 +382,20 @@ func (b *bench) findMbctl(ctx context.Context) (string, error) {
 	if err != nil || gomod == "" || gomod == os.DevNull {
 		return "", fmt.Errorf("building mbctl: not inside the mbctl module: run from the repository or pass -mbctl")
 	}
-	bin := filepath.Join(b.work, "bin", "mbctl")
+	binDir := filepath.Join(b.work, "bin")
 	start := time.Now()
-	cmd := command(ctx, cmdSpec{argv: []string{goBin, "build", "-o", bin, "./cmd/mbctl"}})
+	// CGO_ENABLED=0: man8s-init must be static; mbctl without the isal
+	// tag is pure Go either way.
+	cmd := command(ctx, cmdSpec{
+		argv: []string{goBin, "build", "-o", binDir + "/", "./cmd/mbctl", "./cmd/man8s-init"},
+		env:  []string{"CGO_ENABLED=0"},
+	})
 	cmd.Dir = filepath.Dir(gomod)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building mbctl: %w: %s", err, lastLine(string(out)))
 	}
-	logf("built mbctl in %s", since(start))
-	return bin, nil
+	logf("built mbctl and man8s-init in %s", since(start))
+	return filepath.Join(binDir, "mbctl"), nil
 }
 
 // findCrane returns the -crane binary, or installs crane at the
@@ -468,10 +517,11 @@ func tmpEnv(dir string) ([]string, error) {
 // sandbox wraps argv so that it runs in a private mount namespace where
 // what the containers tools write outside the dirs they are given lands in
 // throwaway places: an empty dir below dir is bind-mounted over their
-// blob-info cache (or its deepest existing parent), and each of tmpfs
-// ("PATH:MODE") gets a fresh tmpfs. Nothing is mounted in the host's
-// namespace.
-func sandbox(b *bench, dir string, tmpfs []string, argv []string) ([]string, error) {
+// blob-info cache (or its deepest existing parent), and each of mounts
+// gets a fresh tmpfs ("PATH:MODE") or a dir of the case bind-mounted
+// ("PATH:/DIR", for state that must outlive one command). Nothing is
+// mounted in the host's namespace.
+func sandbox(b *bench, dir string, mounts []string, argv []string) ([]string, error) {
 	target := blobCacheDir
 	for {
 		if fi, err := os.Stat(target); err == nil && fi.IsDir() {
@@ -480,7 +530,7 @@ func sandbox(b *bench, dir string, tmpfs []string, argv []string) ([]string, err
 		target = filepath.Dir(target)
 	}
 	empty := filepath.Join(dir, "blob-info-cache")
-	if err := os.Mkdir(empty, 0o700); err != nil {
+	if err := os.MkdirAll(empty, 0o700); err != nil {
 		return nil, err
 	}
 	const script = `set -e
@@ -488,7 +538,10 @@ mount=$1 empty=$2 target=$3 n=$4
 shift 4
 "$mount" --bind "$empty" "$target"
 while [ "$n" -gt 0 ]; do
-	"$mount" -t tmpfs -o "mode=$2" mbctl-bench "$1"
+	case $2 in
+	/*) "$mount" --bind "$2" "$1" ;;
+	*) "$mount" -t tmpfs -o "mode=$2" mbctl-bench "$1" ;;
+	esac
 	shift 2
 	n=$((n - 1))
 done
@@ -496,12 +549,12 @@ exec "$@"`
 	wrapped := []string{
 		b.tools["unshare"].Path, "--mount", "--propagation", "private", "--",
 		b.tools["sh"].Path, "-c", script, "sh",
-		b.tools["mount"].Path, empty, target, strconv.Itoa(len(tmpfs)),
+		b.tools["mount"].Path, empty, target, strconv.Itoa(len(mounts)),
 	}
-	for _, t := range tmpfs {
+	for _, t := range mounts {
 		p, mode, ok := strings.Cut(t, ":")
 		if !ok {
-			return nil, fmt.Errorf("sandbox: tmpfs %q: want PATH:MODE", t)
+			return nil, fmt.Errorf("sandbox: mount %q: want PATH:MODE or PATH:/DIR", t)
 		}
 		wrapped = append(wrapped, p, mode)
 	}
@@ -529,8 +582,13 @@ func runSkopeoUmoci(ctx context.Context, b *bench, dir string) (measurement, err
 	return measurement{result: res, tree: filepath.Join(bundle, "rootfs")}, err
 }
 
-// writeMbctlConfig writes a configuration whose paths all lie in dir and
-// that lists the registry as insecure.
+// benchYggPrefix is the Yggdrasil subnet the machines cases' machines get
+// their addresses from: the admin endpoint the configuration names does
+// not exist, so mbctl falls back on it.
+const benchYggPrefix = "300:2e98:a4b0:1789::/64"
+
+// writeMbctlConfig writes a configuration whose paths all lie in dir, that
+// lists the registry as insecure and gives a fixed Yggdrasil subnet.
 func writeMbctlConfig(b *bench, dir string) (string, error) {
 	p := func(name string) string { return filepath.Join(dir, "mbctl", name) }
 	conf := fmt.Sprintf(`[paths]
@@ -544,18 +602,29 @@ scratch = %q
 
 [registries]
 insecure = [%q]
-`, p("machines"), p("configs"), p("storage"), p("nspawn"), p("machinectl"), p("cache"), p("scratch"), b.reg.Addr())
+
+[network]
+ygg_admin = %q
+ygg_prefix = %q
+`, p("machines"), p("configs"), p("storage"), p("nspawn"), p("machinectl"), p("cache"), p("scratch"), b.reg.Addr(),
+		"unix://"+p("no-yggdrasil.sock"), benchYggPrefix)
 	path := filepath.Join(dir, "mbctl.toml")
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
 
-// mbctlDownload returns the command that downloads the image to dest.
-func mbctlDownload(b *bench, conf, dir, dest string) (cmdSpec, error) {
+// mbctlDownload returns the command that downloads image ref to dest.
+func mbctlDownload(b *bench, conf, dir, ref, dest string) (cmdSpec, error) {
+	return mbctlCommand(b, conf, dir, "oci", "download", ref, dest)
+}
+
+// mbctlCommand returns the command mbctl --config conf args, its temp dir
+// in dir.
+func mbctlCommand(b *bench, conf, dir string, args ...string) (cmdSpec, error) {
 	env, err := tmpEnv(dir)
 	if err != nil {
 		return cmdSpec{}, err
 	}
-	return cmdSpec{argv: []string{b.mbctl, "--config", conf, "oci", "download", b.ref, dest}, env: env}, nil
+	return cmdSpec{argv: append([]string{b.mbctl, "--config", conf}, args...), env: env}, nil
 }
 
 // runMbctlCold is case (b).
@@ -565,7 +634,7 @@ func runMbctlCold(ctx context.Context, b *bench, dir string) (measurement, error
 		return measurement{}, err
 	}
 	dest := filepath.Join(dir, "rootfs")
-	spec, err := mbctlDownload(b, conf, dir, dest)
+	spec, err := mbctlDownload(b, conf, dir, b.ref, dest)
 	if err != nil {
 		return measurement{}, err
 	}
@@ -582,7 +651,7 @@ func runMbctlWarm(ctx context.Context, b *bench, dir string) (measurement, error
 		return measurement{}, err
 	}
 	fill := filepath.Join(dir, "fill")
-	spec, err := mbctlDownload(b, conf, dir, fill)
+	spec, err := mbctlDownload(b, conf, dir, b.ref, fill)
 	if err != nil {
 		return measurement{}, err
 	}
@@ -591,19 +660,19 @@ func runMbctlWarm(ctx context.Context, b *bench, dir string) (measurement, error
 	}
 	syncAll()
 
-	layersBefore, blobsBefore, err := b.countBlobGETs()
+	layersBefore, blobsBefore, err := b.countBlobGETs(b.fixture.digests())
 	if err != nil {
 		return measurement{}, err
 	}
 	dest := filepath.Join(dir, "rootfs")
-	if spec, err = mbctlDownload(b, conf, dir, dest); err != nil {
+	if spec, err = mbctlDownload(b, conf, dir, b.ref, dest); err != nil {
 		return measurement{}, err
 	}
 	res, err := runTimed(ctx, spec)
 	if err != nil {
 		return measurement{result: res}, err
 	}
-	layersAfter, blobsAfter, err := b.countBlobGETs()
+	layersAfter, blobsAfter, err := b.countBlobGETs(b.fixture.digests())
 	if err != nil {
 		return measurement{}, err
 	}
@@ -611,15 +680,15 @@ func runMbctlWarm(ctx context.Context, b *bench, dir string) (measurement, error
 	return measurement{result: res, tree: dest, layerGETs: &layers, blobGETs: &blobs}, nil
 }
 
-// countBlobGETs returns how many GETs of the fixture's layer blobs, and of
-// any blob, the registry has logged so far.
-func (b *bench) countBlobGETs() (layers, blobs int, err error) {
-	paths := make([]string, len(b.fixture.Layers))
-	for i, l := range b.fixture.Layers {
-		paths[i] = "/blobs/" + l.Digest
+// countBlobGETs returns how many GETs of the layer blobs with the given
+// digests, and of any blob, the registry has logged so far.
+func (b *bench) countBlobGETs(digests []string) (layers, blobs int, err error) {
+	paths := make([]string, len(digests))
+	for i, d := range digests {
+		paths[i] = "/blobs/" + d
 	}
 	if len(paths) == 0 {
-		return 0, 0, errors.New("the fixture has no layers")
+		return 0, 0, errors.New("no layers to count")
 	}
 	if layers, err = b.reg.CountRequests("GET", paths[0], paths[1:]...); err != nil {
 		return 0, 0, err
@@ -684,6 +753,15 @@ func runGunzip(ctx context.Context, b *bench, i int) (measurement, error) {
 	}
 	res, err := runTimed(ctx, cmdSpec{argv: []string{b.tools["gzip"].Path, "-dc", b.fixture.BlobPath(b.opts.fixtures, idx[i])}})
 	return measurement{result: res}, err
+}
+
+// digests returns the layer digests.
+func (f *Fixture) digests() []string {
+	var ds []string
+	for _, l := range f.Layers {
+		ds = append(ds, l.Digest)
+	}
+	return ds
 }
 
 // bySize returns the layer indexes, biggest compressed blob first.
@@ -758,7 +836,7 @@ func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
 		s := Sample{
 			Round: round + 1, Seconds: m.wall.Seconds(), MaxRSSKiB: m.maxRSSKiB,
 			UserSeconds: m.user.Seconds(), SysSeconds: m.sys.Seconds(),
-			LayerBlobGETs: m.layerGETs, BlobGETs: m.blobGETs,
+			LayerBlobGETs: m.layerGETs, BlobGETs: m.blobGETs, Layers: m.layers,
 		}
 		c.res.Samples = append(c.res.Samples, s)
 		extra := ""

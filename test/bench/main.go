@@ -1,14 +1,18 @@
 // Command bench measures how fast `mbctl oci download` pulls and unpacks a
-// realistic image, next to the tools it replaces, in one run:
+// realistic image, and how fast `mbctl machines upgrade` takes a machine
+// to a version of it where one small layer changed, next to the tools they
+// replace, in one run:
 //
 //	go run ./test/bench [-rounds 3] [-only a,b,...] [-json FILE]
 //
 // It builds (once, cached in -fixtures) a three-layer image: a Debian
 // minbase rootfs made by debootstrap, a Go toolchain tree, and a layer of
 // whiteouts and small additions. Each run starts the real registry on
-// 127.0.0.1, pushes the image, and times each case into a fresh directory,
-// the cases alternating within every round. It prints each case's rounds
-// and median and the ratios that issue 6's performance goals are about.
+// 127.0.0.1, pushes the image and two versions of it with a small app
+// layer on top (the upgrade cases, upgrade.go), and times each case into a
+// fresh directory, the cases alternating within every round. It prints
+// each case's rounds and median and the ratios that the performance goals
+// of issues 6 and 13 are about.
 // See README.md. Run it as root: the extracting tools keep file ownership
 // only as root.
 package main
@@ -53,7 +57,7 @@ func main() {
 	flag.StringVar(&o.workDir, "workdir", "/var/tmp", "where each run's temporary dirs go (registry storage, outputs, caches)")
 	flag.StringVar(&o.mbctl, "mbctl", "", "the mbctl binary to measure (default: go build ./cmd/mbctl into the run's temp dir, pure Go; make bench passes bin/mbctl, built with ISA-L when libisal-dev is installed)")
 	flag.StringVar(&o.crane, "crane", "", "the crane binary for case (f) (default: go install go-containerregistry's cmd/crane at the version of go.mod into the run's temp dir)")
-	flag.StringVar(&o.only, "only", "", "comma-separated cases to run, e.g. a,b,d (g selects g1 and g2); default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated cases to run, e.g. a,b,d (g selects g1 and g2, u the upgrade cases u1 to u4); default all")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir with every output tree for inspection (about 0.5 GB per case and round)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.mirror, "mirror", "", "Debian mirror for debootstrap (default: the one apt's sources use for "+fixtureSuite+")")
@@ -164,7 +168,7 @@ func selectCases(all []*benchCase, only string) ([]*benchCase, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("-only: unknown case %q (cases: a b c d e f g g1 g2)", id)
+			return nil, fmt.Errorf("-only: unknown case %q (cases: a b c d e f g g1 g2 u u1 u2 u3 u4)", id)
 		}
 	}
 	var sel []*benchCase

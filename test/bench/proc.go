@@ -26,6 +26,8 @@ const commandTimeout = 15 * time.Minute
 type cmdSpec struct {
 	argv []string
 	env  []string
+	// log, if set, is a file that gets a copy of the command's output.
+	log string
 }
 
 // result is what one timed run measured.
@@ -82,14 +84,23 @@ func runTimed(ctx context.Context, specs ...cmdSpec) (result, error) {
 
 // runWrapped runs spec under rusageWrapper and returns what it reported.
 func runWrapped(ctx context.Context, self string, spec cmdSpec) (result, error) {
+	var out tailBuffer
+	var sink io.Writer = &out
+	if spec.log != "" {
+		f, err := os.OpenFile(spec.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return result{}, err
+		}
+		defer f.Close()
+		sink = io.MultiWriter(&out, f)
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return result{}, err
 	}
 	defer r.Close()
-	var out tailBuffer
 	cmd := command(ctx, cmdSpec{argv: append([]string{self}, spec.argv...), env: append(spec.env, rusageEnv+"=1")})
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = sink, sink
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
 		w.Close()

@@ -11,11 +11,15 @@ import (
 	"time"
 )
 
-// Goals of issue 6.
+// Goals of issue 6, and of issue 13 for the upgrade.
 const (
 	goalColdVsTar   = 0.6   // (b) ≤ 0.6 × (d)
 	goalSpeedup     = 4.0   // (a), (e), (f) ≥ 4 × (b)
 	goalPeakRSSByte = 150e6 // mbctl's peak RSS < 150 MB
+	// goalUpgradeVsLayer reads "the upgrade's time is dominated by the
+	// changed layer" as: the changed layer alone (u3) takes at least half
+	// of the upgrade (u1).
+	goalUpgradeVsLayer = 2.0 // (u1) ≤ 2 × (u3)
 )
 
 // Report is everything one run measured; it is also the -json output.
@@ -32,6 +36,7 @@ type Report struct {
 	ImageDigest      string            `json:"image_digest,omitempty"`
 	Tools            map[string]string `json:"tools"`
 	PodmanDriver     string            `json:"podman_driver,omitempty"`
+	Upgrade          *AppImage         `json:"upgrade_images,omitempty"`
 	Cases            []*CaseResult     `json:"cases"`
 	Ratios           []Ratio           `json:"ratios"`
 }
@@ -61,6 +66,8 @@ type CaseResult struct {
 	Error string `json:"error,omitempty"`
 	// TreeEntries is the number of paths of the unpacked tree of round 1.
 	TreeEntries int `json:"tree_entries,omitempty"`
+	// Breakdown is where the time of a machines case went (upgrade.go).
+	Breakdown *Breakdown `json:"breakdown,omitempty"`
 }
 
 // Sample is one round of a case.
@@ -70,9 +77,12 @@ type Sample struct {
 	MaxRSSKiB   int64   `json:"max_rss_kib"`
 	UserSeconds float64 `json:"user_seconds"`
 	SysSeconds  float64 `json:"sys_seconds"`
-	// LayerBlobGETs and BlobGETs are counted for the warm-cache case.
+	// LayerBlobGETs and BlobGETs are counted for the warm-cache case and
+	// the upgrades (u1, u4).
 	LayerBlobGETs *int `json:"layer_blob_gets,omitempty"`
 	BlobGETs      *int `json:"blob_gets,omitempty"`
+	// Layers are mbctl's layer timings, for the machines cases (u1, u2).
+	Layers []LayerTiming `json:"layers,omitempty"`
 }
 
 // Ratio is one goal check.
@@ -122,6 +132,9 @@ func (b *bench) report(cases []*benchCase) *Report {
 		FixtureBuiltNow: b.fixtureBuilt, Fixture: b.fixture, Image: b.ref, ImageDigest: b.imageDigest,
 		Tools: map[string]string{}, PodmanDriver: b.podmanDriver,
 	}
+	if b.app != nil {
+		rep.Upgrade = &b.app.desc
+	}
 	for name, t := range b.tools {
 		if t.Version != "" {
 			rep.Tools[name] = t.Version
@@ -142,6 +155,7 @@ func (b *bench) report(cases []*benchCase) *Report {
 			}
 			m := median(secs)
 			c.res.MedianSeconds = &m
+			c.res.Breakdown = c.res.breakdown()
 		}
 		rep.Cases = append(rep.Cases, c.res)
 		byID[c.ID] = c.res
@@ -195,18 +209,7 @@ func ratios(byID map[string]*CaseResult) []Ratio {
 	add("(f)/(b)  crane|tar vs mbctl", fmt.Sprintf("≥ %.0f", goalSpeedup), quot("f", "b"), "×", atLeast(goalSpeedup))
 	add("(c)/(b)  warm vs cold cache", "< 1", quot("c", "b"), "×", func(x float64) bool { return x < 1 })
 
-	var gets *float64
-	if c := byID["c"]; c != nil && c.Error == "" && len(c.Samples) > 0 {
-		worst := 0
-		for _, s := range c.Samples {
-			if s.LayerBlobGETs != nil {
-				worst = max(worst, *s.LayerBlobGETs)
-			}
-		}
-		g := float64(worst)
-		gets = &g
-	}
-	add("(c) layer-blob GETs (worst round)", "= 0", gets, "", func(x float64) bool { return x == 0 })
+	add("(c) layer-blob GETs (worst round)", "= 0", worstLayerGETs(byID["c"]), "", func(x float64) bool { return x == 0 })
 
 	var rss *float64
 	for _, id := range []string{"b", "c"} {
@@ -220,10 +223,32 @@ func ratios(byID map[string]*CaseResult) []Ratio {
 	add("mbctl peak RSS, (b) and (c)", fmt.Sprintf("< %.0f MB", goalPeakRSSByte/1e6), rss, "MB",
 		func(x float64) bool { return x*1e6 < goalPeakRSSByte })
 
+	add("(u1)/(u3)  upgrade vs changed layer alone", fmt.Sprintf("≤ %.0f", goalUpgradeVsLayer), quot("u1", "u3"), "×", atMost(goalUpgradeVsLayer))
+	add("(u1) layer-blob GETs (worst round)", "= 1", worstLayerGETs(byID["u1"]), "", func(x float64) bool { return x == 1 })
+	add("(u1)/(u2)  upgrade vs fresh pull", "", quot("u1", "u2"), "×", nil)
+	add("(u1)/(c)  upgrade vs warm-cache download", "", quot("u1", "c"), "×", nil)
+	add("(u4)/(u1)  podman pull+recreate vs upgrade", "", quot("u4", "u1"), "×", nil)
+
 	add("(a)/(d)  for reference", "", quot("a", "d"), "×", nil)
 	add("(e)/(d)  for reference", "", quot("e", "d"), "×", nil)
 	add("(f)/(d)  for reference", "", quot("f", "d"), "×", nil)
 	return rs
+}
+
+// worstLayerGETs is the largest number of layer-blob GETs of c's rounds,
+// or nil when c did not run.
+func worstLayerGETs(c *CaseResult) *float64 {
+	if c == nil || c.Error != "" || len(c.Samples) == 0 {
+		return nil
+	}
+	worst := 0
+	for _, s := range c.Samples {
+		if s.LayerBlobGETs != nil {
+			worst = max(worst, *s.LayerBlobGETs)
+		}
+	}
+	g := float64(worst)
+	return &g
 }
 
 // printReport writes the human-readable report.
@@ -246,6 +271,14 @@ func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "         unpacked: %s of file content in %s entries\n", mb(f.UnpackedBytes), thousands(f.UnpackedEntries))
 	for i, l := range f.Layers {
 		fmt.Fprintf(w, "         layer %d: %9s gz, %9s tar, %6s entries  %s\n", i+1, mb(l.Size), mb(l.TarSize), thousands(l.Entries), l.What)
+	}
+	if u := rep.Upgrade; u != nil {
+		fmt.Fprintf(w, "upgrade  %s:%s, then :%s: the image's %d layers and an app layer (u3: :%s, it alone)\n",
+			u.Repo, appV1Tag, appV2Tag, len(f.Layers), appLayerTag)
+		fmt.Fprintf(w, "         v1@%s, v2@%s\n", u.V1Digest, u.V2Digest)
+		for _, l := range u.Layers {
+			fmt.Fprintf(w, "         layer %d: %9s gz, %9s tar, %6s entries  %s\n", len(f.Layers)+1, mb(l.Size), mb(l.TarSize), thousands(l.Entries), l.What)
+		}
 	}
 	names := make([]string, 0, len(rep.Tools))
 	for n := range rep.Tools {
@@ -294,7 +327,7 @@ func printReport(w io.Writer, rep *Report) {
 		note := ""
 		if c.MedianSeconds != nil {
 			row = append(row, fmt.Sprintf("%.2f s", *c.MedianSeconds), fmt.Sprintf("%.1f s", c.medianCPU()), formatKiB(c.peakKiB()))
-			if c.ID == "c" {
+			if c.ID == "c" || c.ID == "u1" || c.ID == "u4" {
 				note = layerGETsNote(c)
 			}
 		} else {
@@ -331,6 +364,62 @@ func printReport(w io.Writer, rep *Report) {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", r.Name, v, r.Goal, r.Verdict)
+	}
+	tw.Flush()
+	printBreakdowns(w, rep.Cases)
+}
+
+// printBreakdowns writes where the machines cases' time went, side by side.
+func printBreakdowns(w io.Writer, cases []*CaseResult) {
+	var cs []*CaseResult
+	layers := 0
+	for _, c := range cases {
+		if c.Breakdown != nil {
+			cs = append(cs, c)
+			layers = max(layers, len(c.Breakdown.Layers))
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwhere the time goes (mbctl -v's layer lines, medians of the rounds): per layer its download\n")
+	fmt.Fprintf(w, "(overlapping the layers before it) + its application (the applications follow one another)\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := []string{""}
+	for _, c := range cs {
+		row = append(row, "("+c.ID+")")
+	}
+	fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	for i := 0; i < layers; i++ {
+		row = []string{fmt.Sprintf("layer %d", i+1)}
+		for _, c := range cs {
+			cell := "-"
+			if i < len(c.Breakdown.Layers) {
+				l := c.Breakdown.Layers[i]
+				dl := "cached"
+				if l.DownloadBytes > 0 {
+					dl = fmt.Sprintf("%.2f s (%s)", l.DownloadSeconds, mb(l.DownloadBytes))
+				}
+				cell = fmt.Sprintf("%s + %.2f s", dl, l.ApplySeconds)
+			}
+			row = append(row, cell)
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	lines := []struct {
+		name string
+		get  func(*CaseResult) float64
+	}{
+		{"unpack: 1st wait to last applied", func(c *CaseResult) float64 { return c.Breakdown.UnpackSeconds }},
+		{"the rest (image, init, files, swap)", func(c *CaseResult) float64 { return c.Breakdown.RestSeconds }},
+		{"wall clock", func(c *CaseResult) float64 { return *c.MedianSeconds }},
+	}
+	for _, l := range lines {
+		row = []string{l.name}
+		for _, c := range cs {
+			row = append(row, fmt.Sprintf("%.2f s", l.get(c)))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
 }
