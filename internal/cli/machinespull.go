@@ -257,7 +257,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt,
-		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
+		BeforeStep: withPhases(progress, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)),
 	})
 	progress.Done(err == nil)
 	if err != nil {

@@ -270,6 +270,7 @@ func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgrade
 	start := time.Now()
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
 	uo.Pull = pull.Options{Progress: progress, Log: opts.Log}
+	uo.BeforeStep = withPhases(progress, uo.BeforeStep)
 	res, err := provision.Upgrade(ctx, uo)
 	progress.Done(err == nil)
 	if err != nil {
@@ -502,7 +503,7 @@ func machinesRebuildRun(ctx context.Context, opts *MachinesRebuildOptions) error
 	res, err := provision.Rebuild(ctx, provision.RebuildOptions{
 		Name: p.Name, Dirs: cfg.Paths, Image: im, Cache: c, Init: src, Log: opts.Log,
 		Pull:       pull.Options{Progress: progress, Log: opts.Log},
-		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
+		BeforeStep: withPhases(progress, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)),
 	})
 	progress.Done(err == nil)
 	if err != nil {

@@ -132,6 +132,8 @@ config dir (` + "`mbctl config show`" + ` prints where that is).`,
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log debug messages to stderr")
 	pf.StringVar(&f.configPath, "config", "", "configuration file (default $"+config.EnvVar+" or "+config.DefaultPath+")")
 	_ = root.MarkPersistentFlagFilename("config", "toml")
+	pf.Var(progressFlag{f.IO}, "progress", "how pulls, downloads and upgrades show progress: auto (bars on a terminal, else plain), tty, plain (lines, no control characters) or none")
+	_ = root.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes(), cobra.ShellCompDirectiveNoFileComp))
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{err}
 	})

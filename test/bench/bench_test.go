@@ -123,8 +123,9 @@ func TestSelectCases(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u4", "g1", "g2"}, false},
+		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u4", "p0", "p1", "g1", "g2"}, false},
 		{"u", []string{"u1", "u2", "u3", "u4"}, false},
+		{"p", []string{"p0", "p1"}, false},
 		{"d,a", []string{"a", "d"}, false},
 		{"g", []string{"g1", "g2"}, false},
 		{" (b) , g2", []string{"b", "g2"}, false},
@@ -160,6 +161,8 @@ func TestRatios(t *testing.T) {
 	byID["u1"] = &CaseResult{MedianSeconds: f(2), Samples: []Sample{{LayerBlobGETs: &one}, {LayerBlobGETs: &one}}}
 	byID["u2"] = &CaseResult{MedianSeconds: f(2.5)}
 	byID["u3"] = &CaseResult{MedianSeconds: f(0.1)}
+	byID["p0"] = &CaseResult{MedianSeconds: f(3)}
+	byID["p1"] = &CaseResult{MedianSeconds: f(3.1)}
 	got := map[string]string{}
 	for _, r := range ratios(byID) {
 		name, _, _ := strings.Cut(r.Name, "  ")
@@ -169,7 +172,8 @@ func TestRatios(t *testing.T) {
 		"(b)/(d)": "PASS", "(a)/(b)": "PASS", "(e)/(b)": "n/a", "(f)/(b)": "FAIL", "(c)/(b)": "PASS",
 		"(c) layer-blob GETs (worst round)": "FAIL", "mbctl peak RSS, (b) and (c)": "FAIL",
 		"(u1)/(u3)": "FAIL", "(u1) layer-blob GETs (worst round)": "PASS", "(u1)/(u2)": "info", "(u1)/(c)": "info", "(u4)/(u1)": "n/a",
-		"(a)/(d)": "info", "(e)/(d)": "n/a", "(f)/(d)": "info",
+		"(p1)/(p0)": "PASS",
+		"(a)/(d)":   "info", "(e)/(d)": "n/a", "(f)/(d)": "info",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)

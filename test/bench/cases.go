@@ -193,6 +193,22 @@ func allCases() []*benchCase {
 			run: runPodmanRecreate,
 		},
 		{
+			ID: "p0", Title: "mbctl oci download, cold cache, no progress",
+			Cmd:      "mbctl --config CONF --progress=none oci download REF PATH (empty cache)",
+			registry: true, mbctl: true,
+			run: func(ctx context.Context, b *bench, dir string) (measurement, error) {
+				return runMbctlColdWith(ctx, b, dir, "none")
+			},
+		},
+		{
+			ID: "p1", Title: "mbctl oci download, cold cache, progress bars",
+			Cmd:      "mbctl --config CONF --progress=tty oci download REF PATH (empty cache; the bars drawn into the output file)",
+			registry: true, mbctl: true,
+			run: func(ctx context.Context, b *bench, dir string) (measurement, error) {
+				return runMbctlColdWith(ctx, b, dir, "tty")
+			},
+		},
+		{
 			ID: "g1", Title: "gzip -dc biggest layer >/dev/null",
 			Cmd:   "gzip -dc BLOB >/dev/null",
 			tools: []string{"gzip"},
@@ -635,6 +651,22 @@ func runMbctlCold(ctx context.Context, b *bench, dir string) (measurement, error
 	}
 	dest := filepath.Join(dir, "rootfs")
 	spec, err := mbctlDownload(b, conf, dir, b.ref, dest)
+	if err != nil {
+		return measurement{}, err
+	}
+	res, err := runTimed(ctx, spec)
+	return measurement{result: res, tree: dest}, err
+}
+
+// runMbctlColdWith is cases (p0) and (p1): case (b) with --progress=mode,
+// what the display costs.
+func runMbctlColdWith(ctx context.Context, b *bench, dir, mode string) (measurement, error) {
+	conf, err := writeMbctlConfig(b, dir)
+	if err != nil {
+		return measurement{}, err
+	}
+	dest := filepath.Join(dir, "rootfs")
+	spec, err := mbctlCommand(b, conf, dir, "--progress="+mode, "oci", "download", b.ref, dest)
 	if err != nil {
 		return measurement{}, err
 	}

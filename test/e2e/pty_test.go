@@ -91,6 +91,15 @@ func (term *terminal) start(t *testing.T, cmd *exec.Cmd) <-chan error {
 	return done
 }
 
+// resize sets the terminal's window size, as a terminal emulator does
+// (progress bars need a width).
+func (term *terminal) resize(t *testing.T, rows, cols uint16) {
+	t.Helper()
+	if err := unix.IoctlSetWinsize(int(term.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // typeLine types line and Enter.
 func (term *terminal) typeLine(t *testing.T, line string) {
 	t.Helper()

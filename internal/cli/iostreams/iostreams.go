@@ -17,6 +17,10 @@ type IOStreams struct {
 	Out    io.Writer
 	ErrOut io.Writer
 
+	// Progress is how long work shows progress: auto, tty, plain or
+	// none (the --progress flag; "" is auto).
+	Progress string
+
 	stderrTTY bool
 	stdinTTY  bool
 }

@@ -9,6 +9,7 @@ package pull
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -59,14 +60,21 @@ type Options struct {
 // Progress receives events from a pull. Fetching is called from several
 // goroutines at once; the others from one.
 type Progress interface {
-	// Begin is called once with the layers to fetch and apply.
-	Begin(layers []registry.Layer)
+	// Begin is called once with the endpoint the layers come from (see
+	// registry.Image.Source) and the layers to fetch and apply.
+	Begin(source string, layers []registry.Layer)
 	// Cached reports that layer i was already in the cache.
 	Cached(i int)
 	// Fetching reports n more bytes of layer i downloaded.
 	Fetching(i int, n int64)
 	// Fetched reports that layer i is downloaded and verified.
 	Fetched(i int)
+	// Applying reports that the unpack of layer i starts; size is the
+	// length of its tar stream when the blob tells it (gzip's trailer, an
+	// uncompressed layer), else 0.
+	Applying(i int, size int64)
+	// Unpacking reports n more bytes of layer i's tar stream applied.
+	Unpacking(i int, n int64)
 	// Applied reports that layer i is unpacked.
 	Applied(i int, stats unpack.Stats)
 }
@@ -101,7 +109,7 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 		return nil, err
 	}
 	res := &Result{Ref: registry.DisplayName(im.Ref), Digest: im.Digest, Source: im.Source, Layers: len(im.Layers)}
-	opts.Progress.Begin(im.Layers)
+	opts.Progress.Begin(im.Source, im.Layers)
 	var n counts
 	err = pullLayers(ctx, c, im, dir, opts, &res.Stats, &n, false)
 	if errors.Is(err, errCorruptCached) {
@@ -511,7 +519,10 @@ func applyLayers(ctx context.Context, im *registry.Image, dir string, blobs []*b
 			next = open(i+1, small)
 		}
 		applyStart := time.Now()
-		st, err := u.ApplyBefore(ctx, cur.ls, doomed)
+		opts.Progress.Applying(i, tarSize(blobs[i], l))
+		tr := &unpackReader{r: cur.ls, i: i, p: opts.Progress}
+		st, err := u.ApplyBefore(ctx, tr, doomed)
+		tr.flush()
 		if err == nil {
 			err = cur.ls.finish(l.Digest, l.DiffID)
 		}
@@ -543,6 +554,68 @@ func (o openedLayer) close() {
 	}
 }
 
+// unpackReader reports the tar bytes the unpacker has read, in batches:
+// tar reads 512-byte headers one by one, and a display needs no more.
+type unpackReader struct {
+	r       io.Reader
+	i       int
+	p       Progress
+	pending int64
+}
+
+const unpackReportEvery = 256 << 10
+
+func (ur *unpackReader) Read(b []byte) (int, error) {
+	n, err := ur.r.Read(b)
+	ur.pending += int64(n)
+	if ur.pending >= unpackReportEvery {
+		ur.flush()
+	}
+	return n, err
+}
+
+func (ur *unpackReader) flush() {
+	if ur.pending > 0 {
+		ur.p.Unpacking(ur.i, ur.pending)
+		ur.pending = 0
+	}
+}
+
+// tarSize returns the length of layer l's tar stream when its blob, once
+// complete, tells it: an uncompressed layer's size, or gzip's trailer
+// (ISIZE: the length modulo 2^32, lifted to at least the compressed size,
+// which gzip never shrinks by more than a few per mille). 0: unknown (a
+// blob still downloading, zstd).
+func tarSize(b *blob, l registry.Layer) int64 {
+	b.mu.Lock()
+	path := b.path
+	b.mu.Unlock()
+	if path == "" {
+		return 0
+	}
+	switch l.Compression {
+	case registry.CompressionNone:
+		return l.Size
+	case registry.CompressionGzip:
+	default:
+		return 0
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var tail [4]byte
+	if _, err := f.ReadAt(tail[:], l.Size-4); err != nil {
+		return 0
+	}
+	size := int64(binary.LittleEndian.Uint32(tail[:]))
+	for size < l.Size-l.Size/100 {
+		size += 1 << 32
+	}
+	return size
+}
+
 // progressReader reports bytes read and stops on cancellation.
 type progressReader struct {
 	ctx context.Context
@@ -566,8 +639,10 @@ func (pr *progressReader) Read(b []byte) (int, error) {
 // only some of them.
 type NopProgress struct{}
 
-func (NopProgress) Begin([]registry.Layer)    {}
-func (NopProgress) Cached(int)                {}
-func (NopProgress) Fetching(int, int64)       {}
-func (NopProgress) Fetched(int)               {}
-func (NopProgress) Applied(int, unpack.Stats) {}
+func (NopProgress) Begin(string, []registry.Layer) {}
+func (NopProgress) Cached(int)                     {}
+func (NopProgress) Fetching(int, int64)            {}
+func (NopProgress) Fetched(int)                    {}
+func (NopProgress) Applying(int, int64)            {}
+func (NopProgress) Unpacking(int, int64)           {}
+func (NopProgress) Applied(int, unpack.Stats)      {}

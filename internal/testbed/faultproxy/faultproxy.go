@@ -47,6 +47,9 @@ const (
 	// Status answers Rule.Code (default 503) with Rule.RetryAfter as the
 	// Retry-After header, if set, and a registry error body.
 	Status
+	// Throttle sends the body at Rule.Rate bytes a second (a slow
+	// registry), after Rule.After bytes at full speed.
+	Throttle
 )
 
 func (f Fault) String() string {
@@ -63,6 +66,8 @@ func (f Fault) String() string {
 		return "redirect-loop"
 	case Status:
 		return "status"
+	case Throttle:
+		return "throttle"
 	case 0:
 		return "none"
 	}
@@ -92,6 +97,8 @@ type Rule struct {
 	Code int
 	// RetryAfter is the Retry-After header of Status ("" for none).
 	RetryAfter string
+	// Rate is Throttle's bytes a second.
+	Rate int64
 }
 
 // Armed is a rule added to a proxy.
@@ -372,8 +379,30 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			p.wait(req.Context())
 		}
 		abort(w)
+	case Throttle:
+		_, _ = io.CopyN(cw, resp.Body, rule.After)
+		throttle(req.Context(), cw, resp.Body, rule.Rate, w)
 	default:
 		_, _ = io.Copy(cw, resp.Body)
+	}
+}
+
+// throttle copies r to w at rate bytes a second, in twentieths of a
+// second, until r ends or ctx is done.
+func throttle(ctx context.Context, w io.Writer, r io.Reader, rate int64, flush http.ResponseWriter) {
+	chunk := max(rate/20, 1)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := io.CopyN(w, r, chunk); err != nil {
+			return
+		}
+		_ = http.NewResponseController(flush).Flush()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }
 
