@@ -66,6 +66,22 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 		t.Fatalf("v1:\n%s", out)
 	}
 	editMachine(t, m.work, "up1")
+	// A secret: its file and its bind survive upgrade and rollback.
+	set := m.mbctl(t.Context(), "machines", "secret", "set", "up1", "APP_TOKEN")
+	set.Stdin = strings.NewReader("t0ken\n")
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("secret set: %v\n%s", err, out)
+	}
+	secretKept := func(when string) {
+		t.Helper()
+		settings := readFileT(t, filepath.Join(m.work, "configs/up1/container.nspawn"))
+		if !strings.Contains(settings, "BindReadOnly="+filepath.Join(m.work, "configs/up1/secrets")+":/run/secrets:idmap\n") {
+			t.Errorf("%s: the secrets bind is gone:\n%s", when, settings)
+		}
+		if got := readFileT(t, filepath.Join(m.work, "configs/up1/secrets/APP_TOKEN")); got != "t0ken" {
+			t.Errorf("%s: secret %q", when, got)
+		}
+	}
 
 	if out := m.mustMbctl(t, "machines", "upgrade", "up1"); !strings.Contains(out, "is up to date") {
 		t.Errorf("upgrade before the tag moved:\n%s", out)
@@ -110,6 +126,7 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 	if out := m.mustMbctl(t, "machines", "upgrade", "up1"); !strings.Contains(out, "is up to date") {
 		t.Errorf("second upgrade:\n%s", out)
 	}
+	secretKept("after the upgrade")
 
 	if out := m.mustMbctl(t, "machines", "rollback", "up1"); !strings.Contains(out, "Rolled machine up1 back") {
 		t.Errorf("rollback:\n%s", out)
@@ -118,6 +135,7 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 	if !strings.Contains(out, "app v1 level=1 mode=debug key=mine new=") || !strings.Contains(out, "rows: v1 v1 v2 v1 ") {
 		t.Errorf("v1 after the rollback:\n%s", out)
 	}
+	secretKept("after the rollback")
 
 	// The config dir alone gives the machine back, at the digest it
 	// records (the tag has moved on since).
