@@ -238,16 +238,17 @@ func TestMachinesCheckRun(t *testing.T) {
 			if err := os.Chmod(filepath.Join(p.Rootfs, man8env.InitPath), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			writeTestFile(t, p.Env, "MAN8S_YGGDRASIL_ADDRESS=300::5\nMAN8S_STOP_SIGNAL=SIGNOPE\nMAN8S_STOP_TIMEOUT=soon\nexport X=1\nMAN8S_AUTO_UPDATE=yes\n")
-		}, wantErr: "machine web: 7 of",
+			writeTestFile(t, p.Env, "MAN8S_YGGDRASIL_ADDRESS=300::5\nMAN8S_STOP_SIGNAL=SIGNOPE\nMAN8S_STOP_TIMEOUT=soon\nexport X=1\nMAN8S_AUTO_UPDATE=yes\nMAN8S_DRAIN_TIMEOUT=later\n")
+		}, wantErr: "machine web: 8 of",
 			wantRows: []string{
 				"fail  root file system /usr",
-				"fix: systemd-nspawn refuses a tree without /usr",
+				"fix: systemd-nspawn refuses a tree without /usr: 'mbctl oci man8init ",
 				"fail  man8s-init", "not an executable file",
 				"fail  machinectl image link", "missing",
 				"fail  bind /data", "bind source missing",
 				"fail  environment MAN8S_STOP_SIGNAL",
 				"fail  environment MAN8S_STOP_TIMEOUT",
+				"fail  environment MAN8S_DRAIN_TIMEOUT",
 				"fail  environment MAN8S_YGGDRASIL_ADDRESS", "fix: set it to the output of 'mbctl address get web'",
 				"warn  environment", "line 4: defines a variable named \"export X\"",
 				"warn  environment MAN8S_AUTO_UPDATE", "MAN8S_AUTO_UPDATE=yes: want registry", "fix: correct MAN8S_AUTO_UPDATE in",

@@ -56,7 +56,7 @@ func Check(p Paths) []CheckResult {
 		fmt.Sprintf("make it again from the config dir: 'mbctl machines rebuild %s'", p.Name)))
 	if out[0].Status == CheckOK {
 		add(checkDir("root file system /usr", filepath.Join(p.Rootfs, "usr"),
-			fmt.Sprintf("systemd-nspawn refuses a tree without /usr: create it with 'mkdir %s'", filepath.Join(p.Rootfs, "usr"))))
+			fmt.Sprintf("systemd-nspawn refuses a tree without /usr: 'mbctl oci man8init %s' makes an empty one", p.Rootfs)))
 		add(checkInit(p))
 	}
 	add(checkDir("config dir", p.ConfigDir, fmt.Sprintf("pull the machine again ('mbctl machines remove %s' first)", p.Name)))
@@ -210,7 +210,10 @@ func checkEnv(p Paths) []CheckResult {
 			bad(man8env.KeyStopSignal, err)
 		}
 	}
-	for _, key := range []string{man8env.KeyStopTimeout, man8env.KeyWaitTimeout, man8env.KeyDHCPTimeout} {
+	for _, key := range []string{man8env.KeyStopTimeout, man8env.KeyWaitTimeout, man8env.KeyDHCPTimeout, man8env.KeyDrainTimeout} {
+		if key == man8env.KeyDrainTimeout && (strings.TrimSpace(vars[key]) == "0" || strings.TrimSpace(vars[key]) == "0s") {
+			continue // 0 turns the drain off
+		}
 		if _, err := envfile.Duration(vars, key, 0); err != nil {
 			bad(key, err)
 		}
