@@ -14,6 +14,14 @@ packages=(
 	skopeo umoci       # reference pull pipeline the e2e tests compare against
 	busybox-static     # static shell for test images and machines without one
 	tini               # tini-static: an image-provided init in the e2e tests
+	# The e2e corpus (internal/testbed/corpus): replicas of official images
+	# built from these packages' files, and the real clients that talk to them.
+	postgresql         # postgres, initdb, pg_ctl; psql
+	nginx              # nginx (and nginx-common's mime.types)
+	redis-server       # redis-server; redis-tools brings redis-cli
+	gosu               # the entrypoints' step-down from root
+	gettext-base       # envsubst, for nginx's templates
+	curl               # HTTP checks from the testbed host
 	apache2-utils      # htpasswd, for the authenticated test registry
 	iproute2 util-linux # ip; nsenter, unshare
 	ca-certificates make git
