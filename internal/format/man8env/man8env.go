@@ -42,6 +42,22 @@ const (
 	KeyDHCPTimeout = "MAN8S_DHCP_TIMEOUT"
 	KeyIPv6Timeout = "MAN8S_IPV6_TIMEOUT"
 	KeyResolvConf  = "MAN8S_RESOLV_CONF"
+
+	// Readiness and health (see health.go).
+	KeyReady        = "MAN8S_READY"
+	KeyReadyTimeout = "MAN8S_READY_TIMEOUT"
+	KeyHealth       = "MAN8S_HEALTH"
+	KeyOnUnhealthy  = "MAN8S_ON_UNHEALTHY"
+)
+
+// Written by mbctl at pull from the image's HEALTHCHECK, read by
+// man8s-init; users may change them like MAN8S_STOP_SIGNAL.
+const (
+	KeyHealthcheck            = "MAN8S_HEALTHCHECK"
+	KeyHealthcheckInterval    = "MAN8S_HEALTHCHECK_INTERVAL"
+	KeyHealthcheckTimeout     = "MAN8S_HEALTHCHECK_TIMEOUT"
+	KeyHealthcheckStartPeriod = "MAN8S_HEALTHCHECK_START_PERIOD"
+	KeyHealthcheckRetries     = "MAN8S_HEALTHCHECK_RETRIES"
 )
 
 // Read by mbctl only; users add them to a machine's man8env.env.

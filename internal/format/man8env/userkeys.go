@@ -19,6 +19,8 @@ var userKeys = []string{
 	KeyStopSignal, KeyStopTimeout, KeyDrainTimeout, KeyWaitFor, KeyWaitTimeout,
 	KeyLink, KeyCheck, KeyIPv6, KeyYggTable, KeyYggPriority, KeyCheckDNS,
 	KeyDHCPTimeout, KeyIPv6Timeout, KeyResolvConf, KeyAutoUpdate,
+	KeyReady, KeyReadyTimeout, KeyHealth, KeyOnUnhealthy,
+	KeyHealthcheck, KeyHealthcheckInterval, KeyHealthcheckTimeout, KeyHealthcheckStartPeriod, KeyHealthcheckRetries,
 }
 
 // UserKeys returns the MAN8S_ keys a user may set, in documentation order.

@@ -24,6 +24,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/signals"
 	"github.com/man8s/mbctl/internal/guest/drain"
 	"github.com/man8s/mbctl/internal/guest/netinit"
+	"github.com/man8s/mbctl/internal/guest/notify"
 	"github.com/man8s/mbctl/internal/guest/passwd"
 	"github.com/man8s/mbctl/internal/guest/supervise"
 	"github.com/man8s/mbctl/internal/guest/waitfor"
@@ -128,6 +129,11 @@ func Run(ctx context.Context, opts Options) int {
 	}
 	sup.Env = appEnviron(os.Environ(), env.Environ(), user, mode)
 	sup.Env = envfile.Merge(sup.Env, secretEnv) // a secret wins over man8env.env
+	hc, err := healthConfig(opts.Root, vars)
+	if err != nil {
+		step("ready", "%v", err)
+		return 1
+	}
 	sup.Signals = opts.Signals
 	sup.Log = stepLogger(opts.Log, "app")
 	if sup.Credential != nil && os.Getpid() <= 2 {
@@ -148,11 +154,17 @@ func Run(ctx context.Context, opts Options) int {
 		defer stopKeeping()
 		go network.Keep(keepCtx)
 	}
+	// The app's own sd_notify is not relayed (README "Readiness"): its
+	// readiness is man8s-init's condition, so it does not get the socket.
+	sup.Env = deleteEnv(sup.Env, notify.EnvSocket)
 	step("app", "starting %q as %s (%s)", sup.Argv, describeUser(user, sup.Env), usage())
-	status, err := supervise.Run(ctx, sup)
-	if err != nil {
+	status, err := superviseApp(ctx, opts, sup, hc, step)
+	switch {
+	case errors.Is(err, errUnhealthy):
+		drainSockets(ctx, opts, drainFor, killAt, step)
+	case err != nil:
 		step("app", "%v", err)
-	} else {
+	default:
 		step("app", "exited with status %d", status)
 		drainSockets(ctx, opts, drainFor, killAt, step)
 	}

@@ -78,6 +78,13 @@ type Options struct {
 	// application's process group will be SIGKILLed. man8s-init fits what
 	// it does after the application's exit into the rest of that time.
 	OnStop func(killAt time.Time)
+	// OnStart, if set, is called once with the application's PID right
+	// after it started, from Run's goroutine (man8s-init starts its
+	// readiness checks there).
+	OnStart func(pid int)
+	// OnTerm, if set, is called for every SIGTERM taken from Signals,
+	// also one that arrives while a stop is in progress.
+	OnTerm func()
 	// Signals is the source of SIGTERM and of the signals to forward. Nil means the
 	// process's own signals (signal.Notify). SIGCHLD is always taken from the process
 	// and ignored on this channel; signals that are neither SIGTERM nor forwarded are
@@ -123,11 +130,16 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		sigs = own
 	}
 
+	runActive(true) // from here on this Run reaps Spawn's children too
+	defer runActive(false)
 	pid, status, err := start(opts)
 	if err != nil {
 		return status, err
 	}
 	log.Info("application started", "pid", pid, "argv", opts.Argv)
+	if opts.OnStart != nil {
+		opts.OnStart(pid)
+	}
 
 	var (
 		stopping  bool
@@ -197,6 +209,9 @@ func Run(ctx context.Context, opts Options) (int, error) {
 			switch {
 			case !ok || sig == syscall.SIGCHLD:
 			case sig == syscall.SIGTERM:
+				if opts.OnTerm != nil {
+					opts.OnTerm()
+				}
 				if hupHeld {
 					log.Info("SIGHUP next to the stop request not forwarded")
 					hup, hupHeld = nil, false
@@ -346,7 +361,9 @@ func reap(log *slog.Logger, app int) (status int, exited bool) {
 			return status, exited
 		}
 		if pid != app {
-			log.Debug("reaped orphan", "pid", pid, "status", waitStatus(ws))
+			if !deliver(pid, ws) {
+				log.Debug("reaped orphan", "pid", pid, "status", waitStatus(ws))
+			}
 			continue
 		}
 		status, exited = waitStatus(ws), true

@@ -316,6 +316,17 @@ func waitOne(ctx context.Context, t Target, opts Options, report func(error)) bo
 func check(ctx context.Context, t Target, opts Options) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
+	return checkTarget(ctx, t, opts)
+}
+
+// Check checks t once, within ctx (the caller bounds it), and returns nil
+// when it is met: man8s-init's readiness and health checks use the targets
+// of MAN8S_WAIT_FOR.
+func Check(ctx context.Context, t Target) error {
+	return checkTarget(ctx, t, Options{}.withDefaults())
+}
+
+func checkTarget(ctx context.Context, t Target, opts Options) error {
 	switch t.Kind {
 	case KindTCP:
 		var d net.Dialer

@@ -40,6 +40,8 @@ type AppConfig struct {
 	User string
 	// StopSignal is the signal that stops the app, e.g. "SIGQUIT".
 	StopSignal string
+	// Healthcheck is the image's HEALTHCHECK; nil means none.
+	Healthcheck *v1.HealthConfig
 	// Volumes are the declared volume paths, e.g. "/data".
 	Volumes []string
 	// ExposedPorts are ports like "80/tcp" or "53/udp".
@@ -128,13 +130,14 @@ func Image(cfg AppConfig, layers ...v1.Layer) (v1.Image, error) {
 		env = []string{DefaultPath}
 	}
 	cf.Config = v1.Config{
-		Entrypoint: cfg.Entrypoint,
-		Cmd:        cfg.Cmd,
-		Env:        env,
-		WorkingDir: cfg.WorkingDir,
-		User:       cfg.User,
-		StopSignal: cfg.StopSignal,
-		Labels:     cfg.Labels,
+		Entrypoint:  cfg.Entrypoint,
+		Cmd:         cfg.Cmd,
+		Env:         env,
+		WorkingDir:  cfg.WorkingDir,
+		User:        cfg.User,
+		StopSignal:  cfg.StopSignal,
+		Healthcheck: cfg.Healthcheck,
+		Labels:      cfg.Labels,
 	}
 	if len(cfg.Volumes) > 0 {
 		cf.Config.Volumes = make(map[string]struct{}, len(cfg.Volumes))

@@ -78,7 +78,8 @@ type Params struct {
 
 // mbctlKeys are the keys Env writes itself, which an image must not set.
 var mbctlKeys = []string{man8env.KeyName, man8env.KeyTemplate, man8env.KeyYggAddress, man8env.KeyImageURL, man8env.KeyDigest, man8env.KeyArgs,
-	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt}
+	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt,
+	man8env.KeyHealthcheck, man8env.KeyHealthcheckInterval, man8env.KeyHealthcheckTimeout, man8env.KeyHealthcheckStartPeriod, man8env.KeyHealthcheckRetries}
 
 // settingsEnv are the image's variables that go to the settings file's
 // Environment= instead of man8env.env.
@@ -168,6 +169,9 @@ func settings(p Params) (*unitfile.File, error) {
 		comment("Init mode supervise: nspawn's stub init is PID 1 and man8s-init, as PID 2,")
 		comment("supervises the app and stops it with the image's stop signal.")
 		line("ProcessTwo", "yes")
+		comment("systemd counts the machine as started when man8s-init says the app is ready")
+		comment("(MAN8S_READY, else the image's HEALTHCHECK, else the app has started).")
+		line("NotifyReady", "yes")
 	case imageinit.ExecPID1:
 		comment("Init mode exec-pid1: man8s-init is PID 1, sets up, then execs the image's init.")
 		line("ProcessTwo", "no")
@@ -341,12 +345,17 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 	if p.Image.User != "" {
 		fixed = append(fixed, struct{ k, v string }{man8env.KeyUser, p.Image.User})
 	}
+	hc, err := healthcheck(p.Image.Healthcheck)
+	if err != nil {
+		return nil, err
+	}
 	fixed = append(fixed, []struct{ k, v string }{
 		{man8env.KeyStopSignal, stop},
 		{man8env.KeyInitMode, string(p.Mode)},
 		{man8env.KeyVersion, p.Version},
 		{man8env.KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
 	}...)
+	fixed = append(fixed, hc...)
 	for _, kv := range fixed {
 		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {
 			return nil, err
@@ -426,4 +435,44 @@ func applicationArgs(c v1.Config) (string, error) {
 		return "", fmt.Errorf("image Entrypoint and Cmd: %w", err)
 	}
 	return args, nil
+}
+
+// healthcheck returns the MAN8S_HEALTHCHECK* keys for the image's
+// HEALTHCHECK (none without one): the test, and those of its interval,
+// timeout, start period and retries that the image sets.
+func healthcheck(h *v1.HealthConfig) ([]struct{ k, v string }, error) {
+	if h == nil || len(h.Test) == 0 {
+		return nil, nil
+	}
+	test, err := man8env.FormatHealthcheck(h.Test)
+	if err != nil {
+		return nil, fmt.Errorf("image %w", err)
+	}
+	if strings.ContainsAny(test, "\n\r\x00") {
+		return nil, fmt.Errorf("image HEALTHCHECK holds a line break or NUL, which %s cannot carry", man8env.KeyHealthcheck)
+	}
+	out := []struct{ k, v string }{{man8env.KeyHealthcheck, test}}
+	if test == man8env.HealthcheckNone {
+		return out, nil
+	}
+	for _, d := range []struct {
+		k string
+		v time.Duration
+	}{
+		{man8env.KeyHealthcheckInterval, h.Interval},
+		{man8env.KeyHealthcheckTimeout, h.Timeout},
+		{man8env.KeyHealthcheckStartPeriod, h.StartPeriod},
+	} {
+		if d.v > 0 {
+			v := d.v.String()
+			if d.v%time.Second == 0 {
+				v = fmt.Sprintf("%ds", d.v/time.Second) // 60s, not 1m0s
+			}
+			out = append(out, struct{ k, v string }{d.k, v})
+		}
+	}
+	if h.Retries > 0 {
+		out = append(out, struct{ k, v string }{man8env.KeyHealthcheckRetries, fmt.Sprint(h.Retries)})
+	}
+	return out, nil
 }

@@ -72,6 +72,8 @@ func cases() map[string]Params {
 			Entrypoint: []string{"/docker-entrypoint.sh"},
 			Cmd:        []string{"nginx", "-g", "daemon off;"},
 			StopSignal: "SIGQUIT",
+			Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "curl -fsS http://localhost/ || exit 1"},
+				Interval: 5 * time.Second, Timeout: 3 * time.Second, StartPeriod: 10 * time.Second, Retries: 2},
 		}, imageinit.Supervise, imageinit.None),
 		"registry": params("registry", "registry:2", v1.Config{
 			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -96,6 +98,8 @@ func cases() map[string]Params {
 			WorkingDir: "/app",
 			User:       "bitwarden:bitwarden",
 			Volumes:    map[string]struct{}{"/etc/bitwarden": {}},
+			// vaultwarden's own: HEALTHCHECK --interval=60s --timeout=10s CMD ["/healthcheck.sh"]
+			Healthcheck: &v1.HealthConfig{Test: []string{"CMD", "/healthcheck.sh"}, Interval: 60 * time.Second, Timeout: 10 * time.Second},
 		}, imageinit.Supervise, imageinit.None,
 			Bind{Host: "/var/lib/man8machine_configs/TestBWContainer3/etc/bitwarden", Container: "/etc/bitwarden"},
 			Bind{Host: "/srv/backup:2026/bitwarden data", Container: "/data"}),
@@ -232,6 +236,9 @@ func TestEnvMeaning(t *testing.T) {
 		"MAN8S_INIT_MODE":                               "supervise",
 		"MAN8S_MBCTL_VERSION":                           "v0.3.0",
 		"MAN8S_MBCTL_CREATED_AT":                        "2026-11-28T11:34:56Z",
+		"MAN8S_HEALTHCHECK":                             "CMD /healthcheck.sh",
+		"MAN8S_HEALTHCHECK_INTERVAL":                    "60s",
+		"MAN8S_HEALTHCHECK_TIMEOUT":                     "10s",
 		"BW_DB_FILE":                                    "/etc/bitwarden/vault.db",
 		"globalSettings__baseServiceUri__internalAdmin": "http://localhost:5000",
 		"ASPNETCORE_URLS":                               "http://+:5000",
