@@ -146,6 +146,9 @@ func machinesListRun(_ context.Context, opts *MachinesListOptions) error {
 		if err != nil {
 			opts.Log.Warn("reading machine", "name", p.Name, "err", err)
 		}
+		if in.Health, err = opts.Prober.Health(states[i]); err != nil {
+			opts.Log.Warn("reading machine", "name", p.Name, "err", err)
+		}
 		infos = append(infos, in)
 	}
 	for _, in := range infos {
@@ -161,13 +164,13 @@ func machinesListRun(_ context.Context, opts *MachinesListOptions) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(opts.IO.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tYGG ADDRESS\tCREATED")
+	fmt.Fprintln(tw, "NAME\tSTATE\tHEALTH\tIMAGE\tYGG ADDRESS\tCREATED")
 	for _, in := range infos {
 		state := in.State.String()
 		if in.Incomplete() {
 			state += " (partial)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, state, orDash(in.Image), orDash(in.YggAddress), orDash(formatTime(in.Created)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, state, orDash(machine.HealthString(in.Health)), orDash(in.Image), orDash(in.YggAddress), orDash(formatTime(in.Created)))
 	}
 	return tw.Flush()
 }
@@ -237,6 +240,9 @@ func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
 	if err != nil {
 		return err
 	}
+	if in.Health, err = opts.Prober.Health(st); err != nil {
+		opts.Log.Warn("reading machine", "name", p.Name, "err", err)
+	}
 	if len(in.Missing) == len(p.Entries()) {
 		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
 	}
@@ -276,7 +282,7 @@ func printShow(w io.Writer, s machineShow) error {
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
-		{"Created", formatTime(s.Created)}, {"Secrets", strings.Join(s.Secrets, ", ")},
+		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], orDash(row[1]))
 	}

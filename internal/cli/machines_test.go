@@ -184,7 +184,7 @@ func TestMachinesListRun(t *testing.T) {
 	if err := machinesListRun(t.Context(), &MachinesListOptions{MachineDeps: d}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"half  stopped (partial)  registry.example/half:1", "web   stopped "} {
+	for _, want := range []string{"half  stopped (partial)  -       registry.example/half:1", "web   stopped "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}

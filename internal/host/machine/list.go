@@ -25,6 +25,9 @@ type Info struct {
 	InitMode   string    `json:"init_mode,omitempty"`
 	Created    time.Time `json:"created,omitzero"`
 	Paths      Paths     `json:"paths"`
+	// Health is what man8s-init says of a running machine's app (see
+	// Prober.Health); nil when stopped or not published.
+	Health *man8env.Health `json:"health,omitempty"`
 	// Missing names the machine's paths that do not exist (a partial
 	// machine, e.g. after a crash or a manual deletion).
 	Missing []string `json:"missing,omitempty"`
