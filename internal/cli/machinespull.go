@@ -26,6 +26,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
@@ -49,16 +50,15 @@ type MachinesPullOptions struct {
 	// the order given.
 	Env, EnvFiles []string
 	InitMode      string
-	Platform      string
-	Yes, Quiet    bool
+	// NoProbe skips the init probe; RunProbe runs it (default probe.Run;
+	// tests give a fake).
+	NoProbe    bool
+	RunProbe   func(context.Context, probe.Input, probe.Config) (*probe.Findings, error)
+	Platform   string
+	Yes, Quiet bool
 	// Adopt uses the machine's kept config dir and storage dir.
 	Adopt bool
 	JSON  bool
-
-	// Restart is --restart, the unit's restart policy (see machines set);
-	// Commands runs systemctl daemon-reload for it (nil: the system's).
-	Restart  string
-	Commands commands
 }
 
 // newMachinesPullCmd is `machines pull` as the machines group adds it.
@@ -67,7 +67,7 @@ func newMachinesPullCmd(f *Factory) *cobra.Command { return NewCmdMachinesPull(f
 // NewCmdMachinesPull builds `machines pull`; runF, if not nil, replaces
 // machinesPullRun (tests).
 func NewCmdMachinesPull(f *Factory, runF func(context.Context, *MachinesPullOptions) error) *cobra.Command {
-	opts := &MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask}
+	opts := &MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run}
 	cmd := &cobra.Command{
 		Use:   "pull IMAGE NAME",
 		Short: "Create machine NAME from an OCI image",
@@ -103,6 +103,17 @@ Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
 
+The init probe: before it chooses, the pull runs the image's entrypoint for a
+few seconds as PID 1 in a throwaway machine without network (on an overlay:
+the image is not changed), and reads which signals it catches, ignores and
+blocks, whether it reaps a child it adopts and whether it exits on its stop
+signal (see 'mbctl oci inspect --probe'). "auto" runs another init the image
+brings (tini, dumb-init, ...) as PID 1 only when the probe shows that it
+behaves as PID 1 should; and the pull warns when a stop will not end the app
+(it ignores its stop signal, or as PID 1 does not handle it). The probe is
+bounded (10 s), leaves nothing behind, and when it cannot run the name alone
+decides. --no-probe skips it.
+
 With --json, stdout is one JSON object describing the new machine (name,
 Yggdrasil address, paths, image reference and digest, init mode and why,
 volumes, the keys given with --env-file and --env, layer counts, duration)
@@ -137,10 +148,10 @@ created is removed again.`,
 	fl.StringArrayVarP(&opts.Env, "env", "e", nil, "set a variable of the app to a literal value: `KEY=VALUE` (repeatable; wins over --env-file and the image)")
 	fl.StringArrayVar(&opts.EnvFiles, "env-file", nil, "set the app's variables from `FILE`, KEY=VALUE lines read as man8env.env (repeatable)")
 	fl.StringVar(&opts.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
+	fl.BoolVar(&opts.NoProbe, "no-probe", false, "do not probe how the entrypoint behaves as PID 1: the init mode follows its name alone")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
 	fl.BoolVar(&opts.Adopt, "adopt", false, "use the machine's kept config dir, storage dir and volume dirs as they are ('machines remove --keep-data', or copied from another host)")
-	fl.StringVar(&opts.Restart, "restart", "", "systemd restart policy of the machine: no, on-failure or always (default: systemd-nspawn@.service's, no; change it with 'machines set')")
 	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
 	fl.BoolVar(&opts.JSON, "json", false, "print the new machine as one JSON object on stdout (no progress bars)")
 	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(man8env.Templates(), cobra.ShellCompDirectiveNoFileComp))
@@ -180,14 +191,17 @@ type pulledInitReport struct {
 	// MadeUsr: the image has no /usr, and an empty one was made for
 	// systemd-nspawn.
 	MadeUsr bool `json:"made_usr"`
+	// Probe is what the init probe found (absent with --no-probe or when
+	// it failed: ProbeError); StopWarning says why a stop will not end the
+	// app.
+	Probe       *probeReport `json:"probe,omitempty"`
+	ProbeError  string       `json:"probe_error,omitempty"`
+	StopWarning string       `json:"stop_warning,omitempty"`
 }
 
 func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	// Everything that can be checked without the network comes first.
 	if err := machine.ValidateName(opts.Name); err != nil {
-		return err
-	}
-	if err := checkPullRestart(opts.Restart); err != nil {
 		return err
 	}
 	env, err := pullEnv(opts.EnvFiles, opts.Env)
@@ -261,11 +275,18 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	}
 	start := time.Now()
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
+	var probeFn func(context.Context, probe.Input) (*probe.Findings, error)
+	if !opts.NoProbe && opts.RunProbe != nil {
+		probeFn = func(ctx context.Context, in probe.Input) (*probe.Findings, error) {
+			progress.Phase("probing how the entrypoint behaves as PID 1")
+			return opts.RunProbe(ctx, in, probe.Config{Init: src, Log: opts.Log})
+		}
+	}
 	res, err := provision.Create(ctx, provision.Options{
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
-		Init: src, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt,
+		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt,
 		BeforeStep: withPhases(progress, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)),
 	})
 	progress.Done(err == nil)
@@ -276,8 +297,11 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return fmt.Errorf("creating machine %s: %w (everything this run made was removed)", opts.Name, err)
 	}
 	took := time.Since(start)
-	if err := pullRestart(ctx, opts); err != nil {
-		return err
+	if res.ProbeErr != nil {
+		fmt.Fprintf(opts.IO.ErrOut, "warning: the init probe did not finish, so the init mode follows the entrypoint's name (--no-probe skips the probe): %v\n", res.ProbeErr)
+	}
+	if res.StopWarning != "" {
+		fmt.Fprintf(opts.IO.ErrOut, "warning: %s\n", res.StopWarning)
 	}
 	if opts.JSON {
 		r := pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took)
@@ -542,6 +566,14 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 		Volumes: append([]machine.Volume{}, res.Volumes...),
 		Seconds: roundSeconds(took),
 	}
+	if res.Probe != nil {
+		r.Init.Probe = newProbeReport(res.Probe)
+		r.Init.Probe.Output = "" // the app's output may show a value given with --env
+	}
+	if res.ProbeErr != nil {
+		r.Init.ProbeError = res.ProbeErr.Error()
+	}
+	r.Init.StopWarning = res.StopWarning
 	if res.Pull != nil {
 		r.Layers, r.Unpacked = newLayersReport(res.Pull), newUnpackedReport(res.Pull.Stats)
 	}
@@ -553,6 +585,9 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKeys []string, took time.Duration) error {
 	p := res.Paths
 	fmt.Fprintf(w, "Init: detected %s (%s); mode %s: %s\n", res.Detection.Kind, res.Detection.Evidence, res.Mode, res.ModeReason)
+	if f := res.Probe; f != nil {
+		fmt.Fprintf(w, "Probe: %s\n", probeLine(f))
+	}
 	if res.Init.MadeUsr {
 		fmt.Fprintln(w, "The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.")
 	}
@@ -573,6 +608,30 @@ func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKe
 	}
 	_, err := fmt.Fprintf(w, "\nStart it with 'mbctl machines start %s' (systemd) or 'mbctl machines run %s' (foreground).\n", p.Name, p.Name)
 	return err
+}
+
+// probeLine sums up the probe's findings on one line.
+func probeLine(f *probe.Findings) string {
+	if f.Early != nil {
+		return fmt.Sprintf("the app exited by itself %dms after it started%s (the probe runs it without network, in %.1fs)",
+			f.Early.After.Milliseconds(), exitStatus(f.Early.Status), f.Took.Seconds())
+	}
+	v, why := f.AsPID1()
+	caught := "nothing"
+	if names := f.Caught.Names(); len(names) > 0 {
+		caught = strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("as PID 1 %s (%s); catches %s; reaps: %s; stop: %s (in %.1fs)", verdictWord(v), why, caught, f.ReapText(), f.StopText(), f.Took.Seconds())
+}
+
+func verdictWord(v probe.Verdict) string {
+	switch v {
+	case probe.Yes:
+		return "it behaves"
+	case probe.No:
+		return "it does not behave"
+	}
+	return "unclear"
 }
 
 // initModeNames lists the --init-mode values.

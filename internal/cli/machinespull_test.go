@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -21,6 +23,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 )
 
@@ -34,10 +37,10 @@ func TestNewCmdMachinesPull(t *testing.T) {
 		{"every flag", []string{
 			"--template", "netns-init", "--volume", "/data=data", "--volume", "/etc/app=/srv/app", "--init-mode", "exec-pid1",
 			"--platform", "linux/arm64", "-y", "-q", "--json", "--env", "A=1", "-e", "B=x=y z", "--env-file", "a.env", "--env-file", "b.env",
-			"nginx:1.27", "web",
+			"--no-probe", "nginx:1.27", "web",
 		}, MachinesPullOptions{
 			Image: "nginx:1.27", Name: "web", Template: "netns-init", Volumes: []string{"/data=data", "/etc/app=/srv/app"},
-			InitMode: "exec-pid1", Platform: "linux/arm64", Yes: true, Quiet: true, JSON: true,
+			InitMode: "exec-pid1", NoProbe: true, Platform: "linux/arm64", Yes: true, Quiet: true, JSON: true,
 			Env: []string{"A=1", "B=x=y z"}, EnvFiles: []string{"a.env", "b.env"},
 		}},
 	} {
@@ -48,7 +51,7 @@ func TestNewCmdMachinesPull(t *testing.T) {
 			if err := cmd.Execute(); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(&tt.want, got, cmpopts.IgnoreFields(MachinesPullOptions{}, "IO", "Config", "Log", "Getenv", "Ask")); diff != "" {
+			if diff := cmp.Diff(&tt.want, got, cmpopts.IgnoreFields(MachinesPullOptions{}, "IO", "Config", "Log", "Getenv", "Ask", "RunProbe")); diff != "" {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})
@@ -435,5 +438,74 @@ func TestMachinesPullRun(t *testing.T) {
 	o, _, _ = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Yes: true, JSON: true})
 	if err := machinesPullRun(t.Context(), o); err == nil || !strings.Contains(err.Error(), p.Rootfs) {
 		t.Errorf("second pull of app2: %v", err)
+	}
+}
+
+// The pull runs the probe (unless --no-probe), shows what it found, warns
+// about a stop that will not end the app, and about a probe that failed.
+func TestMachinesPullProbe(t *testing.T) {
+	busybox := ociimage.StaticBusyboxT(t)
+	ref := ociTestImage(t)
+	conf := ociTestConfig(t, func(c *config.Config) { c.Machines.Init, c.Machines.Busybox = busybox, busybox })
+	vols := []string{"/var/lib/app=data", "/etc/app=config"}
+	ignoresQuit := func(_ context.Context, in probe.Input, c probe.Config) (*probe.Findings, error) {
+		if c.Init.Init != busybox || in.Journal == nil {
+			t.Errorf("probe config %+v, input %+v", c, in)
+		}
+		return &probe.Findings{StopSignal: in.StopSignal, Ignored: 1 << (syscall.SIGQUIT - 1), Caught: 1 << (syscall.SIGTERM - 1),
+			Reap: probe.Reap{Tested: true, Reaped: true}, Stop: probe.Stop{Sent: true, Signal: in.StopSignal, After: 300 * time.Millisecond},
+			Output: "env: DB_PASSWORD=s3cr3t\n"}, nil
+	}
+
+	o, out, errOut := pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p1", Volumes: vols})
+	o.RunProbe = ignoresQuit
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	if want := "warning: the app ignores SIGQUIT, its stop signal: a stop will kill it after MAN8S_STOP_TIMEOUT"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, errOut)
+	}
+	if want := "Probe: as PID 1 it behaves (it handles SIGTERM and reaps the children it adopts); catches SIGTERM; reaps: yes"; !strings.Contains(out.String(), want) {
+		t.Errorf("stdout lacks %q:\n%s", want, out)
+	}
+
+	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p2", Volumes: vols, JSON: true})
+	o.RunProbe = func(context.Context, probe.Input, probe.Config) (*probe.Findings, error) {
+		return nil, errors.New("probing: idmapping /x: operation not supported")
+	}
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	if want := "warning: the init probe did not finish, so the init mode follows the entrypoint's name (--no-probe skips the probe): probing: idmapping"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, errOut)
+	}
+	var rep machinesPullReport
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil || rep.Init.Probe != nil || !strings.Contains(rep.Init.ProbeError, "idmapping") {
+		t.Errorf("--json (%v): %+v", err, rep.Init)
+	}
+
+	// --json has the findings, never the app's output (it may show a value
+	// given at pull).
+	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p4", Volumes: vols, JSON: true})
+	o.RunProbe = ignoresQuit
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	rep = machinesPullReport{}
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil || rep.Init.Probe == nil || rep.Init.Probe.PID1 != "yes" ||
+		!strings.Contains(rep.Init.StopWarning, "ignores SIGQUIT") || strings.Contains(out.String()+errOut.String(), "s3cr3t") {
+		t.Errorf("--json (%v):\n%s\n%s", err, out, errOut)
+	}
+
+	o, _, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p3", Volumes: vols, NoProbe: true})
+	o.RunProbe = func(context.Context, probe.Input, probe.Config) (*probe.Findings, error) {
+		t.Error("--no-probe probed")
+		return nil, nil
+	}
+	if err := machinesPullRun(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	if strings.Contains(errOut.String(), "warning") {
+		t.Errorf("--no-probe warns:\n%s", errOut)
 	}
 }

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,9 +16,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/man8s/mbctl/internal/buildinfo"
 	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/signals"
+	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/provision"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
@@ -235,26 +243,46 @@ type OCIInspectOptions struct {
 	IO     *iostreams.IOStreams
 	Config func() (config.Config, config.Origin, error)
 	Log    *slog.Logger
+	// Getenv reads $MBCTL_INIT and mbctl's fault hook (--probe).
+	Getenv func(string) string
+	// RunProbe runs the probe (default probe.Run; tests give a fake).
+	RunProbe func(context.Context, probe.Input, probe.Config) (*probe.Findings, error)
 
 	Image    string
 	Platform string
 	JSON     bool
+	// Probe downloads and unpacks the image and probes its entrypoint;
+	// ProbeTimeout bounds the probe (0: probe.Config's default).
+	Probe        bool
+	ProbeTimeout time.Duration
 }
 
 // NewCmdOCIInspect builds `oci inspect`; runF, if not nil, replaces
 // ociInspectRun (tests).
 func NewCmdOCIInspect(f *Factory, runF func(context.Context, *OCIInspectOptions) error) *cobra.Command {
-	opts := &OCIInspectOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
+	opts := &OCIInspectOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, RunProbe: probe.Run}
 	cmd := &cobra.Command{
 		Use:   "inspect IMAGE",
 		Short: "Print an image's configuration and layers without downloading them",
 		Long: `Print what a machine made from IMAGE would run: entrypoint, command,
 environment, volumes, exposed ports, working directory, user, stop signal and
 labels (sorted by key), and the image's layers. Only the manifest and config
-are fetched. --json prints the same as one JSON object.`,
+are fetched. --json prints the same as one JSON object.
+
+--probe also downloads and unpacks the image into paths.scratch and runs its
+entrypoint for a few seconds as PID 1, as man8s-init's exec-pid1 mode would
+(environment, user, working dir), in a throwaway systemd-nspawn machine
+without network, on an overlay that leaves the image untouched. It reports
+which signals the entrypoint catches, ignores and blocks (/proc/PID/status),
+whether it reaps a child it adopts, whether and how fast it exits on its stop
+signal, whether it behaves as PID 1 should, and the init mode that
+'machines pull --init-mode auto' would choose from that. The probe ends within
+--probe-timeout, the machine is killed, and nothing of it is left, even when
+mbctl is killed meanwhile.`,
 		Example: `  mbctl oci inspect registry:2
   mbctl oci inspect --platform linux/arm64 nginx:1.27
-  mbctl oci inspect --json ghcr.io/example/app:1.2 | jq .volumes`,
+  mbctl oci inspect --json ghcr.io/example/app:1.2 | jq .volumes
+  mbctl oci inspect --probe --json nginx:1.27 | jq .probe.caught`,
 		Args: exactArgs("IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Image = args[0]
@@ -266,7 +294,90 @@ are fetched. --json prints the same as one JSON object.`,
 	}
 	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&opts.Probe, "probe", false, "download the image and probe how its entrypoint behaves as PID 1 (signals, reaping, stop)")
+	cmd.Flags().DurationVar(&opts.ProbeTimeout, "probe-timeout", 10*time.Second, "with --probe: end the probe, and kill its machine, after this long")
 	return cmd
+}
+
+// ociInspectReport is the --json form of `oci inspect`: the summary, and
+// with --probe what the probe found and what it means for the init mode.
+type ociInspectReport struct {
+	registry.Summary
+	Probe *probeReport       `json:"probe,omitempty"`
+	Init  *inspectInitReport `json:"init,omitempty"`
+}
+
+// inspectInitReport is the init a probed image has and the mode auto
+// would choose for it.
+type inspectInitReport struct {
+	Detected    string `json:"detected"`
+	Evidence    string `json:"evidence"`
+	AutoMode    string `json:"auto_mode"`
+	ModeReason  string `json:"mode_reason"`
+	StopWarning string `json:"stop_warning,omitempty"`
+}
+
+// probeReport is what a probe found.
+type probeReport struct {
+	StopSignal string `json:"stop_signal"`
+	// Caught, Ignored and Blocked are PID 1's signal dispositions;
+	// SigWait says it waited in sigwait/sigtimedwait.
+	Caught  []string `json:"caught"`
+	Ignored []string `json:"ignored"`
+	Blocked []string `json:"blocked"`
+	SigWait bool     `json:"sigwait"`
+	// Reaps is null when reaping could not be tested.
+	Reaps   *bool `json:"reaps"`
+	Zombies int   `json:"zombies"`
+	Stop    struct {
+		Signal string `json:"signal"`
+		Sent   bool   `json:"sent"`
+		Exited bool   `json:"exited"`
+		// MS is the time to the exit, or how long the probe waited.
+		MS     int64 `json:"ms"`
+		Status *int  `json:"status,omitempty"`
+	} `json:"stop"`
+	ExitedEarly *struct {
+		MS     int64 `json:"ms"`
+		Status *int  `json:"status,omitempty"`
+	} `json:"exited_early,omitempty"`
+	// PID1 is the verdict (yes, no, unknown), PID1Reason why.
+	PID1       string  `json:"pid1"`
+	PID1Reason string  `json:"pid1_reason"`
+	Seconds    float64 `json:"duration_seconds"`
+	// Output is the end of the machine's console: man8s-init's steps and
+	// the app's own output (left out at pull, where the app may print the
+	// values given with --env).
+	Output string `json:"output,omitempty"`
+}
+
+func newProbeReport(f *probe.Findings) *probeReport {
+	status := func(st int) *int {
+		if st < 0 {
+			return nil
+		}
+		return &st
+	}
+	r := &probeReport{
+		StopSignal: signals.Name(f.StopSignal), Caught: f.Caught.Names(), Ignored: f.Ignored.Names(), Blocked: f.Blocked.Names(),
+		SigWait: f.SigWait, Zombies: f.Reap.Zombies, Seconds: roundSeconds(f.Took), Output: f.Output,
+	}
+	if f.Reap.Tested {
+		r.Reaps = &f.Reap.Reaped
+	}
+	r.Stop.Signal, r.Stop.Sent, r.Stop.Exited, r.Stop.MS = signals.Name(f.Stop.Signal), f.Stop.Sent, f.Stop.Exited, f.Stop.After.Milliseconds()
+	if f.Stop.Exited {
+		r.Stop.Status = status(f.Stop.Status)
+	}
+	if f.Early != nil {
+		r.ExitedEarly = &struct {
+			MS     int64 `json:"ms"`
+			Status *int  `json:"status,omitempty"`
+		}{f.Early.After.Milliseconds(), status(f.Early.Status)}
+	}
+	v, why := f.AsPID1()
+	r.PID1, r.PID1Reason = string(v), why
+	return r
 }
 
 func ociInspectRun(ctx context.Context, opts *OCIInspectOptions) error {
@@ -279,10 +390,134 @@ func ociInspectRun(ctx context.Context, opts *OCIInspectOptions) error {
 		return err
 	}
 	s := registry.Inspect(im)
-	if opts.JSON {
-		return writeJSON(opts.IO.Out, s)
+	if !opts.Probe {
+		if opts.JSON {
+			return writeJSON(opts.IO.Out, s)
+		}
+		return printSummary(opts.IO.Out, s)
 	}
-	return printSummary(opts.IO.Out, s)
+	f, d, err := probeImage(ctx, opts, cfg, im)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: probing %s: %w (its machine and files are gone)", opts.Image, err)
+		}
+		return fmt.Errorf("probing %s: %w (its machine and files are gone)", opts.Image, err)
+	}
+	mode, reason := imageinit.Choose(imageinit.Auto, d, f)
+	ir := &inspectInitReport{Detected: string(d.Kind), Evidence: d.Evidence, AutoMode: string(mode), ModeReason: reason,
+		StopWarning: imageinit.StopWarning(mode, d, f)}
+	if opts.JSON {
+		return writeJSON(opts.IO.Out, ociInspectReport{Summary: s, Probe: newProbeReport(f), Init: ir})
+	}
+	if err := printSummary(opts.IO.Out, s); err != nil {
+		return err
+	}
+	return printProbe(opts.IO.Out, f, ir)
+}
+
+// probeImage downloads and unpacks im into a dir in paths.scratch, detects
+// its init and probes its entrypoint. The dir is journaled (a killed run's
+// is taken back by the next) and removed before it returns.
+func probeImage(ctx context.Context, opts *OCIInspectOptions, cfg config.Config, im *registry.Image) (f *probe.Findings, d imageinit.Detection, err error) {
+	cleanDeadRuns(opts.IO, opts.Log, cfg.Paths)
+	if cfg.Paths.Scratch == "" {
+		return nil, d, errors.New("no scratch dir (paths.scratch) configured")
+	}
+	src, err := locateInit(cfg, opts.Getenv, opts.Log)
+	if err != nil {
+		return nil, d, err
+	}
+	c, err := cache.OpenWith(cfg.Paths.Cache, cache.Options{Log: opts.Log})
+	if err != nil {
+		return nil, d, err
+	}
+	j, err := journal.Begin(provision.JournalDir(cfg.Paths), "oci inspect --probe "+opts.Image)
+	if err != nil {
+		return nil, d, err
+	}
+	defer func() {
+		// Everything this run made goes, probe or not.
+		if rerr := j.Rollback(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("removing the unpacked image (the next mbctl run tries again): %w", rerr))
+		}
+	}()
+	dir, err := j.MkdirUnique(cfg.Paths.Scratch, "inspect-")
+	if err != nil {
+		return nil, d, err
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return nil, d, err
+	}
+	progress := newPullProgress(opts.IO, false, opts.JSON)
+	_, err = pull.Unpack(ctx, c, im, rootfs, pull.Options{Progress: progress, Log: opts.Log})
+	progress.Done(err == nil)
+	if err != nil {
+		return nil, d, err
+	}
+	ic := im.Config.Config
+	if d, err = imageinit.Detect(rootfs, slices.Concat(ic.Entrypoint, ic.Cmd)); err != nil {
+		return nil, d, err
+	}
+	in, err := provision.ProbeInput(rootfs, machinefiles.Params{
+		ImageRef: opts.Image, ImageDigest: im.Digest.String(), Image: ic, Version: buildinfo.Get().Version,
+	})
+	if err != nil {
+		return nil, d, err
+	}
+	in.Scratch, in.Journal, in.BeforeStep = cfg.Paths.Scratch, j, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)
+	run := opts.RunProbe
+	if run == nil {
+		run = probe.Run
+	}
+	f, err = run(ctx, in, probe.Config{Init: src, Timeout: opts.ProbeTimeout, Log: opts.Log})
+	return f, d, err
+}
+
+// printProbe prints what the probe found, as printSummary's rows.
+func printProbe(w io.Writer, f *probe.Findings, ir *inspectInitReport) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
+	list := func(v []string) string {
+		if len(v) == 0 {
+			return "-"
+		}
+		return strings.Join(v, ", ")
+	}
+	fmt.Fprintf(tw, "\nProbe (the entrypoint as PID 1, %.1fs):\n", f.Took.Seconds())
+	row("Caught signals", list(f.Caught.Names()))
+	row("Ignored signals", list(f.Ignored.Names()))
+	blocked := list(f.Blocked.Names())
+	if f.SigWait {
+		blocked += " (waits in sigtimedwait)"
+	}
+	row("Blocked signals", blocked)
+	row("Reaps", f.ReapText())
+	row("Stop ("+signals.Name(f.StopSignal)+")", f.StopText())
+	if f.Early != nil {
+		row("Exited by itself", fmt.Sprintf("%dms after it started%s (the probe runs it without network)", f.Early.After.Milliseconds(), exitStatus(f.Early.Status)))
+	}
+	v, why := f.AsPID1()
+	row("As PID 1", fmt.Sprintf("%s: %s", v, why))
+	row("Init", fmt.Sprintf("%s (%s)", ir.Detected, ir.Evidence))
+	row("Auto mode", fmt.Sprintf("%s: %s", ir.AutoMode, ir.ModeReason))
+	if ir.StopWarning != "" {
+		row("Warning", ir.StopWarning)
+	}
+	if f.Early != nil && strings.TrimSpace(f.Output) != "" {
+		fmt.Fprintln(tw, "Output:")
+		for _, l := range strings.Split(strings.TrimRight(f.Output, "\n"), "\n") {
+			fmt.Fprintf(tw, "  %s\n", l)
+		}
+	}
+	return tw.Flush()
+}
+
+func exitStatus(st int) string {
+	if st < 0 {
+		return ""
+	}
+	return fmt.Sprintf(" with status %d", st)
 }
 
 // printSummary prints s as a table, one "Key:" row per value; a list

@@ -9,8 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
@@ -117,8 +121,13 @@ func TestNewCmdOCI(t *testing.T) {
 		{"inspect", func(f *Factory, got *any) *cobra.Command {
 			return NewCmdOCIInspect(f, func(_ context.Context, o *OCIInspectOptions) error { *got = o; return nil })
 		}, []string{"--json", "nginx:1.27", "--platform", "linux/amd64"},
-			&OCIInspectOptions{Image: "nginx:1.27", Platform: "linux/amd64", JSON: true},
-			ignore(OCIInspectOptions{}, "IO", "Config", "Log")},
+			&OCIInspectOptions{Image: "nginx:1.27", Platform: "linux/amd64", JSON: true, ProbeTimeout: 10 * time.Second},
+			ignore(OCIInspectOptions{}, "IO", "Config", "Log", "Getenv", "RunProbe")},
+		{"inspect --probe", func(f *Factory, got *any) *cobra.Command {
+			return NewCmdOCIInspect(f, func(_ context.Context, o *OCIInspectOptions) error { *got = o; return nil })
+		}, []string{"--probe", "--probe-timeout", "2500ms", "nginx:1.27"},
+			&OCIInspectOptions{Image: "nginx:1.27", Probe: true, ProbeTimeout: 2500 * time.Millisecond},
+			ignore(OCIInspectOptions{}, "IO", "Config", "Log", "Getenv", "RunProbe")},
 		{"man8init", func(f *Factory, got *any) *cobra.Command {
 			return NewCmdOCIMan8init(f, func(_ context.Context, o *OCIMan8initOptions) error { *got = o; return nil })
 		}, []string{"./rootfs", "--json"}, &OCIMan8initOptions{Rootfs: "./rootfs", JSON: true},
@@ -391,5 +400,119 @@ func TestOCIMan8initRun(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "no static busybox found") {
 		t.Errorf("stderr %q, want the missing busybox notice", errOut)
+	}
+}
+
+// oci inspect --probe unpacks the image into the scratch dir, gives the
+// probe its rootfs and the machine's environment, prints what it found
+// and the init mode auto would choose, and leaves nothing in the scratch
+// dir.
+func TestOCIInspectProbe(t *testing.T) {
+	ref := ociTestImage(t)
+	busybox := ociimage.StaticBusyboxT(t)
+	var scratch string
+	conf := ociTestConfig(t, func(c *config.Config) { c.Machines.Init = busybox; scratch = c.Paths.Scratch })
+	var in probe.Input
+	var pc probe.Config
+	fake := func(_ context.Context, i probe.Input, c probe.Config) (*probe.Findings, error) {
+		in, pc = i, c
+		if _, err := os.Stat(filepath.Join(i.Rootfs, "etc/app/app.conf")); err != nil {
+			t.Errorf("the probe's rootfs is not the unpacked image: %v", err)
+		}
+		return &probe.Findings{StopSignal: i.StopSignal, Caught: 1<<(syscall.SIGINT-1) | 1<<(syscall.SIGCHLD-1), Ignored: 1 << (syscall.SIGQUIT - 1),
+			Reap:   probe.Reap{Tested: true, Reaped: true, After: 2 * time.Millisecond},
+			Stop:   probe.Stop{Sent: true, Signal: i.StopSignal, After: 3 * time.Second, Status: -1},
+			Output: "man8s-init: app: exec\n", Took: 4200 * time.Millisecond}, nil
+	}
+	run := func(o OCIInspectOptions) (string, string, error) {
+		ios, _, out, errOut := iostreams.Test()
+		o.IO, o.Config, o.Log, o.RunProbe, o.Probe = ios, conf, slog.New(slog.DiscardHandler), fake, true
+		err := ociInspectRun(t.Context(), &o)
+		return out.String(), errOut.String(), err
+	}
+	out, _, err := run(OCIInspectOptions{Image: ref, ProbeTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.StopSignal != syscall.SIGQUIT || in.Journal == nil || in.Scratch != scratch || pc.Timeout != 2*time.Second || pc.Init.Init != busybox {
+		t.Errorf("probe input %+v, config %+v", in, pc)
+	}
+	if !strings.Contains(string(in.Env), "MAN8S_INIT_MODE=exec-pid1\n") {
+		t.Errorf("probe env:\n%s", in.Env)
+	}
+	for _, want := range []string{
+		"Reference:  ", // the summary first
+		"Probe (the entrypoint as PID 1, 4.2s):\n",
+		"Caught signals:   SIGINT, SIGCHLD\n",
+		"Ignored signals:  SIGQUIT\n",
+		"Blocked signals:  -\n",
+		"Reaps:            yes: an adopted child was reaped 2ms after it exited\n",
+		"Stop (SIGQUIT):   did not exit within 3000ms of SIGQUIT\n",
+		"As PID 1:         no: it does not handle SIGTERM or SIGQUIT, its stop signal: as PID 1 the kernel drops it\n",
+		"Init:             none (entrypoint \"/bin/app\" is no known init)\n",
+		"Auto mode:        supervise: auto: no init detected, man8s-init supervises the app\n",
+		"Warning:          the app ignores SIGQUIT, its stop signal: a stop will kill it after MAN8S_STOP_TIMEOUT",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect --probe output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = run(OCIInspectOptions{Image: ref, JSON: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Reference string          `json:"reference"`
+		Probe     json.RawMessage `json:"probe"`
+		Init      struct {
+			Detected, AutoMode string
+		} `json:"init"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	var pr struct {
+		StopSignal string   `json:"stop_signal"`
+		Caught     []string `json:"caught"`
+		Ignored    []string `json:"ignored"`
+		Blocked    []string `json:"blocked"`
+		Reaps      *bool    `json:"reaps"`
+		Stop       struct {
+			Sent, Exited bool
+			MS           int64 `json:"ms"`
+			Status       *int  `json:"status"`
+		} `json:"stop"`
+		PID1 string `json:"pid1"`
+	}
+	if err := json.Unmarshal(rep.Probe, &pr); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Reference != ref || pr.StopSignal != "SIGQUIT" || !slices.Equal(pr.Caught, []string{"SIGINT", "SIGCHLD"}) || pr.Blocked == nil ||
+		pr.Reaps == nil || !*pr.Reaps || !pr.Stop.Sent || pr.Stop.Exited || pr.Stop.MS != 3000 || pr.Stop.Status != nil || pr.PID1 != "no" {
+		t.Errorf("inspect --probe --json:\n%s", out)
+	}
+	if !strings.Contains(out, `"auto_mode": "supervise"`) {
+		t.Errorf("no auto mode in:\n%s", out)
+	}
+	// Nothing is left: no unpacked image, no journal.
+	ents, _ := os.ReadDir(scratch)
+	for _, e := range ents {
+		if e.Name() != "journals" {
+			t.Errorf("left in the scratch dir: %s", e.Name())
+		}
+	}
+	if j, _ := os.ReadDir(filepath.Join(scratch, "journals")); len(j) > 0 {
+		t.Errorf("journals left: %v", j)
+	}
+
+	// A probe that fails fails the command, and still leaves nothing.
+	fake = func(context.Context, probe.Input, probe.Config) (*probe.Findings, error) {
+		return nil, fmt.Errorf("probing: %w after 2s", probe.ErrTimeout)
+	}
+	if _, _, err := run(OCIInspectOptions{Image: ref}); err == nil || !strings.Contains(err.Error(), "probing "+ref+": probing: the probe timed out after 2s") {
+		t.Errorf("failed probe: %v", err)
+	}
+	if ents, _ := os.ReadDir(scratch); len(ents) != 1 {
+		t.Errorf("left in the scratch dir after a failed probe: %v", ents)
 	}
 }

@@ -54,7 +54,7 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode, _ := imageinit.Choose(imageinit.Auto, d)
+	mode, _ := imageinit.Choose(imageinit.Auto, d, nil)
 	p := machinefiles.Params{
 		Name: name, Template: "netns-init", Bridge: "m8s-absent0",
 		YggAddress: netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d"),

@@ -65,7 +65,7 @@ func runImage(t *testing.T, name string, img v1.Config, files map[string]string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode, _ := imageinit.Choose(imageinit.Auto, d)
+	mode, _ := imageinit.Choose(imageinit.Auto, d, nil)
 	configs := filepath.Join(work, "configs")
 	p := machinefiles.Params{
 		Name: name, Template: "network_isolated", Bridge: "m8s-absent0",

@@ -30,6 +30,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
@@ -63,6 +64,11 @@ type Options struct {
 	Env []machinefiles.EnvVar
 	// Init is what gets installed at /man8s-init.
 	Init initinstall.Sources
+	// Probe, if set, probes how the image's entrypoint behaves as PID 1
+	// (probe.Run; tests give a fake) for the init mode and the stop
+	// warning. The input is ProbeInput's, with the scratch dir, the run's
+	// journal and BeforeStep. Nil: the entrypoint's name alone decides.
+	Probe func(context.Context, probe.Input) (*probe.Findings, error)
 	// Version is mbctl's version; Now the creation time (default now).
 	Version string
 	Now     time.Time
@@ -84,12 +90,17 @@ type Created struct {
 	Paths      machine.Paths
 	YggAddress netip.Addr
 	Detection  imageinit.Detection
-	Mode       imageinit.Mode
-	ModeReason string
-	Volumes    []machine.Volume
-	Pull       *pull.Result
-	Init       initinstall.Result
-	Protect    protect.Result
+	// Probe is what the probe found (nil: none ran, or it failed with
+	// ProbeErr); StopWarning says why a stop will not end the app, or "".
+	Probe       *probe.Findings
+	ProbeErr    error
+	StopWarning string
+	Mode        imageinit.Mode
+	ModeReason  string
+	Volumes     []machine.Volume
+	Pull        *pull.Result
+	Init        initinstall.Result
+	Protect     protect.Result
 	// Adopted are the kept dirs (Options.Adopt) the machine uses as they
 	// are, instead of a copy of the image's content.
 	Adopted []string
@@ -341,15 +352,43 @@ func (c *creation) unpack(ctx context.Context) (err error) {
 	return err
 }
 
-// detect recognises the image's own init and chooses the init mode.
-func (c *creation) detect(context.Context) (err error) {
+// detect recognises the image's own init, probes its entrypoint (with
+// Options.Probe) and chooses the init mode. A probe that fails leaves the
+// choice to the name; only an interruption stops the run.
+func (c *creation) detect(ctx context.Context) (err error) {
 	cfg := c.o.Image.Config.Config
 	argv := slices.Concat(cfg.Entrypoint, cfg.Cmd)
 	if c.res.Detection, err = imageinit.Detect(c.rootfs, argv); err != nil {
 		return err
 	}
-	c.res.Mode, c.res.ModeReason = imageinit.Choose(c.o.Mode, c.res.Detection)
+	if c.o.Probe != nil {
+		c.res.Probe, c.res.ProbeErr = c.probe(ctx)
+		if c.res.ProbeErr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.res.Probe = nil
+			c.o.Log.Debug("init probe failed; the entrypoint's name decides", "machine", c.o.Name, "err", c.res.ProbeErr)
+		}
+	}
+	c.res.Mode, c.res.ModeReason = imageinit.Choose(c.o.Mode, c.res.Detection, c.res.Probe)
+	c.res.StopWarning = imageinit.StopWarning(c.res.Mode, c.res.Detection, c.res.Probe)
 	return nil
+}
+
+// probe runs Options.Probe on the staging rootfs, as the machine would run
+// it in exec-pid1 mode.
+func (c *creation) probe(ctx context.Context) (*probe.Findings, error) {
+	in, err := ProbeInput(c.rootfs, machinefiles.Params{
+		Name: c.o.Name, Template: c.o.Template, YggAddress: c.res.YggAddress,
+		ImageRef: c.o.Ref, ImageDigest: c.o.Image.Digest.String(), Image: c.o.Image.Config.Config,
+		Env: c.o.Env, Version: c.o.Version, Created: c.o.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.Scratch, in.Journal, in.BeforeStep = c.o.Dirs.Scratch, c.j, c.o.BeforeStep
+	return c.o.Probe(ctx, in)
 }
 
 // copyVolumes copies the image's content at each volume into its host dir.

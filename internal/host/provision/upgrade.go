@@ -350,7 +350,7 @@ func (u *upgrade) unpack(ctx context.Context) (err error) {
 	if u.detection, err = imageinit.Detect(u.rootfs, slices.Concat(cfg.Entrypoint, cfg.Cmd)); err != nil {
 		return err
 	}
-	u.res.Mode, u.res.ModeReason = imageinit.Choose(u.o.Mode, u.detection)
+	u.res.Mode, u.res.ModeReason = imageinit.Choose(u.o.Mode, u.detection, nil)
 	return nil
 }
 

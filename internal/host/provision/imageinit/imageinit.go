@@ -36,13 +36,15 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/man8s/mbctl/internal/fsutil"
-
 	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/signals"
+	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 )
 
 // Kind names an init or supervisor.
@@ -289,12 +291,21 @@ func needsPID1(k Kind) bool {
 }
 
 // Choose returns the mode to use and why. Auto picks ExecPID1 for inits that
-// insist on being PID 1 (s6-overlay, systemd) and Supervise for everything
-// else; an explicit Supervise or ExecPID1 is used as requested.
-func Choose(requested Mode, d Detection) (mode Mode, reason string) {
+// insist on being PID 1 (s6-overlay, systemd), and for another init it
+// detected (tini, dumb-init, ...) only when the probe's findings f show that
+// it behaves as PID 1 should (probe.Findings.AsPID1) and that exec-pid1
+// mode's stop (KillSignal) is its own stop signal; everything else is
+// supervised. Without findings (no probe, or it failed: f is nil) the name
+// decides, and a detected init other than s6-overlay or systemd is
+// supervised. An explicit Supervise or ExecPID1 is used as requested.
+func Choose(requested Mode, d Detection, f *probe.Findings) (mode Mode, reason string) {
 	kind := d.Kind
 	if kind == "" {
 		kind = None
+	}
+	verdict, why := probe.Unknown, ""
+	if f != nil {
+		verdict, why = f.AsPID1()
 	}
 	switch requested {
 	case Supervise, ExecPID1:
@@ -302,16 +313,76 @@ func Choose(requested Mode, d Detection) (mode Mode, reason string) {
 		if requested == Supervise && needsPID1(kind) {
 			reason += fmt.Sprintf("; %s normally needs exec-pid1", kind)
 		}
+		if requested == ExecPID1 && verdict == probe.No {
+			reason += fmt.Sprintf("; the probe: as PID 1 %s", why)
+		}
 		return requested, reason
 	}
 	switch {
 	case needsPID1(kind):
-		return ExecPID1, fmt.Sprintf("auto: %s must run as PID 1, so man8s-init sets up and execs it", kind)
+		reason = fmt.Sprintf("auto: %s must run as PID 1, so man8s-init sets up and execs it", kind)
+		if verdict == probe.No {
+			reason += fmt.Sprintf("; the probe: as PID 1 %s", why)
+		}
+		return ExecPID1, reason
 	case kind == None:
 		return Supervise, "auto: no init detected, man8s-init supervises the app"
-	default:
+	case f == nil:
 		return Supervise, fmt.Sprintf("auto: %s runs fine under man8s-init's supervisor", kind)
+	case verdict == probe.No:
+		return Supervise, fmt.Sprintf("auto: %s runs under man8s-init's supervisor: the probe shows it does not behave as PID 1 should (%s)", kind, why)
+	case verdict == probe.Unknown:
+		return Supervise, fmt.Sprintf("auto: %s runs fine under man8s-init's supervisor (the probe could not tell how it behaves as PID 1: %s)", kind, why)
 	}
+	kill := killSignalOf(ExecPID1, d)
+	if f.StopSignal != kill || !f.Takes(kill) {
+		return Supervise, fmt.Sprintf("auto: %s runs under man8s-init's supervisor: it behaves as PID 1 (%s), but its stop signal is %s and in exec-pid1 mode a stop sends it %s",
+			kind, why, signals.Name(f.StopSignal), signals.Name(kill))
+	}
+	return ExecPID1, fmt.Sprintf("auto: the probe shows %s behaves as PID 1 should (%s), so man8s-init sets up and execs it", kind, why)
+}
+
+// StopWarning says, for a person, why a stop of the app in mode will not
+// end it, from the probe's findings f; "" when it will, or when f cannot
+// tell (nil, or the app exited by itself in the probe). In supervise mode
+// man8s-init sends the app, its child, the stop signal, and SIGKILLs it
+// MAN8S_STOP_TIMEOUT later: an app that ignores the signal waits for that.
+// In exec-pid1 mode nspawn sends PID 1 the KillSignal, which a PID 1 that
+// does not take it never gets.
+func StopWarning(mode Mode, d Detection, f *probe.Findings) string {
+	if f == nil || f.Early != nil {
+		return ""
+	}
+	switch mode {
+	case ExecPID1:
+		kill := killSignalOf(mode, d)
+		if f.MayTake(kill) {
+			return ""
+		}
+		return fmt.Sprintf("as PID 1 the app does not handle %s, which stops it in exec-pid1 mode: the kernel drops it, and a stop will kill it only after systemd's TimeoutStopSec",
+			signals.Name(kill))
+	case Supervise:
+		stop := f.StopSignal
+		if f.EndsAsChild(stop) {
+			return ""
+		}
+		how := "ignores"
+		if !f.Ignored.Has(stop) {
+			how = "neither handles nor is ended by"
+		}
+		return fmt.Sprintf("the app %s %s, its stop signal: a stop will kill it after %s (10 s unless man8env.env sets it)",
+			how, signals.Name(stop), man8env.KeyStopTimeout)
+	}
+	return ""
+}
+
+// killSignalOf is KillSignal as a signal.
+func killSignalOf(mode Mode, d Detection) syscall.Signal {
+	sig, err := signals.Parse(KillSignal(mode, d))
+	if err != nil {
+		panic(err) // KillSignal returns only valid names
+	}
+	return sig
 }
 
 // KillSignal returns the KillSignal= for the settings file: the signal

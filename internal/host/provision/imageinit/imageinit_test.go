@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 )
 
 // tree builds a rootfs in a temp dir: "path" -> content makes a file,
@@ -165,12 +168,108 @@ func TestChooseAndKillSignal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		d := Detection{Kind: tt.kind}
-		mode, reason := Choose(tt.requested, d)
+		mode, reason := Choose(tt.requested, d, nil)
 		if mode != tt.want || !strings.Contains(reason, tt.reason) {
 			t.Errorf("Choose(%q, %s) = %q, %q; want %q, %q", tt.requested, tt.kind, mode, reason, tt.want, tt.reason)
 		}
 		if got := KillSignal(mode, d); got != tt.kill {
 			t.Errorf("KillSignal(%q, %s) = %q, want %q", mode, tt.kind, got, tt.kill)
 		}
+	}
+}
+
+// Findings of probes, as the e2e images give them.
+var (
+	// tini: waits in sigtimedwait, exits on SIGTERM, reaps.
+	tiniFindings = probe.Findings{StopSignal: syscall.SIGTERM, Ignored: set(syscall.SIGTTIN, syscall.SIGTTOU), SigWait: true,
+		Reap: probe.Reap{Tested: true, Reaped: true}, Stop: probe.Stop{Sent: true, Signal: syscall.SIGTERM, Exited: true, Status: 143}}
+	// sleep as PID 1: nothing caught, nothing reaped, the stop dropped.
+	sleepFindings = probe.Findings{StopSignal: syscall.SIGTERM,
+		Reap: probe.Reap{Tested: true, Zombies: 1}, Stop: probe.Stop{Sent: true, Signal: syscall.SIGTERM}}
+	// A shell that traps TERM.
+	trapFindings = probe.Findings{StopSignal: syscall.SIGTERM, Caught: set(syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD), Ignored: set(syscall.SIGQUIT),
+		Reap: probe.Reap{Tested: true, Reaped: true}, Stop: probe.Stop{Sent: true, Signal: syscall.SIGTERM, Exited: true}}
+	// A shell that ignores TERM.
+	ignoreFindings = probe.Findings{StopSignal: syscall.SIGTERM, Caught: set(syscall.SIGINT, syscall.SIGCHLD), Ignored: set(syscall.SIGQUIT, syscall.SIGTERM),
+		Reap: probe.Reap{Tested: true, Reaped: true}, Stop: probe.Stop{Sent: true, Signal: syscall.SIGTERM}}
+)
+
+func set(sigs ...syscall.Signal) probe.SignalSet {
+	var s probe.SignalSet
+	for _, sig := range sigs {
+		s |= 1 << (sig - 1)
+	}
+	return s
+}
+
+func with(f probe.Findings, change func(*probe.Findings)) *probe.Findings {
+	change(&f)
+	return &f
+}
+
+func TestChooseWithFindings(t *testing.T) {
+	quitInit := with(tiniFindings, func(f *probe.Findings) {
+		f.StopSignal, f.Stop.Signal = syscall.SIGQUIT, syscall.SIGQUIT
+	})
+	tests := []struct {
+		name      string
+		requested Mode
+		kind      Kind
+		f         *probe.Findings
+		want      Mode
+		reason    string
+	}{
+		{"tini behaves", Auto, Tini, &tiniFindings, ExecPID1, "auto: the probe shows tini behaves as PID 1 should (it handles SIGTERM and reaps the children it adopts)"},
+		{"tini without a probe", Auto, Tini, nil, Supervise, "auto: tini runs fine under man8s-init's supervisor"},
+		{"a tini that is sleep", Auto, Tini, &sleepFindings, Supervise, "the probe shows it does not behave as PID 1 should (it does not handle SIGTERM: as PID 1 the kernel drops it)"},
+		{"dumb-init that does not reap", Auto, DumbInit, with(tiniFindings, func(f *probe.Findings) { f.Reap.Reaped = false }), Supervise,
+			"leaves the children it adopts as zombies"},
+		{"reaping not tested", Auto, Catatonit, with(tiniFindings, func(f *probe.Findings) { f.Reap.Tested = false }), Supervise,
+			"could not tell how it behaves as PID 1: it handles SIGTERM; whether it reaps could not be tested"},
+		{"exited by itself", Auto, Tini, with(tiniFindings, func(f *probe.Findings) { f.Early = &probe.Exit{Status: 1} }), Supervise,
+			"the app exited by itself 0ms after it started with status 1"},
+		{"stop signal exec-pid1 would not send", Auto, Tini, quitInit, Supervise,
+			"its stop signal is SIGQUIT and in exec-pid1 mode a stop sends it SIGTERM"},
+		{"a shell that behaves is still no init", Auto, None, &trapFindings, Supervise, "auto: no init detected"},
+		{"systemd stays exec-pid1", Auto, Systemd, &sleepFindings, ExecPID1, "auto: systemd must run as PID 1, so man8s-init sets up and execs it; the probe: as PID 1 it does not handle SIGTERM"},
+		{"explicit exec-pid1 of sleep", ExecPID1, None, &sleepFindings, ExecPID1, "exec-pid1 requested explicitly (detected init: none); the probe: as PID 1 it does not handle SIGTERM"},
+		{"explicit supervise of tini", Supervise, Tini, &tiniFindings, Supervise, "supervise requested explicitly (detected init: tini)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mode, reason := Choose(tt.requested, Detection{Kind: tt.kind}, tt.f)
+			if mode != tt.want || !strings.Contains(reason, tt.reason) {
+				t.Errorf("Choose = %q, %q; want %q, %q", mode, reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+func TestStopWarning(t *testing.T) {
+	winch := with(trapFindings, func(f *probe.Findings) { f.StopSignal = syscall.SIGWINCH; f.Caught = 0 })
+	tests := []struct {
+		name string
+		mode Mode
+		kind Kind
+		f    *probe.Findings
+		want string // "" for none
+	}{
+		{"no probe", ExecPID1, None, nil, ""},
+		{"sleep supervised dies of SIGTERM", Supervise, None, &sleepFindings, ""},
+		{"sleep as PID 1", ExecPID1, None, &sleepFindings, "as PID 1 the app does not handle SIGTERM, which stops it in exec-pid1 mode"},
+		{"trap TERM as PID 1", ExecPID1, None, &trapFindings, ""},
+		{"ignores TERM supervised", Supervise, None, &ignoreFindings, "the app ignores SIGTERM, its stop signal: a stop will kill it after MAN8S_STOP_TIMEOUT"},
+		{"ignores TERM as PID 1", ExecPID1, None, &ignoreFindings, "does not handle SIGTERM"},
+		{"tini as PID 1 waits for signals", ExecPID1, Tini, &tiniFindings, ""},
+		{"an unhandled SIGWINCH ends nothing", Supervise, None, winch, "the app neither handles nor is ended by SIGWINCH"},
+		{"exited by itself: nothing to say", ExecPID1, None, with(sleepFindings, func(f *probe.Findings) { f.Early = &probe.Exit{} }), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := StopWarning(tt.mode, Detection{Kind: tt.kind}, tt.f)
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("StopWarning = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
