@@ -38,7 +38,7 @@ func hostEnv(t *testing.T) (env map[string]string, networkDir, procSys string) {
 	busybox := filepath.Join(root, "bin/busybox")
 	writeTestFile(t, busybox, "")
 	var paths strings.Builder
-	for _, key := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch"} {
+	for _, key := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch", "systemd_units"} {
 		fmt.Fprintf(&paths, "%s = %q\n", key, filepath.Join(root, "var", key))
 	}
 	env = noConfig(t, `ygg_prefix = "300:2e98:a4b0:1789::/64"

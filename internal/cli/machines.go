@@ -18,6 +18,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/secret"
+	"github.com/man8s/mbctl/internal/host/unit"
 )
 
 func newMachinesCmd(f *Factory) *cobra.Command {
@@ -37,6 +38,8 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesRollback(f, nil),
 		NewCmdMachinesRebuild(f, nil),
 		NewCmdMachinesAutoUpdate(f, nil),
+		NewCmdMachinesDepend(f, nil),
+		NewCmdMachinesSet(f, nil),
 		NewCmdMachinesRun(f, nil),
 		NewCmdMachinesLogs(f, nil),
 		NewCmdMachinesShell(f, nil),
@@ -190,6 +193,7 @@ type machineShow struct {
 	EnvProblems []envfile.Problem `json:"env_problems,omitempty"`
 	// Secrets names the machine's secrets (never their values).
 	Secrets []string `json:"secrets"`
+	machineUnits
 }
 
 // MachinesShowOptions are the inputs of `machines show`.
@@ -248,6 +252,7 @@ func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
 	}
 	show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
 	show.EnvProblems = opts.envWarnings(p)
+	show.machineUnits = opts.readUnits(p.Name)
 	if show.Secrets, err = secret.For(p).Names(); err != nil {
 		show.Secrets = []string{}
 		if !errors.Is(err, machine.ErrNotFound) {
@@ -283,6 +288,9 @@ func printShow(w io.Writer, s machineShow) error {
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
 		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Secrets", strings.Join(s.Secrets, ", ")},
+		{"Depends on", describeDeps(s.DependsOn, func(d unit.Dependency) string { return d.On })},
+		{"Needed by", describeDeps(s.Dependants, func(d unit.Dependency) string { return d.Machine })},
+		{"Restart", s.Restart},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], orDash(row[1]))
 	}
@@ -498,6 +506,7 @@ func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
 		}
 		tw.Flush()
 	}
+	warnDependants(opts.MachineDeps, name)
 	printEntries(fmt.Sprintf("Removing machine %s deletes:", name), plan.Delete)
 	printEntries("Already missing:", plan.Missing)
 	printEntries("Kept:", plan.Kept)
@@ -506,6 +515,9 @@ func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
 	}
 	if err := plan.Execute(); err != nil {
 		return err
+	}
+	if !opts.KeepData {
+		removeDropIns(opts.MachineDeps, name)
 	}
 	fmt.Fprintf(opts.IO.Out, "Removed machine %s.\n", name)
 	return nil

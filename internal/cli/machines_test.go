@@ -29,7 +29,7 @@ func machineDirs(t *testing.T) (map[string]string, string) {
 	root := t.TempDir()
 	var b strings.Builder
 	b.WriteString("[paths]\n")
-	for _, k := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch"} {
+	for _, k := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch", "systemd_units"} {
 		dir := filepath.Join(root, k)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -99,7 +99,7 @@ func testMachineDeps(t *testing.T) (MachineDeps, string, *bytes.Buffer, *bytes.B
 	cfg := config.Default()
 	cfg.Paths = config.Paths{}
 	for k, p := range map[string]*string{"machines": &cfg.Paths.Machines, "configs": &cfg.Paths.Configs, "storage": &cfg.Paths.Storage,
-		"nspawn": &cfg.Paths.Nspawn, "machinectl": &cfg.Paths.Machinectl, "cache": &cfg.Paths.Cache, "scratch": &cfg.Paths.Scratch} {
+		"nspawn": &cfg.Paths.Nspawn, "machinectl": &cfg.Paths.Machinectl, "cache": &cfg.Paths.Cache, "scratch": &cfg.Paths.Scratch, "systemd_units": &cfg.Paths.SystemdUnits} {
 		*p = filepath.Join(root, k)
 		if err := os.MkdirAll(*p, 0o700); err != nil {
 			t.Fatal(err)

@@ -59,6 +59,11 @@ type MachinesPullOptions struct {
 	// Adopt uses the machine's kept config dir and storage dir.
 	Adopt bool
 	JSON  bool
+
+	// Restart is --restart, the unit's restart policy (see machines set);
+	// Commands runs systemctl daemon-reload for it (nil: the system's).
+	Restart  string
+	Commands commands
 }
 
 // newMachinesPullCmd is `machines pull` as the machines group adds it.
@@ -152,6 +157,7 @@ created is removed again.`,
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
 	fl.BoolVar(&opts.Adopt, "adopt", false, "use the machine's kept config dir, storage dir and volume dirs as they are ('machines remove --keep-data', or copied from another host)")
+	fl.StringVar(&opts.Restart, "restart", "", "systemd restart policy of the machine: no, on-failure or always (default: systemd-nspawn@.service's, no; change it with 'machines set')")
 	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
 	fl.BoolVar(&opts.JSON, "json", false, "print the new machine as one JSON object on stdout (no progress bars)")
 	_ = cmd.RegisterFlagCompletionFunc("template", cobra.FixedCompletions(man8env.Templates(), cobra.ShellCompDirectiveNoFileComp))
@@ -202,6 +208,9 @@ type pulledInitReport struct {
 func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	// Everything that can be checked without the network comes first.
 	if err := machine.ValidateName(opts.Name); err != nil {
+		return err
+	}
+	if err := checkPullRestart(opts.Restart); err != nil {
 		return err
 	}
 	env, err := pullEnv(opts.EnvFiles, opts.Env)
@@ -297,6 +306,9 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return fmt.Errorf("creating machine %s: %w (everything this run made was removed)", opts.Name, err)
 	}
 	took := time.Since(start)
+	if err := pullRestart(ctx, opts); err != nil {
+		return err
+	}
 	if res.ProbeErr != nil {
 		fmt.Fprintf(opts.IO.ErrOut, "warning: the init probe did not finish, so the init mode follows the entrypoint's name (--no-probe skips the probe): %v\n", res.ProbeErr)
 	}

@@ -14,7 +14,7 @@ import (
 func MbctlConfig(dir, nspawnDir, extra string) string {
 	var b strings.Builder
 	b.WriteString("[paths]\n")
-	for _, k := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch"} {
+	for _, k := range []string{"machines", "configs", "storage", "nspawn", "machinectl", "cache", "scratch", "systemd_units"} {
 		p := filepath.Join(dir, k)
 		if k == "nspawn" && nspawnDir != "" {
 			p = nspawnDir

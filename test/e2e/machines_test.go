@@ -154,7 +154,7 @@ func TestMachinesPullListShowRemove(t *testing.T) {
 	}
 
 	out = mustMbctl(t, conf, "machines", "list")
-	if !regexpMatch(`(?m)^app1\s+stopped\s+`+regexpQuote(ref)+`\s+300:1234:5678:9abc:`, out) {
+	if !regexpMatch(`(?m)^app1\s+stopped\s+-\s+`+regexpQuote(ref)+`\s+300:1234:5678:9abc:`, out) {
 		t.Errorf("list:\n%s", out)
 	}
 	out = mustMbctl(t, conf, "machines", "show", "app1")

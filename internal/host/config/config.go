@@ -51,6 +51,8 @@ type Paths struct {
 	Scratch    string `toml:"scratch" comment:"mbctl's run journals (journals/): what a killed run must take back"`
 	Networkd   string `toml:"networkd" comment:"where mbctl host setup writes the bridge's systemd-networkd .netdev and .network"`
 	Sysctl     string `toml:"sysctl" comment:"where mbctl host setup writes the forwarding sysctl drop-in"`
+	// SystemdUnits is where systemd reads unit drop-ins.
+	SystemdUnits string `toml:"systemd_units" comment:"where mbctl writes drop-ins for systemd-nspawn@NAME.service (machines depend, --restart)"`
 }
 
 // Network configures the host side of the machines' network.
@@ -105,15 +107,16 @@ func (r Registries) Timeouts() (header, idle time.Duration, err error) {
 func Default() Config {
 	return Config{
 		Paths: Paths{
-			Machines:   "/var/lib/man8machines",
-			Configs:    "/var/lib/man8machine_configs",
-			Storage:    "/var/lib/man8machine_storage",
-			Nspawn:     "/etc/systemd/nspawn",
-			Machinectl: "/var/lib/machines",
-			Cache:      "/var/cache/man8s",
-			Scratch:    "/var/tmp/man8s",
-			Networkd:   "/etc/systemd/network",
-			Sysctl:     "/etc/sysctl.d",
+			Machines:     "/var/lib/man8machines",
+			Configs:      "/var/lib/man8machine_configs",
+			Storage:      "/var/lib/man8machine_storage",
+			Nspawn:       "/etc/systemd/nspawn",
+			Machinectl:   "/var/lib/machines",
+			Cache:        "/var/cache/man8s",
+			Scratch:      "/var/tmp/man8s",
+			Networkd:     "/etc/systemd/network",
+			Sysctl:       "/etc/sysctl.d",
+			SystemdUnits: "/etc/systemd/system",
 		},
 		Network: Network{
 			Bridge:   "srvgrp0",
