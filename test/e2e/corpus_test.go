@@ -219,7 +219,10 @@ func TestCorpus(t *testing.T) {
 		},
 		{
 			replica: corpus.TiniNonroot,
-			pull:    func(t *testing.T) []string { return []string{"--volume", "/data=data"} },
+			// --init-mode auto runs tini as PID 1 (exec-pid1: the probe
+			// shows it behaves, see TestProbePullChoosesMode); this case
+			// keeps tini as the supervised app, as --no-probe gives.
+			pull: func(t *testing.T) []string { return []string{"--volume", "/data=data", "--init-mode", "supervise"} },
 			ready: func(ctx context.Context, c *corpusMachine) error {
 				return c.get(ctx, 8080, "/", "notes: GET /cgi-bin/note?WORD")
 			},
