@@ -19,6 +19,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 )
 
 // MachinesAutoUpdateOptions are the inputs of `machines auto-update`.
@@ -286,7 +287,7 @@ func (o *MachinesAutoUpdateOptions) machine(ctx context.Context, cfg config.Conf
 	// checked.
 	up, err := o.Upgrade(ctx, &MachinesUpgradeOptions{
 		MachineDeps: o.MachineDeps, Commands: o.Commands, Getenv: o.Getenv, Ask: o.Ask,
-		Name: name, InitMode: string(imageinit.Auto), Restart: true, Yes: true, Quiet: true,
+		Name: name, InitMode: string(imageinit.Auto), Restart: true, Yes: true, Quiet: true, RunProbe: probe.Run,
 	})
 	if err != nil {
 		return fail("%v", err)

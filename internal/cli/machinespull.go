@@ -252,7 +252,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 			return machinesUpgradeRun(ctx, &MachinesUpgradeOptions{
 				MachineDeps: MachineDeps{IO: opts.IO, Config: opts.Config, Log: opts.Log}, Getenv: opts.Getenv, Ask: opts.Ask,
 				Name: opts.Name, Image: opts.Image, Volumes: opts.Volumes, InitMode: opts.InitMode, Platform: opts.Platform,
-				Yes: opts.Yes, Quiet: opts.Quiet, JSON: opts.JSON, adopt: true,
+				Yes: opts.Yes, Quiet: opts.Quiet, JSON: opts.JSON, NoProbe: opts.NoProbe, RunProbe: opts.RunProbe, adopt: true,
 			})
 		}
 	} else if err := p.CheckFree(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
@@ -42,6 +43,10 @@ type MachinesUpgradeOptions struct {
 	Yes      bool
 	Quiet    bool
 	JSON     bool
+	// NoProbe skips the init probe; RunProbe runs it (probe.Run; nil:
+	// none), as at pull.
+	NoProbe  bool
+	RunProbe func(context.Context, probe.Input, probe.Config) (*probe.Findings, error)
 	// adopt: the machine's rootfs is gone and its kept config dir is
 	// taken over ('machines pull --adopt').
 	adopt bool
@@ -50,7 +55,7 @@ type MachinesUpgradeOptions struct {
 // NewCmdMachinesUpgrade builds `machines upgrade`; runF, if not nil,
 // replaces machinesUpgradeRun (tests).
 func NewCmdMachinesUpgrade(f *Factory, runF func(context.Context, *MachinesUpgradeOptions) error) *cobra.Command {
-	opts := &MachinesUpgradeOptions{MachineDeps: newMachineDeps(f), Commands: f.commands(), Getenv: f.Getenv, Ask: f.prompter().ask}
+	opts := &MachinesUpgradeOptions{MachineDeps: newMachineDeps(f), Commands: f.commands(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run}
 	cmd := &cobra.Command{
 		Use:   "upgrade NAME",
 		Short: "Take a machine to the newest image of its reference, keeping its config and data",
@@ -98,6 +103,7 @@ running machine is refused.`,
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVar(&opts.Restart, "restart", false, "restart a running machine after the swap")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "print what would change, change nothing")
+	fl.BoolVar(&opts.NoProbe, "no-probe", false, "do not probe how the new entrypoint behaves as PID 1: the init mode follows its name alone")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: new volumes without --volume become data volumes")
 	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
 	fl.BoolVar(&opts.JSON, "json", false, "print the upgrade as one JSON object (no progress bars)")
@@ -270,6 +276,12 @@ func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgrade
 	start := time.Now()
 	progress := newPullProgress(opts.IO, opts.Quiet, opts.JSON)
 	uo.Pull = pull.Options{Progress: progress, Log: opts.Log}
+	if !opts.NoProbe && opts.RunProbe != nil {
+		uo.Probe = func(ctx context.Context, in probe.Input) (*probe.Findings, error) {
+			progress.Phase("probing how the entrypoint behaves as PID 1")
+			return opts.RunProbe(ctx, in, probe.Config{Init: uo.Init, Log: opts.Log})
+		}
+	}
 	uo.BeforeStep = withPhases(progress, uo.BeforeStep)
 	res, err := provision.Upgrade(ctx, uo)
 	progress.Done(err == nil)

@@ -16,15 +16,15 @@ import (
 
 func TestNewCmdMachinesUpgradeRollback(t *testing.T) {
 	ignore := cmp.Options{cmpopts.IgnoreFields(MachineDeps{}, "IO", "Config", "Log", "Prober"),
-		cmpopts.IgnoreFields(MachinesUpgradeOptions{}, "Commands", "Getenv", "Ask"), cmpopts.IgnoreUnexported(MachinesUpgradeOptions{}), cmpopts.IgnoreFields(MachinesRollbackOptions{}, "Commands")}
+		cmpopts.IgnoreFields(MachinesUpgradeOptions{}, "Commands", "Getenv", "Ask", "RunProbe"), cmpopts.IgnoreUnexported(MachinesUpgradeOptions{}), cmpopts.IgnoreFields(MachinesRollbackOptions{}, "Commands")}
 	t.Run("upgrade", func(t *testing.T) {
 		var got *MachinesUpgradeOptions
 		cmd := NewCmdMachinesUpgrade(testFactory(t), func(_ context.Context, o *MachinesUpgradeOptions) error { got = o; return nil })
-		cmd.SetArgs([]string{"db", "--image", "postgres:17", "--volume", "/logs=data", "--restart", "--dry-run", "-y", "--json"})
+		cmd.SetArgs([]string{"db", "--image", "postgres:17", "--volume", "/logs=data", "--restart", "--dry-run", "-y", "--json", "--no-probe"})
 		if err := cmd.Execute(); err != nil {
 			t.Fatal(err)
 		}
-		want := &MachinesUpgradeOptions{Name: "db", Image: "postgres:17", Volumes: []string{"/logs=data"}, InitMode: "auto", Restart: true, DryRun: true, Yes: true, JSON: true}
+		want := &MachinesUpgradeOptions{Name: "db", Image: "postgres:17", Volumes: []string{"/logs=data"}, InitMode: "auto", Restart: true, DryRun: true, Yes: true, JSON: true, NoProbe: true}
 		if diff := cmp.Diff(want, got, ignore); diff != "" {
 			t.Error(diff)
 		}

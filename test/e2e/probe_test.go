@@ -425,6 +425,29 @@ func TestProbePullChoosesMode(t *testing.T) {
 	if rep.Init.Mode != "exec-pid1" || !strings.Contains(string(rep.Init.Probe), `"pid1": "yes"`) {
 		t.Errorf("pull --json: %s", out)
 	}
+
+	// An upgrade probes the new image too: the tini machine stays in
+	// exec-pid1 mode (the name list alone would supervise it).
+	tini, err := os.ReadFile(tiniHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ociimage.Layer(ociimage.File("usr/bin/tini", tini, 0o755), ociimage.File("etc/version", []byte("2\n"), 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{Entrypoint: []string{"/usr/bin/tini", "--", "sleep", "2000"}}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, next, refs["tini"])
+	if out := mustMbctl(t, conf, "machines", "upgrade", "--yes", "--quiet", "probe-tini"); !strings.Contains(out, "Upgraded machine probe-tini") {
+		t.Errorf("upgrade:\n%s", out)
+	}
+	if env := readFileT(t, filepath.Join(work, "configs", "probe-tini", "man8env.env")); !strings.Contains(env, "MAN8S_INIT_MODE=exec-pid1\n") {
+		t.Errorf("after the upgrade, man8env.env:\n%s", env)
+	}
+	checkNothingLeft(t, work)
 }
 
 // Proof (issue 12, the probe's bound): an app that takes SIGTERM and never

@@ -28,6 +28,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
 	"github.com/man8s/mbctl/internal/image/registry"
@@ -140,6 +141,9 @@ type UpgradeOptions struct {
 	// DryRun stops before anything of the machine changes: the result
 	// holds the merge and the diffs.
 	DryRun bool
+	// Probe, if set, probes the new image's entrypoint as machines pull
+	// does (Options.Probe) for --init-mode auto.
+	Probe func(context.Context, probe.Input) (*probe.Findings, error)
 	// Adopt takes a machine whose rootfs and links are gone (removed with
 	// --keep-data, or a config dir copied from another host): the new
 	// rootfs goes where the old one was, and the links are made again.
@@ -350,7 +354,24 @@ func (u *upgrade) unpack(ctx context.Context) (err error) {
 	if u.detection, err = imageinit.Detect(u.rootfs, slices.Concat(cfg.Entrypoint, cfg.Cmd)); err != nil {
 		return err
 	}
-	u.res.Mode, u.res.ModeReason = imageinit.Choose(u.o.Mode, u.detection, nil)
+	var findings *probe.Findings
+	if u.o.Probe != nil && u.o.Mode == imageinit.Auto {
+		// As at pull: the probe decides whether the image's init may be
+		// PID 1; without it an upgrade would take a machine the probe
+		// put in exec-pid1 back to supervise.
+		in, err := ProbeInput(u.rootfs, machinefiles.Params{
+			Name: u.p.Name, ImageRef: u.o.Ref, ImageDigest: u.o.Image.Digest.String(), Image: cfg, Version: u.o.Version,
+		})
+		if err == nil {
+			in.Scratch, in.Journal, in.BeforeStep = u.o.Dirs.Scratch, u.j, u.o.BeforeStep
+			findings, err = u.o.Probe(ctx, in)
+		}
+		if err != nil {
+			findings = nil
+			u.o.Log.Warn("init probe failed; the entrypoint's name decides the init mode", "machine", u.p.Name, "err", err)
+		}
+	}
+	u.res.Mode, u.res.ModeReason = imageinit.Choose(u.o.Mode, u.detection, findings)
 	return nil
 }
 
