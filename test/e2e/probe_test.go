@@ -44,6 +44,18 @@ var probeImages = []struct {
 		"app.sh": "trap 'echo not stopping' TERM\nwhile true; do sleep 0.1; done\n"}},
 }
 
+// named drops the signals without a name (realtime ones given by number),
+// which the test's own ancestors may have left ignored.
+func named(sigs []string) []string {
+	var out []string
+	for _, s := range sigs {
+		if strings.HasPrefix(s, "SIG") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // pushProbeImages builds the probe's images and pushes them to reg;
 // it returns their references by name.
 func pushProbeImages(t *testing.T, reg *registry.Registry) map[string]string {
@@ -277,7 +289,7 @@ func TestProbeFindings(t *testing.T) {
 		}},
 		{"sleep", func(t *testing.T, p probeJSON) {
 			f := p.Probe
-			if len(f.Caught) != 0 || len(f.Ignored) != 0 || f.SigWait || f.Reaps == nil || *f.Reaps || f.Zombies != 1 ||
+			if len(f.Caught) != 0 || len(named(f.Ignored)) != 0 || f.SigWait || f.Reaps == nil || *f.Reaps || f.Zombies != 1 ||
 				f.Stop.Exited || f.PID1 != "no" || !strings.Contains(f.PID1Reason, "does not handle SIGTERM") {
 				t.Errorf("sleep: %s", p)
 			}
@@ -339,7 +351,9 @@ func TestProbeFindings(t *testing.T) {
 		for _, want := range []string{
 			"Probe (the entrypoint as PID 1, ",
 			"Caught signals:   SIGINT, SIGCHLD\n",
-			"Ignored signals:  SIGQUIT, SIGTERM\n",
+			// Realtime signals an ancestor ignored stay ignored across
+			// exec (signal 32 under make in CI): only the named ones count.
+			"Ignored signals:  SIGQUIT, SIGTERM",
 			"Reaps:            yes: an adopted child was reaped ",
 			"Stop (SIGTERM):   did not exit within ",
 			"As PID 1:         no: it does not handle SIGTERM: as PID 1 the kernel drops it\n",
