@@ -191,27 +191,20 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	if o.Dirs.Scratch == "" {
 		return nil, errors.New("creating a machine: no journal dir (paths.scratch) configured")
 	}
-	if c.j, err = journal.Begin(JournalDir(o.Dirs), "machines pull "+o.Name); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			if uerr := c.j.Rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleaning up after the failure (the next mbctl run tries again): %w", uerr))
+	err = journaled(o.Dirs, "machines pull "+o.Name, true, o.Log, func(j *journal.Journal) error {
+		c.j = j
+		for _, st := range createSteps() {
+			if err := c.before(ctx, st.name); err != nil {
+				return err
 			}
-			return
+			if err := st.run(c, ctx); err != nil {
+				return err
+			}
 		}
-		if cerr := c.j.Commit(); cerr != nil {
-			o.Log.Warn("machine created, but its journal stayed", "journal", c.j.Path(), "err", cerr)
-		}
-	}()
-	for _, st := range createSteps() {
-		if err := c.before(ctx, st.name); err != nil {
-			return nil, err
-		}
-		if err := st.run(c, ctx); err != nil {
-			return nil, err
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c.res, nil
 }

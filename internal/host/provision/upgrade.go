@@ -248,36 +248,28 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (res *Upgraded, err error) {
 	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
 		return nil, err
 	}
-	if u.j, err = journal.Begin(JournalDir(o.Dirs), "machines upgrade "+o.Name); err != nil {
+	err = journaled(o.Dirs, "machines upgrade "+o.Name, !o.DryRun, o.Log, func(j *journal.Journal) error {
+		u.j = j
+		for _, st := range upgradeSteps() {
+			if st.name == "init" && o.DryRun {
+				break
+			}
+			if err := u.before(ctx, st.name); err != nil {
+				return err
+			}
+			if err := st.run(u, ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	done := false
-	defer func() {
-		// Not done: an error, or a panic on its way up.
-		if !done || o.DryRun {
-			if uerr := u.j.Rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleaning up after the failure (the next mbctl run tries again): %w", uerr))
-			}
-			return
-		}
-		if cerr := u.j.Commit(); cerr != nil {
-			o.Log.Warn("machine upgraded, but its journal stayed", "journal", u.j.Path(), "err", cerr)
-		}
+	if !o.DryRun {
 		u.dropOld()
-	}()
-	for _, st := range upgradeSteps() {
-		if st.name == "init" && o.DryRun {
-			break
-		}
-		if err := u.before(ctx, st.name); err != nil {
-			return nil, err
-		}
-		if err := st.run(u, ctx); err != nil {
-			return nil, err
-		}
 	}
 	u.res.Applied = !o.DryRun
-	done = true
 	return u.res, nil
 }
 
@@ -783,44 +775,36 @@ func Rollback(dirs config.Paths, name string, log *slog.Logger) (res *RolledBack
 	if prev, err := envfile.ReadFile(filepath.Join(prevFiles, machine.EnvFile)); err == nil {
 		res.To = valueOf(prev, man8env.KeyDigest)
 	}
-	j, err := journal.Begin(JournalDir(dirs), "machines rollback "+name)
+	err = journaled(dirs, "machines rollback "+name, true, log, func(j *journal.Journal) error {
+		if err := j.Exchange(prevRootfs, p.Rootfs); err != nil {
+			return err
+		}
+		state := StateDir(p)
+		for _, f := range []struct{ prev, final string }{
+			{filepath.Join(prevFiles, machine.SettingsFile), p.Settings},
+			{filepath.Join(prevFiles, machine.EnvFile), p.Env},
+			{filepath.Join(prevFiles, baseSettings), filepath.Join(state, baseSettings)},
+			{filepath.Join(prevFiles, baseEnv), filepath.Join(state, baseEnv)},
+		} {
+			_, perr := os.Lstat(f.prev)
+			_, ferr := os.Lstat(f.final)
+			var err error
+			switch {
+			case perr == nil && ferr == nil:
+				err = j.Exchange(f.prev, f.final)
+			case perr == nil:
+				err = j.Move(f.prev, f.final)
+			case ferr == nil:
+				err = j.Move(f.final, f.prev)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			if uerr := j.Rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing the half rollback (the next mbctl run tries again): %w", uerr))
-			}
-			return
-		}
-		if cerr := j.Commit(); cerr != nil {
-			log.Warn("machine rolled back, but its journal stayed", "journal", j.Path(), "err", cerr)
-		}
-	}()
-	if err := j.Exchange(prevRootfs, p.Rootfs); err != nil {
-		return nil, err
-	}
-	state := StateDir(p)
-	for _, f := range []struct{ prev, final string }{
-		{filepath.Join(prevFiles, machine.SettingsFile), p.Settings},
-		{filepath.Join(prevFiles, machine.EnvFile), p.Env},
-		{filepath.Join(prevFiles, baseSettings), filepath.Join(state, baseSettings)},
-		{filepath.Join(prevFiles, baseEnv), filepath.Join(state, baseEnv)},
-	} {
-		_, perr := os.Lstat(f.prev)
-		_, ferr := os.Lstat(f.final)
-		switch {
-		case perr == nil && ferr == nil:
-			err = j.Exchange(f.prev, f.final)
-		case perr == nil:
-			err = j.Move(f.prev, f.final)
-		case ferr == nil:
-			err = j.Move(f.final, f.prev)
-		}
-		if err != nil {
-			return nil, err
-		}
 	}
 	return res, nil
 }
@@ -875,28 +859,6 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		return nil, err
 	}
 	res = &Rebuilt{Paths: p}
-	j, err := journal.Begin(JournalDir(o.Dirs), "machines rebuild "+o.Name)
-	if err != nil {
-		return nil, err
-	}
-	var replaced string
-	done := false
-	defer func() {
-		if !done {
-			if uerr := j.Rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleaning up after the failure (the next mbctl run tries again): %w", uerr))
-			}
-			return
-		}
-		if cerr := j.Commit(); cerr != nil {
-			o.Log.Warn("machine rebuilt, but its journal stayed", "journal", j.Path(), "err", cerr)
-		}
-		if replaced != "" {
-			if err := os.RemoveAll(replaced); err != nil {
-				o.Log.Warn("deleting the replaced rootfs", "path", replaced, "err", err)
-			}
-		}
-	}()
 	before := func(step string) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -906,52 +868,62 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		}
 		return nil
 	}
-	if err := before("unpack"); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(p.Rootfs), 0o700); err != nil {
-		return nil, err
-	}
-	stage, err := j.MkdirUnique(filepath.Dir(p.Rootfs), StagingPrefix(p.Rootfs))
+	var replaced string
+	err = journaled(o.Dirs, "machines rebuild "+o.Name, true, o.Log, func(j *journal.Journal) error {
+		if err := before("unpack"); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(p.Rootfs), 0o700); err != nil {
+			return err
+		}
+		stage, err := j.MkdirUnique(filepath.Dir(p.Rootfs), StagingPrefix(p.Rootfs))
+		if err != nil {
+			return fmt.Errorf("creating a staging dir next to %s: %w", p.Rootfs, err)
+		}
+		if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull); err != nil {
+			return err
+		}
+		if err := before("init"); err != nil {
+			return err
+		}
+		if res.Init, err = initinstall.Install(stage, o.Init); err != nil {
+			return err
+		}
+		if _, err := protect.Protect(stage); err != nil {
+			return err
+		}
+		if err := os.Chmod(stage, 0o755); err != nil {
+			return err
+		}
+		if err := before("swap:rootfs"); err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p.Rootfs); err == nil {
+			if err := j.Exchange(stage, p.Rootfs); err != nil {
+				return err
+			}
+			// The stage now holds the old rootfs: deleted after the
+			// commit (its staging name lets host clean sweep it after a
+			// crash).
+			replaced, res.Replaced = stage, true
+		} else {
+			if err := j.Log(journal.Record{Op: journal.OpRename, From: stage, Path: p.Rootfs}); err != nil {
+				return err
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, stage, unix.AT_FDCWD, p.Rootfs, unix.RENAME_NOREPLACE); err != nil {
+				return fmt.Errorf("moving %s to %s: %w", stage, p.Rootfs, err)
+			}
+		}
+		res.Links, err = makeLinksList(j, p, func(what string) error { return before("swap:" + what) })
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("creating a staging dir next to %s: %w", p.Rootfs, err)
-	}
-	if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull); err != nil {
 		return nil, err
 	}
-	if err := before("init"); err != nil {
-		return nil, err
-	}
-	if res.Init, err = initinstall.Install(stage, o.Init); err != nil {
-		return nil, err
-	}
-	if _, err := protect.Protect(stage); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(stage, 0o755); err != nil {
-		return nil, err
-	}
-	if err := before("swap:rootfs"); err != nil {
-		return nil, err
-	}
-	if _, err := os.Lstat(p.Rootfs); err == nil {
-		if err := j.Exchange(stage, p.Rootfs); err != nil {
-			return nil, err
-		}
-		// The stage now holds the old rootfs: deleted after the commit
-		// (its staging name lets host clean sweep it after a crash).
-		replaced, res.Replaced = stage, true
-	} else {
-		if err := j.Log(journal.Record{Op: journal.OpRename, From: stage, Path: p.Rootfs}); err != nil {
-			return nil, err
-		}
-		if err := unix.Renameat2(unix.AT_FDCWD, stage, unix.AT_FDCWD, p.Rootfs, unix.RENAME_NOREPLACE); err != nil {
-			return nil, fmt.Errorf("moving %s to %s: %w", stage, p.Rootfs, err)
+	if replaced != "" {
+		if err := os.RemoveAll(replaced); err != nil {
+			o.Log.Warn("deleting the replaced rootfs", "path", replaced, "err", err)
 		}
 	}
-	if res.Links, err = makeLinksList(j, p, func(what string) error { return before("swap:" + what) }); err != nil {
-		return nil, err
-	}
-	done = true
 	return res, nil
 }
