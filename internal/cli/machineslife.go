@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -100,6 +101,8 @@ func machinesRunRun(ctx context.Context, opts *MachinesRunOptions) error {
 		return fmt.Errorf("machine %s is already running; enter it with 'mbctl machines shell %s'", p.Name, p.Name)
 	}
 	opts.envWarnings(p)
+	stop := watchReady(opts.IO.ErrOut, opts.Log, p.Name)
+	defer stop()
 	return opts.runForeground(ctx, opts.Commands, machine.RunCommand(p, opts.Commands.Host()))
 }
 
@@ -165,6 +168,12 @@ func machinesServiceRun(ctx context.Context, opts *MachinesServiceOptions) error
 			cleanDeadRuns(opts.IO, opts.Log, cfg.Paths) // as in machines run
 		}
 		opts.envWarnings(p)
+		start := time.Now()
+		if err := opts.runForeground(ctx, opts.Commands, argv); err != nil {
+			return err
+		}
+		opts.reportStarted(p, time.Since(start))
+		return nil
 	}
 	return opts.runForeground(ctx, opts.Commands, argv)
 }

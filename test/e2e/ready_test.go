@@ -223,6 +223,16 @@ func TestReadyAfterHealthcheck(t *testing.T) {
 	if code := run.stop(t); code != 0 {
 		t.Errorf("machines run after SIGTERM: status %d\n%s", code, run.output())
 	}
+
+	// Without a NOTIFY_SOCKET of its own (no systemd), machines run gives
+	// nspawn one and says when the machine is ready.
+	run = m.startRun(t, "slow1")
+	waitFor(t, "machines run to report the readiness", func() bool {
+		return regexpMatch(`mbctl: machine slow1 is ready after [2-9]\.\d\ds`, run.output())
+	})
+	if code := run.stop(t); code != 0 {
+		t.Errorf("machines run after SIGTERM: status %d\n%s", code, run.output())
+	}
 }
 
 // Proof (issue 14, readiness timeout): an app that never gets healthy gets

@@ -45,6 +45,8 @@ type Health struct {
 	LastCheck  time.Time `json:"last_check,omitzero"`
 	LastOutput string    `json:"last_output,omitempty"`
 	LastExit   int       `json:"last_exit"`
+	// Checks counts the health checks run since the machine started.
+	Checks int `json:"checks"`
 	// Restarts counts the app's restarts by MAN8S_ON_UNHEALTHY=restart.
 	Restarts int `json:"restarts,omitempty"`
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,7 +36,7 @@ const (
 // superviseApp runs the app under the supervisor, checks its readiness
 // (READY=1 to nspawn once it holds) and then its health, and restarts or
 // stops it when MAN8S_ON_UNHEALTHY says so. It returns the status to exit
-// with and whether the app's exit came from a stop (for the drain).
+// with, and errUnhealthy when the checks ended the app.
 func superviseApp(ctx context.Context, opts Options, sup supervise.Options, hc health.Config, step func(string, string, ...any)) (int, error) {
 	n := notify.FromEnv()
 	defer n.Close()
@@ -116,7 +117,7 @@ func superviseApp(ctx context.Context, opts Options, sup supervise.Options, hc h
 						verdict.Store(verdictFail)
 						stopApp()
 					default:
-						step("health", "unhealthy after %d failed checks (last: %s)", h.FailingStreak, oneLine(errors.New(h.LastOutput)))
+						step("health", "unhealthy after %d failed checks (last: %s)", h.FailingStreak, strings.ReplaceAll(h.LastOutput, "\n", "; "))
 					}
 				})
 			})

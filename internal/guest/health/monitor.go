@@ -234,6 +234,7 @@ func (m *Monitor) Watch(ctx context.Context, unhealthy func(man8env.Health)) {
 		prev := m.State().Status
 		st := m.update(func(h *man8env.Health) {
 			h.LastCheck, h.LastOutput, h.LastExit = time.Now(), out, code
+			h.Checks++
 			switch {
 			case ok:
 				h.FailingStreak, h.Status = 0, man8env.HealthHealthy

@@ -15,6 +15,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/signals"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/guest/health"
 )
 
 // CheckStatus is how one check came out.
@@ -223,6 +224,10 @@ func checkEnv(p Paths) []CheckResult {
 			bad(man8env.KeyArgs, err)
 		}
 	}
+	if _, err := health.ParseConfig(vars, exists(p.Rootfs, appargs.ShellPath)); err != nil {
+		out = append(out, CheckResult{What: "environment readiness and health", Status: CheckFail, Path: p.Env,
+			Detail: oneLine(err), Fix: fmt.Sprintf("correct the MAN8S_READY, MAN8S_HEALTH* and MAN8S_ON_UNHEALTHY keys in %s; man8s-init refuses to start with them", p.Env)})
+	}
 	if _, err := man8env.ParseAutoUpdate(vars[man8env.KeyAutoUpdate]); err != nil {
 		// mbctl's own key: the machine starts, auto-update fails on it.
 		out = append(out, CheckResult{What: "environment " + man8env.KeyAutoUpdate, Status: CheckWarn, Path: p.Env,
@@ -253,3 +258,6 @@ func checkYggAddress(name, value, path string) CheckResult {
 	}
 	return r
 }
+
+// oneLine joins the lines of a joined error.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -60,3 +60,21 @@ func TestCheckLink(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckEnvReadiness(t *testing.T) {
+	dir := t.TempDir()
+	p := Paths{Name: "web", Rootfs: filepath.Join(dir, "rootfs"), Env: filepath.Join(dir, "man8env.env")}
+	if err := os.WriteFile(p.Env, []byte("MAN8S_READY=tcp://nohost\nMAN8S_ON_UNHEALTHY=reboot\nMAN8S_HEALTHCHECK=CMD-SHELL true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got *CheckResult
+	for _, r := range checkEnv(p) {
+		if r.What == "environment readiness and health" {
+			got = &r
+		}
+	}
+	if got == nil || got.Status != CheckFail || !strings.Contains(got.Detail, "MAN8S_READY") || !strings.Contains(got.Detail, "want none, restart or stop") ||
+		!strings.Contains(got.Detail, "needs /bin/sh") || strings.Contains(got.Detail, "\n") {
+		t.Errorf("check: %+v", got)
+	}
+}
