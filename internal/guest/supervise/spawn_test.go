@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,4 +44,23 @@ func TestSpawnBesideRun(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// OnTerm hears every SIGTERM, also one during a stop already under way
+// (man8s-init then does not restart an app it was told to stop).
+func TestOnTerm(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	terms := 0
+	started := make(chan struct{})
+	go func() {
+		<-started
+		time.Sleep(300 * time.Millisecond)
+		sigs <- syscall.SIGTERM
+		sigs <- syscall.SIGTERM
+	}()
+	status, err := Run(t.Context(), Options{Argv: []string{"/bin/sh", "-c", "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.05; done"}, Env: os.Environ(),
+		Signals: sigs, OnStart: func(int) { close(started) }, OnTerm: func() { terms++ }})
+	if err != nil || status != 0 || terms != 2 {
+		t.Errorf("status %d, %v, OnTerm called %d times, want 2", status, err, terms)
+	}
 }
