@@ -249,11 +249,14 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 			if len(env) > 0 {
 				return usagef("--env and --env-file with --adopt: machine %s keeps its %s; edit it instead", opts.Name, p.Env)
 			}
-			return machinesUpgradeRun(ctx, &MachinesUpgradeOptions{
+			if err := machinesUpgradeRun(ctx, &MachinesUpgradeOptions{
 				MachineDeps: MachineDeps{IO: opts.IO, Config: opts.Config, Log: opts.Log}, Getenv: opts.Getenv, Ask: opts.Ask,
 				Name: opts.Name, Image: opts.Image, Volumes: opts.Volumes, InitMode: opts.InitMode, Platform: opts.Platform,
 				Yes: opts.Yes, Quiet: opts.Quiet, JSON: opts.JSON, NoProbe: opts.NoProbe, RunProbe: opts.RunProbe, adopt: true,
-			})
+			}); err != nil {
+				return err
+			}
+			return pullRestart(ctx, opts)
 		}
 	} else if err := p.CheckFree(); err != nil {
 		return err
