@@ -46,6 +46,9 @@ type Monitor struct {
 
 	mu    sync.Mutex
 	state man8env.Health
+	// dirMade: the state file's dir exists (publish runs under pubMu).
+	pubMu   sync.Mutex
+	dirMade bool
 }
 
 // ReadyError is WaitReady's error when the condition did not hold in time.
@@ -94,14 +97,19 @@ func (m *Monitor) publish(st man8env.Health) {
 	if m.StatePath == "" {
 		return
 	}
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
 	data, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
 	// tmpfs: a rename is atomic and nothing needs syncing.
-	if err := os.MkdirAll(filepath.Dir(m.StatePath), 0o755); err != nil {
-		m.log().Warn("publishing the state", "err", err)
-		return
+	if !m.dirMade {
+		if err := os.MkdirAll(filepath.Dir(m.StatePath), 0o755); err != nil {
+			m.log().Warn("publishing the state", "err", err)
+			return
+		}
+		m.dirMade = true
 	}
 	tmp := m.StatePath + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
