@@ -211,11 +211,8 @@ func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgrade
 		return nil, err
 	}
 	if st.Running && !opts.DryRun {
-		if !opts.Restart {
-			return nil, fmt.Errorf("machine %s is running: pass --restart to restart it on the new image after the swap (or stop it first)", p.Name)
-		}
-		if !opts.Commands.Host().Systemd {
-			return nil, fmt.Errorf("machine %s runs in the foreground ('mbctl machines run'): stop it, upgrade, and run it again", p.Name)
+		if err := restartable(opts.Restart, opts.Commands, p.Name, "upgrade"); err != nil {
+			return nil, err
 		}
 	}
 
@@ -294,6 +291,19 @@ func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgrade
 	rep.Applied, rep.Changes, rep.SettingsDiff, rep.EnvDiff = res.Applied, res.Changes, res.SettingsDiff, res.EnvDiff
 	rep.NewVolumes, rep.GuessedBase, rep.InitMode = res.NewVolumes, res.GuessedBase, string(res.Mode)
 	return &upgraded{report: rep, reused: res.ReusedVolumes, running: st.Running, start: start}, nil
+}
+
+// restartable says whether a running machine may be changed by verb
+// ("upgrade", "roll back") and restarted after: only with --restart, and
+// only through systemd (a foreground 'machines run' cannot be restarted).
+func restartable(restart bool, cmds commands, name, verb string) error {
+	if !restart {
+		return fmt.Errorf("machine %s is running: pass --restart to restart it after the swap (or stop it first)", name)
+	}
+	if !cmds.Host().Systemd {
+		return fmt.Errorf("machine %s runs in the foreground ('mbctl machines run'): stop it, %s, and run it again", name, verb)
+	}
+	return nil
 }
 
 // restartMachine restarts machine name through systemd.
@@ -401,11 +411,8 @@ func machinesRollbackRun(ctx context.Context, opts *MachinesRollbackOptions) err
 		return err
 	}
 	if st.Running {
-		if !opts.Restart {
-			return fmt.Errorf("machine %s is running: pass --restart to restart it after the swap (or stop it first)", p.Name)
-		}
-		if !opts.Commands.Host().Systemd {
-			return fmt.Errorf("machine %s runs in the foreground ('mbctl machines run'): stop it, roll back, and run it again", p.Name)
+		if err := restartable(opts.Restart, opts.Commands, p.Name, "roll back"); err != nil {
+			return err
 		}
 	}
 	res, err := provision.Rollback(cfg.Paths, p.Name, opts.Log)
@@ -414,11 +421,7 @@ func machinesRollbackRun(ctx context.Context, opts *MachinesRollbackOptions) err
 	}
 	restarted := false
 	if st.Running {
-		argv, err := machine.ServiceCommand(machine.VerbRestart, p.Name)
-		if err != nil {
-			return err
-		}
-		if err := opts.runForeground(ctx, opts.Commands, argv); err != nil {
+		if err := restartMachine(ctx, opts.MachineDeps, opts.Commands, p.Name); err != nil {
 			return fmt.Errorf("machine %s is rolled back, but restarting it failed: %w", p.Name, err)
 		}
 		restarted = true

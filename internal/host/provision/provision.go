@@ -127,24 +127,28 @@ type creation struct {
 	adopted map[string]bool
 }
 
-// createStep is one named step of Create.
-type createStep struct {
+// step is one named step of a run over state T (Create's *creation,
+// Upgrade's *upgrade); tests and the fault hook stop a run before each.
+type step[T any] struct {
 	name string
-	run  func(*creation, context.Context) error
+	run  func(T, context.Context) error
 }
 
-// Steps are the names of Create's steps, in order.
-func Steps() []string {
-	var names []string
-	for _, s := range createSteps() {
-		names = append(names, s.name)
+// stepNames lists the names of steps, in order.
+func stepNames[T any](steps []step[T]) []string {
+	names := make([]string, len(steps))
+	for i, s := range steps {
+		names[i] = s.name
 	}
 	return names
 }
 
+// Steps are the names of Create's steps, in order.
+func Steps() []string { return stepNames(createSteps()) }
+
 // createSteps are Create's steps in order; tests interrupt before each.
-func createSteps() []createStep {
-	return []createStep{
+func createSteps() []step[*creation] {
+	return []step[*creation]{
 		{"prepare", (*creation).prepare},
 		{"unpack", (*creation).unpack},
 		{"detect", (*creation).detect},

@@ -192,21 +192,10 @@ type upgrade struct {
 }
 
 // UpgradeSteps are the names of Upgrade's steps, in order.
-func UpgradeSteps() []string {
-	var names []string
-	for _, s := range upgradeSteps() {
-		names = append(names, s.name)
-	}
-	return names
-}
+func UpgradeSteps() []string { return stepNames(upgradeSteps()) }
 
-type upgradeStep struct {
-	name string
-	run  func(*upgrade, context.Context) error
-}
-
-func upgradeSteps() []upgradeStep {
-	return []upgradeStep{
+func upgradeSteps() []step[*upgrade] {
+	return []step[*upgrade]{
 		{"read", (*upgrade).read},
 		{"unpack", (*upgrade).unpack},
 		{"volumes", (*upgrade).volumes},
