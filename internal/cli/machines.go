@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,9 +86,14 @@ func (d MachineDeps) envWarnings(p machine.Paths) []envfile.Problem {
 	if err != nil {
 		return nil // missing or unreadable: the command reports it its own way
 	}
+	return d.warnProblems(p.Env, f)
+}
+
+// warnProblems warns about f's problems (read from path) and returns them.
+func (d MachineDeps) warnProblems(path string, f *envfile.File) []envfile.Problem {
 	problems := f.Problems()
 	for _, pr := range problems {
-		fmt.Fprintf(d.IO.ErrOut, "warning: %s %s\n", p.Env, pr)
+		fmt.Fprintf(d.IO.ErrOut, "warning: %s %s\n", path, pr)
 	}
 	return problems
 }
@@ -251,7 +257,12 @@ func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
 		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
 	}
 	show := machineShow{Info: in, Settings: readOrEmpty(p.Settings), Environment: string(env)}
-	show.EnvProblems = opts.envWarnings(p)
+	if env != nil {
+		// The file DescribeEnv read, parsed again from memory.
+		if f, err := envfile.Parse(bytes.NewReader(env)); err == nil {
+			show.EnvProblems = opts.warnProblems(p.Env, f)
+		}
+	}
 	show.machineUnits = opts.readUnits(p.Name)
 	if show.Secrets, err = secret.For(p).Names(); err != nil {
 		show.Secrets = []string{}
