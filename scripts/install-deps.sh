@@ -24,6 +24,7 @@ packages=(
 	curl               # HTTP checks from the testbed host
 	apache2-utils      # htpasswd, for the authenticated test registry
 	iproute2 util-linux # ip; nsenter, unshare
+	btrfs-progs        # mkfs.btrfs: the loop-mounted btrfs of the snapshot tests
 	ca-certificates make git
 	gcc libc6-dev libisal-dev # ISA-L, mbctl's fast gzip engine (cgo)
 )
