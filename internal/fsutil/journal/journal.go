@@ -35,6 +35,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 )
 
 // Ops of a record.
@@ -74,8 +76,10 @@ type Record struct {
 	Path   string `json:"path,omitempty"`
 	From   string `json:"from,omitempty"`
 	Target string `json:"target,omitempty"`
-	// Ino identifies From for OpExchange.
+	// Ino and Dev identify From for OpExchange. Both are needed: every
+	// btrfs subvolume's root dir is inode 256, told apart by its device.
 	Ino uint64 `json:"ino,omitempty"`
+	Dev uint64 `json:"dev,omitempty"`
 	// What says what the run was (begin record only), e.g. "machines pull web".
 	What string `json:"what,omitempty"`
 	PID  int    `json:"pid,omitempty"`
@@ -202,7 +206,7 @@ func (j *Journal) Exchange(a, b string) error {
 	if err := unix.Lstat(a, &st); err != nil {
 		return fmt.Errorf("exchanging %s and %s: %w", a, b, err)
 	}
-	if err := j.Log(Record{Op: OpExchange, From: a, Path: b, Ino: st.Ino}); err != nil {
+	if err := j.Log(Record{Op: OpExchange, From: a, Path: b, Ino: st.Ino, Dev: st.Dev}); err != nil {
 		return err
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
@@ -260,7 +264,7 @@ func rollback(records []Record) error {
 				delete(cancelled, r.Path)
 				continue
 			}
-			if err := os.RemoveAll(r.Path); err != nil {
+			if err := btrfs.RemoveAll(r.Path); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", r.Path, err))
 			}
 		case OpParent:
@@ -280,7 +284,7 @@ func rollback(records []Record) error {
 			if _, err := os.Lstat(r.From); err == nil {
 				victim = r.From
 			}
-			if err := os.RemoveAll(victim); err != nil {
+			if err := btrfs.RemoveAll(victim); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", victim, err))
 			}
 		case OpMove:
@@ -295,7 +299,7 @@ func rollback(records []Record) error {
 			}
 		case OpExchange:
 			var st unix.Stat_t
-			if err := unix.Lstat(r.Path, &st); err != nil || st.Ino != r.Ino {
+			if err := unix.Lstat(r.Path, &st); err != nil || st.Ino != r.Ino || (r.Dev != 0 && st.Dev != r.Dev) {
 				continue // never swapped
 			}
 			if err := unix.Renameat2(unix.AT_FDCWD, r.Path, unix.AT_FDCWD, r.From, unix.RENAME_EXCHANGE); err != nil {

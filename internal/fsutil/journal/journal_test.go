@@ -1,12 +1,18 @@
 package journal
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
+	"github.com/man8s/mbctl/internal/testbed/loopfs"
 )
 
 // die simulates the death of j's run: the lock goes with the descriptor,
@@ -300,13 +306,34 @@ func TestRecoverAfterSIGKILL(t *testing.T) {
 // TestMoveAndExchangeRollBack kills a run that moves and swaps a machine's
 // existing files after each of its steps: Recover always gives back the
 // state before the run.
+//
+// On btrfs the trees are subvolumes, whose root dirs all are inode 256: a
+// swap that was recorded but never done must still be told from one that
+// was.
 func TestMoveAndExchangeRollBack(t *testing.T) {
+	t.Run("dirs", func(t *testing.T) { testMoveAndExchangeRollBack(t, t.TempDir, func(p string) error { return os.Mkdir(p, 0o755) }) })
+	t.Run("btrfs", func(t *testing.T) {
+		mnt := loopfs.MountT(t, "btrfs", 256<<20)
+		n := 0
+		root := func() string {
+			n++
+			d := filepath.Join(mnt, fmt.Sprint(n))
+			mkdir(t, d)
+			return d
+		}
+		testMoveAndExchangeRollBack(t, root, btrfs.Create)
+	})
+}
+
+func testMoveAndExchangeRollBack(t *testing.T, newRoot func() string, makeTree func(string) error) {
 	for n := 0; n <= 3; n++ {
-		root := t.TempDir()
+		root := newRoot()
 		cur, next, prev := filepath.Join(root, "m"), filepath.Join(root, ".m.next"), filepath.Join(root, ".m.prev")
 		old := filepath.Join(root, ".m.old")
 		for p, content := range map[string]string{cur: "current", next: "next", prev: "previous"} {
-			mkdir(t, p)
+			if err := makeTree(p); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.WriteFile(filepath.Join(p, "id"), []byte(content), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -328,7 +355,11 @@ func TestMoveAndExchangeRollBack(t *testing.T) {
 		}
 		if n == 1 {
 			// Recorded, never done: the run died between the log and the swap.
-			if err := j.Log(Record{Op: OpExchange, From: next, Path: cur, Ino: 1}); err != nil {
+			var st unix.Stat_t
+			if err := unix.Lstat(next, &st); err != nil {
+				t.Fatal(err)
+			}
+			if err := j.Log(Record{Op: OpExchange, From: next, Path: cur, Ino: st.Ino, Dev: st.Dev}); err != nil {
 				t.Fatal(err)
 			}
 		}
