@@ -311,7 +311,9 @@ func TestRecoverAfterSIGKILL(t *testing.T) {
 // swap that was recorded but never done must still be told from one that
 // was.
 func TestMoveAndExchangeRollBack(t *testing.T) {
-	t.Run("dirs", func(t *testing.T) { testMoveAndExchangeRollBack(t, t.TempDir, func(p string) error { return os.Mkdir(p, 0o755) }) })
+	t.Run("dirs", func(t *testing.T) {
+		testMoveAndExchangeRollBack(t, t.TempDir, func(p string) error { return os.Mkdir(p, 0o755) })
+	})
 	t.Run("btrfs", func(t *testing.T) {
 		mnt := loopfs.MountT(t, "btrfs", 256<<20)
 		n := 0
