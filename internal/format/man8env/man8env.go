@@ -20,6 +20,9 @@ const (
 	KeyInitMode   = "MAN8S_INIT_MODE"
 	KeyVersion    = "MAN8S_MBCTL_VERSION"
 	KeyCreatedAt  = "MAN8S_MBCTL_CREATED_AT"
+	// KeyStrict is "yes" on a strict machine: its root is the image's
+	// root, shared read-only with every strict machine of that image.
+	KeyStrict = "MAN8S_STRICT"
 )
 
 // Read by man8s-init only; users add them to tune a machine.

@@ -43,6 +43,7 @@ type Config struct {
 // Paths are the host directories mbctl manages. All must be absolute.
 type Paths struct {
 	Machines   string `toml:"machines" comment:"machine root filesystems (one dir per machine)"`
+	Images     string `toml:"images" comment:"image roots: each image's tree once, shared read-only by strict machines; on btrfs the origin of every machine's snapshot (default: <machines>/.images, on the machines' file system)"`
 	Configs    string `toml:"configs" comment:"machine config dirs: container.nspawn, man8env.env, config volumes"`
 	Storage    string `toml:"storage" comment:"machine data dirs (data volumes)"`
 	Nspawn     string `toml:"nspawn" comment:"where systemd-nspawn reads NAME.nspawn (a symlink to the config dir's file)"`
@@ -108,6 +109,7 @@ func Default() Config {
 	return Config{
 		Paths: Paths{
 			Machines:     "/var/lib/man8machines",
+			Images:       "/var/lib/man8machines/.images",
 			Configs:      "/var/lib/man8machine_configs",
 			Storage:      "/var/lib/man8machine_storage",
 			Nspawn:       "/etc/systemd/nspawn",
@@ -207,6 +209,10 @@ func Parse(path string, data []byte) (Config, map[string]int, error) {
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, nil, describeDecodeError(path, err)
+	}
+	if _, set := lines["paths.images"]; !set {
+		// Beside the machines unless set: snapshots need one file system.
+		cfg.Paths.Images = filepath.Join(cfg.Paths.Machines, ".images")
 	}
 	if err := cfg.validate(); err != nil {
 		var ke *keyError

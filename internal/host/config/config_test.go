@@ -157,3 +157,19 @@ func TestRegistryTimeouts(t *testing.T) {
 		}
 	}
 }
+
+func TestImagesFollowMachines(t *testing.T) {
+	for _, tt := range []struct{ file, want string }{
+		{"", "/var/lib/man8machines/.images"},
+		{"[paths]\nmachines = \"/srv/m\"\n", "/srv/m/.images"},
+		{"[paths]\nmachines = \"/srv/m\"\nimages = \"/srv/roots\"\n", "/srv/roots"},
+	} {
+		cfg, _, err := Parse("t.toml", []byte(tt.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Paths.Images != tt.want {
+			t.Errorf("%q: images = %q, want %q", tt.file, cfg.Paths.Images, tt.want)
+		}
+	}
+}

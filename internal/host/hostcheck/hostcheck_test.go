@@ -227,7 +227,7 @@ func TestRun(t *testing.T) {
 				return "/usr/bin/" + name, nil
 			}
 		}, "static busybox", "none found", "busybox-static", Warn},
-		{"dirs ok", nil, "directories", "missing but can be created: paths.configs", "", OK},
+		{"dirs ok", nil, "directories", "missing but can be created: paths.images, paths.configs", "", OK},
 		{"dir is a file", func(t *testing.T, cfg *config.Config, _ *Probes, _ map[string]string) {
 			if err := os.WriteFile(cfg.Paths.Configs, nil, 0o644); err != nil {
 				t.Fatal(err)

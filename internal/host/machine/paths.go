@@ -15,6 +15,9 @@ import (
 const (
 	SettingsFile = "container.nspawn"
 	EnvFile      = "man8env.env"
+	// ResolvFile is a strict machine's /etc/resolv.conf (its root is
+	// read-only), which man8s-init writes from the DHCP lease.
+	ResolvFile = "resolv.conf"
 )
 
 // Paths are the host paths that make up machine Name (DESIGN.md "Host

@@ -10,6 +10,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 )
 
 // ErrNotFound is returned for a machine of which nothing exists.
@@ -95,13 +96,14 @@ func customVolumes(p Paths) []string {
 	return out
 }
 
-// Execute deletes the plan's paths with os.RemoveAll, which never follows a
+// Execute deletes the plan's paths with btrfs.RemoveAll (os.RemoveAll that
+// also deletes btrfs subvolumes), which never follows a
 // symlink: a symlink is deleted as a link. It goes on after a failure and
 // reports all of them.
 func (plan *RemovePlan) Execute() error {
 	var errs []error
 	for _, e := range plan.Delete {
-		if err := os.RemoveAll(e.Path); err != nil {
+		if err := btrfs.RemoveAll(e.Path); err != nil {
 			errs = append(errs, fmt.Errorf("deleting %s %s: %w", e.What, e.Path, err))
 		}
 	}

@@ -24,8 +24,10 @@ import (
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/fsutil"
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/imageroot"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
@@ -74,6 +76,11 @@ type Options struct {
 	Now     time.Time
 	Log     *slog.Logger
 
+	// Strict makes the machine run on the image's root in the image root
+	// store (config paths.images), shared read-only with every strict
+	// machine of the image: nothing is copied; state lives in volumes.
+	Strict bool
+
 	// Adopt lets the machine's storage dir and its custom volume dirs
 	// exist (kept by 'machines remove --keep-data', or copied from
 	// another host): a volume whose dir exists is used as it is.
@@ -101,6 +108,9 @@ type Created struct {
 	Pull        *pull.Result
 	Init        initinstall.Result
 	Protect     protect.Result
+	// Root is the image root the rootfs links to (strict) or is a btrfs
+	// snapshot of; nil when the image was unpacked into the rootfs.
+	Root *imageroot.Root
 	// Adopted are the kept dirs (Options.Adopt) the machine uses as they
 	// are, instead of a copy of the image's content.
 	Adopted []string
@@ -125,6 +135,8 @@ type creation struct {
 	// adopted are the volume dirs that exist and are used as they are
 	// (Options.Adopt).
 	adopted map[string]bool
+	// filled says how the rootfs was made.
+	filled rootfsFilled
 }
 
 // step is one named step of a run over state T (Create's *creation,
@@ -343,10 +355,30 @@ func (c *creation) stagedPath(final string) string {
 	return final
 }
 
-// unpack applies the image's layers into the staging rootfs.
+// unpack makes the staging rootfs from the image: its layers applied, or
+// a link to (strict) or a btrfs snapshot of its image root.
 func (c *creation) unpack(ctx context.Context) (err error) {
-	c.res.Pull, err = pull.Unpack(ctx, c.o.Cache, c.o.Image, c.rootfs, c.o.Pull)
-	return err
+	src := rootfsSource{
+		Dirs: c.o.Dirs, Image: c.o.Image, Ref: c.o.Ref, Strict: c.o.Strict,
+		Cache: c.o.Cache, Pull: c.o.Pull, Init: c.o.Init, Now: c.o.Now, Log: c.o.Log,
+	}
+	if c.filled, err = src.fill(ctx, c.rootfs); err != nil {
+		return err
+	}
+	c.res.Pull, c.res.Root = c.filled.Pull, c.filled.Root
+	if c.filled.Prepared {
+		c.res.Init, c.res.Protect = c.filled.Root.Init, c.filled.Root.Protect
+	}
+	if c.o.Strict {
+		var paths []string
+		for _, v := range c.res.Volumes {
+			if v.Kind != machine.VolumeSkip {
+				paths = append(paths, v.Path)
+			}
+		}
+		return checkStrictVolumes(c.rootfs, paths)
+	}
+	return nil
 }
 
 // detect recognises the image's own init, probes its entrypoint (with
@@ -411,6 +443,13 @@ func (c *creation) writeFiles(context.Context) error {
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
 		EnvFile: p.Env, Env: o.Env, Version: o.Version, Created: o.Now,
 	}
+	if o.Strict {
+		params.Strict, params.ResolvFile = true, filepath.Join(p.ConfigDir, machine.ResolvFile)
+		// Written by man8s-init from the lease; empty until then.
+		if err := os.WriteFile(c.stagedPath(params.ResolvFile), nil, 0o644); err != nil {
+			return err
+		}
+	}
 	for _, v := range res.Volumes {
 		if v.Kind != machine.VolumeSkip {
 			params.Binds = append(params.Binds, machinefiles.Bind{Host: v.Host, Container: v.Path})
@@ -439,6 +478,9 @@ func (c *creation) writeFiles(context.Context) error {
 // without it). The journal's record of the staging rootfs covers all of
 // it: a rollback removes the whole tree.
 func (c *creation) installInit(context.Context) (err error) {
+	if c.filled.Prepared {
+		return nil // the image root's
+	}
 	if c.res.Init, err = initinstall.Install(c.rootfs, c.o.Init); err != nil {
 		return err
 	}
@@ -450,6 +492,9 @@ func (c *creation) installInit(context.Context) (err error) {
 
 // protect moves /run and /tmp content aside for nspawn's tmpfs mounts.
 func (c *creation) protect(context.Context) (err error) {
+	if c.filled.Prepared {
+		return nil // the image root's
+	}
 	c.res.Protect, err = protect.Protect(c.rootfs)
 	return err
 }
@@ -458,8 +503,10 @@ func (c *creation) protect(context.Context) (err error) {
 // rootfs goes last among the dirs: until then no machine of that name is
 // visible to nspawn.
 func (c *creation) install(ctx context.Context) error {
-	if err := os.Chmod(c.rootfs, 0o755); err != nil {
-		return err
+	if !isLink(c.rootfs) { // a strict rootfs links to a read-only root
+		if err := os.Chmod(c.rootfs, 0o755); err != nil {
+			return err
+		}
 	}
 	type move struct{ what, from, to string }
 	moves := []move{{"config", c.confDir, c.p.ConfigDir}}
@@ -733,7 +780,7 @@ func Clean(dirs config.Paths, dryRun bool) (CleanReport, error) {
 	// staging dir before it makes it, so every dir listed here that
 	// belongs to a live run is in a journal read later.
 	var staged []string
-	for _, d := range []string{dirs.Machines, dirs.Configs, dirs.Storage} {
+	for _, d := range []string{dirs.Machines, dirs.Configs, dirs.Storage, dirs.Images} {
 		ents, err := os.ReadDir(d)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -774,7 +821,7 @@ func Clean(dirs config.Paths, dryRun bool) (CleanReport, error) {
 		rep.Orphans = append(rep.Orphans, p)
 		rep.Bytes += diskUsage(p)
 		if !dryRun {
-			if err := os.RemoveAll(p); err != nil {
+			if err := btrfs.RemoveAll(p); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
 			}
 		}

@@ -78,7 +78,7 @@ func testOptions(t *testing.T, im *registry.Image) (Options, string) {
 	root := t.TempDir()
 	dirs := config.Paths{Machines: filepath.Join(root, "machines"), Configs: filepath.Join(root, "configs"),
 		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "etc/nspawn"), Machinectl: filepath.Join(root, "machinectl"),
-		Scratch: filepath.Join(root, "scratch")}
+		Scratch: filepath.Join(root, "scratch"), Images: filepath.Join(root, "machines/.images")}
 	c, err := cache.Open(filepath.Join(t.TempDir(), "cache"))
 	if err != nil {
 		t.Fatal(err)

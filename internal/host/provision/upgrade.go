@@ -22,6 +22,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/protect"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
@@ -189,6 +190,8 @@ type upgrade struct {
 	baseEnv, userEnv, nextEnv                *envfile.File
 	detection                                imageinit.Detection
 	staged                                   map[string]string
+	// filled says how the new rootfs was made.
+	filled rootfsFilled
 }
 
 // UpgradeSteps are the names of Upgrade's steps, in order.
@@ -328,8 +331,16 @@ func (u *upgrade) unpack(ctx context.Context) (err error) {
 	if u.rootfs, err = u.j.MkdirUnique(filepath.Dir(u.p.Rootfs), StagingPrefix(u.p.Rootfs)); err != nil {
 		return fmt.Errorf("creating a staging dir next to %s: %w", u.p.Rootfs, err)
 	}
-	if u.res.Pull, err = pull.Unpack(ctx, u.o.Cache, u.o.Image, u.rootfs, u.o.Pull); err != nil {
+	src := rootfsSource{
+		Dirs: u.o.Dirs, Image: u.o.Image, Ref: u.o.Ref, Strict: valueOf(u.userEnv, man8env.KeyStrict) == "yes",
+		Cache: u.o.Cache, Pull: u.o.Pull, Init: u.o.Init, Now: u.o.Now, Log: u.o.Log,
+	}
+	if u.filled, err = src.fill(ctx, u.rootfs); err != nil {
 		return err
+	}
+	u.res.Pull = u.filled.Pull
+	if u.filled.Prepared {
+		u.res.Init, u.res.Protect = u.filled.Root.Init, u.filled.Root.Protect
 	}
 	cfg := u.o.Image.Config.Config
 	if u.detection, err = imageinit.Detect(u.rootfs, slices.Concat(cfg.Entrypoint, cfg.Cmd)); err != nil {
@@ -552,11 +563,17 @@ func (u *upgrade) merge(context.Context) error {
 func valueOf(f *envfile.File, k string) string { v, _ := f.Get(k); return v }
 
 func (u *upgrade) installInit(context.Context) (err error) {
+	if u.filled.Prepared {
+		return nil // the image root's
+	}
 	u.res.Init, err = initinstall.Install(u.rootfs, u.o.Init)
 	return err
 }
 
 func (u *upgrade) protect(context.Context) (err error) {
+	if u.filled.Prepared {
+		return nil
+	}
 	u.res.Protect, err = protect.Protect(u.rootfs)
 	return err
 }
@@ -565,8 +582,10 @@ func (u *upgrade) protect(context.Context) (err error) {
 // journaled: a crash before the commit moves everything back.
 func (u *upgrade) swap(ctx context.Context) error {
 	p := u.p
-	if err := os.Chmod(u.rootfs, 0o755); err != nil {
-		return err
+	if !isLink(u.rootfs) {
+		if err := os.Chmod(u.rootfs, 0o755); err != nil {
+			return err
+		}
 	}
 	for final, dir := range u.staged {
 		if err := u.before(ctx, "swap:volume"); err != nil {
@@ -691,7 +710,7 @@ func dropOld(p machine.Paths, log *slog.Logger) {
 	olds := []string{PreviousRootfs(p) + ".old", filepath.Join(StateDir(p), previousDir) + ".old"}
 	next, _ := filepath.Glob(filepath.Join(StateDir(p), ".next-*"))
 	for _, old := range append(olds, next...) {
-		if err := os.RemoveAll(old); err != nil {
+		if err := btrfs.RemoveAll(old); err != nil {
 			log.Warn("deleting the replaced rollback point", "path", old, "err", err)
 		}
 	}
@@ -839,6 +858,10 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 	if _, err := os.Stat(p.Settings); err != nil {
 		return nil, fmt.Errorf("machine %s cannot be rebuilt without its settings: %w", p.Name, err)
 	}
+	env, err := envfile.ReadFile(p.Env)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s cannot be rebuilt without its environment file: %w", p.Name, err)
+	}
 	unlock, err := LockMachine(p)
 	if err != nil {
 		return nil, err
@@ -869,20 +892,30 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		if err != nil {
 			return fmt.Errorf("creating a staging dir next to %s: %w", p.Rootfs, err)
 		}
-		if res.Pull, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull); err != nil {
+		src := rootfsSource{
+			Dirs: o.Dirs, Image: o.Image, Ref: valueOf(env, man8env.KeyImageURL), Strict: valueOf(env, man8env.KeyStrict) == "yes",
+			Cache: o.Cache, Pull: o.Pull, Init: o.Init, Log: o.Log,
+		}
+		filled, err := src.fill(ctx, stage)
+		if err != nil {
 			return err
 		}
+		res.Pull = filled.Pull
 		if err := before("init"); err != nil {
 			return err
 		}
-		if res.Init, err = initinstall.Install(stage, o.Init); err != nil {
-			return err
-		}
-		if _, err := protect.Protect(stage); err != nil {
-			return err
-		}
-		if err := os.Chmod(stage, 0o755); err != nil {
-			return err
+		if filled.Prepared {
+			res.Init = filled.Root.Init
+		} else {
+			if res.Init, err = initinstall.Install(stage, o.Init); err != nil {
+				return err
+			}
+			if _, err := protect.Protect(stage); err != nil {
+				return err
+			}
+			if err := os.Chmod(stage, 0o755); err != nil {
+				return err
+			}
 		}
 		if err := before("swap:rootfs"); err != nil {
 			return err
@@ -910,7 +943,7 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		return nil, err
 	}
 	if replaced != "" {
-		if err := os.RemoveAll(replaced); err != nil {
+		if err := btrfs.RemoveAll(replaced); err != nil {
 			o.Log.Warn("deleting the replaced rootfs", "path", replaced, "err", err)
 		}
 	}

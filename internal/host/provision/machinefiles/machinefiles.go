@@ -63,6 +63,11 @@ type Params struct {
 	KillSignal string
 	// EnvFile is the host path of man8env.env, bound to /man8env.env.
 	EnvFile string
+	// Strict makes the machine run on its image's shared root, read-only;
+	// ResolvFile is then the host file bound to /etc/resolv.conf, which
+	// man8s-init writes (the root's own cannot be).
+	Strict     bool
+	ResolvFile string
 	// Binds are the volumes, in order.
 	Binds []Bind
 	// Env are variables given at pull, set in man8env.env in order after
@@ -78,7 +83,7 @@ type Params struct {
 
 // mbctlKeys are the keys Env writes itself, which an image must not set.
 var mbctlKeys = []string{man8env.KeyName, man8env.KeyTemplate, man8env.KeyYggAddress, man8env.KeyImageURL, man8env.KeyDigest, man8env.KeyArgs,
-	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt,
+	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt, man8env.KeyStrict,
 	man8env.KeyHealthcheck, man8env.KeyHealthcheckInterval, man8env.KeyHealthcheckTimeout, man8env.KeyHealthcheckStartPeriod, man8env.KeyHealthcheckRetries}
 
 // settingsEnv are the image's variables that go to the settings file's
@@ -183,8 +188,14 @@ func settings(p Params) (*unitfile.File, error) {
 	comment("Sent to PID 1 when the machine is stopped; without it nspawn sends SIGKILL.")
 	line("KillSignal", kill)
 	line("Parameters", man8env.InitPath)
-	line("ResolvConf", "copy-stub")
-	line("Timezone", "copy")
+	if p.Strict {
+		comment("Strict: the root is read-only; /etc/resolv.conf is bound from the config dir.")
+		line("ResolvConf", "off")
+		line("Timezone", "off")
+	} else {
+		line("ResolvConf", "copy-stub")
+		line("Timezone", "copy")
+	}
 	line("LinkJournal", "no")
 	line("PrivateUsers", "pick")
 	keys, vals, err := imageEnv(p.Image)
@@ -223,6 +234,11 @@ func settings(p Params) (*unitfile.File, error) {
 	line("Bridge", p.Bridge)
 
 	b.WriteString("\n[Files]\n")
+	if p.Strict {
+		comment("Strict: the image's root, shared by every strict machine of the image, read-only.")
+		comment("State lives in volumes; TemporaryFileSystem=PATH gives scratch space that a stop empties.")
+		line("ReadOnly", "yes")
+	}
 	line("PrivateUsersOwnership", "map")
 	comment("The application's environment, read by man8s-init.")
 	envBind, err := bindValue(Bind{Host: p.EnvFile, Container: man8env.EnvPath})
@@ -230,6 +246,16 @@ func settings(p Params) (*unitfile.File, error) {
 		return nil, fmt.Errorf("env file: %w", err)
 	}
 	line("Bind", envBind)
+	if p.Strict {
+		if p.ResolvFile == "" {
+			return nil, errors.New("strict machine: no resolv.conf file to bind")
+		}
+		v, err := bindValue(Bind{Host: p.ResolvFile, Container: "/etc/resolv.conf"})
+		if err != nil {
+			return nil, fmt.Errorf("resolv.conf: %w", err)
+		}
+		line("Bind", v)
+	}
 	for i, bd := range p.Binds {
 		if i == 0 {
 			comment("Volumes of the image.")
@@ -355,6 +381,9 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 		{man8env.KeyVersion, p.Version},
 		{man8env.KeyCreatedAt, p.Created.UTC().Format(time.RFC3339)},
 	}...)
+	if p.Strict {
+		fixed = append(fixed, struct{ k, v string }{man8env.KeyStrict, "yes"})
+	}
 	fixed = append(fixed, hc...)
 	for _, kv := range fixed {
 		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {

@@ -1,0 +1,375 @@
+// Package imageroot is the store of image roots: each image's tree,
+// unpacked once per manifest digest, with man8s-init installed, /run and
+// /tmp protected and the mount points a machine needs made, then frozen.
+//
+// Strict machines run on a root directly: their rootfs is a link to it,
+// which systemd-nspawn mounts read-only (ReadOnly=yes), so any number of
+// machines share one tree. On btrfs a root is a read-only subvolume, and
+// every other machine's rootfs is a writable snapshot of it: a second
+// machine from a cached image costs neither an unpack nor disk.
+//
+// A root is built in a staging dir beside its final place, recorded in the
+// caller's journal, and renamed into place when complete: a crash or an
+// error leaves no half root under a final name. Which machines use a root
+// is the caller's to say (their files record the digest); Remove deletes
+// one.
+package imageroot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/protect"
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
+	"github.com/man8s/mbctl/internal/fsutil/journal"
+	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/image/cache"
+	"github.com/man8s/mbctl/internal/image/pull"
+	"github.com/man8s/mbctl/internal/image/registry"
+)
+
+// Store is the image root store in Dir (config paths.images).
+type Store struct {
+	Dir string
+}
+
+// Root is one image root, as its record says.
+type Root struct {
+	// Digest is the image's manifest digest; Path the tree.
+	Digest string `json:"digest"`
+	Path   string `json:"path"`
+	// Ref is the reference it was first built for.
+	Ref     string    `json:"ref"`
+	Created time.Time `json:"created"`
+	// Btrfs tells that the root is a read-only btrfs subvolume, which
+	// machines' rootfs are snapshots of.
+	Btrfs bool `json:"btrfs"`
+	// Size is the bytes of its files.
+	Size int64 `json:"size"`
+	// Init and Protect are what preparing the tree did.
+	Init    initinstall.Result `json:"init"`
+	Protect protect.Result     `json:"protect"`
+}
+
+// stagingMark is in the name of every staging root (host clean sweeps
+// them: provision.Clean).
+const stagingMark = ".mbctl-staging-"
+
+// recordSuffix names a root's record, beside it.
+const recordSuffix = ".json"
+
+// name is the file name of digest's root: "sha256-<hex>".
+func name(digest string) (string, error) {
+	algo, hex, ok := strings.Cut(digest, ":")
+	if !ok || algo == "" || hex == "" || strings.ContainsAny(digest, "/\x00") || strings.Contains(hex, ":") {
+		return "", fmt.Errorf("image digest %q: want ALGO:HEX", digest)
+	}
+	return algo + "-" + hex, nil
+}
+
+// Path is where the root of digest lives (or would).
+func (s Store) Path(digest string) (string, error) {
+	n, err := name(digest)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(s.Dir, n), nil
+}
+
+// Lookup returns the root of digest, or nil if the store has none.
+func (s Store) Lookup(digest string) (*Root, error) {
+	p, err := s.Path(digest)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	r := &Root{Digest: digest, Path: p}
+	b, err := os.ReadFile(p + recordSuffix)
+	if err == nil {
+		err = json.Unmarshal(b, r)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading the record of image root %s: %w", p, err)
+	}
+	r.Digest, r.Path = digest, p
+	if r.Btrfs, err = btrfs.IsSubvolume(p); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// List returns every root in the store, by digest.
+func (s Store) List() ([]*Root, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the image roots in %s: %w", s.Dir, err)
+	}
+	var roots []*Root
+	for _, e := range ents {
+		n := e.Name()
+		if !e.IsDir() || strings.HasPrefix(n, ".") {
+			continue
+		}
+		algo, hex, ok := strings.Cut(n, "-")
+		if !ok {
+			continue
+		}
+		r, err := s.Lookup(algo + ":" + hex)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			roots = append(roots, r)
+		}
+	}
+	return roots, nil
+}
+
+// Options say how Ensure builds a missing root.
+type Options struct {
+	Image *registry.Image
+	Ref   string
+	Cache *cache.Cache
+	Pull  pull.Options
+	Init  initinstall.Sources
+	// JournalDir is where the build keeps its own journal (a killed build
+	// leaves nothing but what the next run's recovery takes back). A
+	// complete root stays when the caller's run fails afterwards, as the
+	// cache's blobs do: 'cache prune' frees it once no machine uses it.
+	JournalDir string
+	Now        time.Time
+}
+
+// Ensure returns the root of o.Image, building it when the store has none;
+// pulled is the unpack's result then (nil when the root was there).
+func (s Store) Ensure(ctx context.Context, o Options) (root *Root, pulled *pull.Result, err error) {
+	digest := o.Image.Digest.String()
+	if root, err = s.Lookup(digest); err != nil || root != nil {
+		return root, nil, err
+	}
+	final, err := s.Path(digest)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !filepath.IsAbs(s.Dir) {
+		return nil, nil, fmt.Errorf("the image root store %q is not an absolute path (config paths.images)", s.Dir)
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating the image root store %s: %w", s.Dir, err)
+	}
+	j, err := journal.Begin(o.JournalDir, "image root "+digest)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, j.Rollback())
+		} else if cerr := j.Commit(); cerr != nil {
+			err = cerr
+		}
+	}()
+	root = &Root{Digest: digest, Path: final, Ref: o.Ref, Created: o.Now}
+	if root.Created.IsZero() {
+		root.Created = time.Now()
+	}
+	stage, err := s.stage(j, final)
+	if err != nil {
+		return nil, nil, err
+	}
+	if root.Btrfs, err = btrfs.IsSubvolume(stage); err != nil {
+		return nil, nil, err
+	}
+	if pulled, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull); err != nil {
+		return nil, nil, err
+	}
+	if root.Init, err = initinstall.Install(stage, o.Init); err != nil {
+		return nil, nil, err
+	}
+	if root.Protect, err = protect.Protect(stage); err != nil {
+		return nil, nil, err
+	}
+	if err := mountPoints(stage, o.Image.Config.Config.Volumes); err != nil {
+		return nil, nil, fmt.Errorf("image root of %s: %w", digest, err)
+	}
+	if err := os.Chmod(stage, 0o755); err != nil {
+		return nil, nil, err
+	}
+	root.Size = diskUsage(stage)
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if err := j.Log(journal.Record{Op: journal.OpRename, From: stage, Path: final}); err != nil {
+		return nil, nil, err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, stage, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			// Another run built it meanwhile: use that one; this run's
+			// tree goes with the rollback of its journal.
+			if r, lerr := s.Lookup(digest); lerr == nil && r != nil {
+				return r, pulled, j.Rollback()
+			}
+		}
+		return nil, nil, fmt.Errorf("moving %s to %s: %w", stage, final, err)
+	}
+	if root.Btrfs {
+		if err := btrfs.SetReadOnly(final, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	b, err := json.MarshalIndent(root, "", "  ")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeRecord(final+recordSuffix, append(b, '\n')); err != nil {
+		return nil, nil, err
+	}
+	return root, pulled, nil
+}
+
+// stage makes the staging dir of final, journaled: a subvolume on btrfs.
+func (s Store) stage(j *journal.Journal, final string) (string, error) {
+	stage, err := j.MkdirUnique(s.Dir, "."+filepath.Base(final)+stagingMark)
+	if err != nil {
+		return "", fmt.Errorf("creating a staging dir in %s: %w", s.Dir, err)
+	}
+	onBtrfs, err := btrfs.Is(stage)
+	if err != nil || !onBtrfs {
+		return stage, err
+	}
+	// The same name, as a subvolume: the journal's record covers it.
+	if err := os.Remove(stage); err != nil {
+		return "", err
+	}
+	return stage, btrfs.Create(stage)
+}
+
+// writeRecord writes a root's record atomically. A root without one (a
+// crash right after its rename) is still a root: Lookup fills in what
+// the tree itself tells.
+func writeRecord(p string, b []byte) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	return nil
+}
+
+// mountPoints makes what systemd-nspawn mounts over in a read-only root,
+// where the image lacks it: /man8env.env, /etc/resolv.conf (each a file
+// bound from the machine's config dir) and the image's volumes. An image's
+// path that is a symlink is left as it is (nspawn resolves it inside the
+// machine).
+func mountPoints(root string, volumes map[string]struct{}) error {
+	vols := make([]string, 0, len(volumes))
+	for v := range volumes {
+		vols = append(vols, v)
+	}
+	slices.Sort(vols)
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for _, f := range []string{man8env.EnvPath, ResolvConf} {
+		rel := strings.TrimPrefix(path.Clean("/"+f), "/")
+		if _, err := r.Lstat(rel); err == nil {
+			continue
+		}
+		if err := r.MkdirAll(path.Dir(rel), 0o755); err != nil {
+			return fmt.Errorf("making the parents of %s: %w", f, err)
+		}
+		fh, err := r.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("making mount point %s: %w", f, err)
+		}
+		fh.Close()
+	}
+	for _, v := range vols {
+		rel := strings.TrimPrefix(path.Clean("/"+v), "/")
+		if rel == "" {
+			continue
+		}
+		if _, err := r.Lstat(rel); err == nil {
+			continue
+		}
+		if err := r.MkdirAll(rel, 0o755); err != nil {
+			return fmt.Errorf("making mount point of volume %s: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// ResolvConf is the resolver file a strict machine gets bound from its
+// config dir: its root is read-only, and man8s-init writes the lease's
+// servers into it.
+const ResolvConf = "/etc/resolv.conf"
+
+// Remove deletes the root of digest and its record. The caller checks that
+// no machine uses it.
+func (s Store) Remove(digest string) error {
+	p, err := s.Path(digest)
+	if err != nil {
+		return err
+	}
+	if err := btrfs.RemoveAll(p); err != nil {
+		return fmt.Errorf("deleting image root %s: %w", p, err)
+	}
+	if err := os.Remove(p + recordSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Snapshot makes dst, which must not exist, a writable btrfs snapshot of
+// root. ok is false (and nothing made) where the root is not a subvolume
+// or dst is on another file system: the caller unpacks instead.
+func Snapshot(root *Root, dst string) (ok bool, err error) {
+	if !root.Btrfs {
+		return false, nil
+	}
+	if same, err := btrfs.Is(filepath.Dir(dst)); err != nil || !same {
+		return false, err
+	}
+	err = btrfs.Snapshot(root.Path, dst, false)
+	if errors.Is(err, unix.EXDEV) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// diskUsage is the size of the files under p, not following links.
+func diskUsage(p string) int64 {
+	var n int64
+	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
