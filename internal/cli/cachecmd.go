@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/imageroot"
+	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/image/cache"
 )
 
@@ -48,6 +51,19 @@ type cacheEntryJSON struct {
 	Size      int64     `json:"size"`
 	Pulled    time.Time `json:"pulled,omitzero"`
 	LastUsed  time.Time `json:"last_used,omitzero"`
+	// ImageRoot is the image's root in the image root store, if it has
+	// one; an image whose root outlived its blobs has only this.
+	ImageRoot *cacheRootJSON `json:"image_root,omitempty"`
+}
+
+// cacheRootJSON is an image root in `cache list --json`.
+type cacheRootJSON struct {
+	Path  string `json:"path"`
+	Size  int64  `json:"size"`
+	Btrfs bool   `json:"btrfs"`
+	// UsedBy are the machines that run it or can roll back to it; the
+	// root stays while there are any.
+	UsedBy []string `json:"used_by"`
 }
 
 // CacheListOptions are the inputs of `cache list`.
@@ -65,13 +81,18 @@ func NewCmdCacheList(f *Factory, runF func(context.Context, *CacheListOptions) e
 	opts := &CacheListOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List cached images with their digests, sizes and last use",
+		Short: "List cached images with their digests, sizes, last use and image roots",
 		Long: `List the images in the cache: reference, manifest digest, the size of all
 blobs the image needs that are in the cache, and when it was last used. A blob
-that several images share counts in the size of each.`,
+that several images share counts in the size of each.
+
+IMAGE ROOT is the image's unpacked tree in the image root store
+(paths.images), which strict machines run on and btrfs machines are
+snapshots of: its size and the machines that use it. It stays while any
+does; 'cache prune' deletes the unused ones.`,
 		Example: `  $ mbctl cache list
-  REFERENCE                        DIGEST               SIZE     LAST USED
-  docker.io/library/nginx:1.27     sha256:5c1a3b0f8e2d  68.4 MiB  2025-01-20 14:03:11
+  REFERENCE                     DIGEST               SIZE      LAST USED            IMAGE ROOT
+  docker.io/library/nginx:1.27  sha256:5c1a3b0f8e2d  68.4 MiB  2025-01-20 14:03:11  187.0 MiB, used by web web2
 
   # the references only
   mbctl cache list --json | jq -r '.[].ref'`,
@@ -83,7 +104,7 @@ that several images share counts in the size of each.`,
 			return cacheListRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print ref, digest, media_type, size (bytes), pulled and last_used of each image as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print ref, digest, media_type, size (bytes), pulled, last_used and image_root (path, size, btrfs, used_by) of each image as JSON")
 	return cmd
 }
 
@@ -96,23 +117,70 @@ func cacheListRun(_ context.Context, opts *CacheListOptions) error {
 	if err != nil {
 		return err
 	}
+	out := make([]cacheEntryJSON, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, cacheEntryJSON{Ref: e.Ref, Digest: e.Digest.String(), MediaType: string(e.MediaType), Size: e.Size, Pulled: e.Pulled, LastUsed: e.LastUsed})
+	}
+	if out, err = withImageRoots(opts.Config, out); err != nil {
+		return err
+	}
 	if opts.JSON {
-		out := make([]cacheEntryJSON, 0, len(entries))
-		for _, e := range entries {
-			out = append(out, cacheEntryJSON{e.Ref, e.Digest.String(), string(e.MediaType), e.Size, e.Pulled, e.LastUsed})
-		}
 		return writeJSON(opts.IO.Out, out)
 	}
-	if len(entries) == 0 {
+	if len(out) == 0 {
 		fmt.Fprintf(opts.IO.ErrOut, "the cache %s holds no images\n", c.Dir())
 		return nil
 	}
 	tw := tabwriter.NewWriter(opts.IO.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tSIZE\tLAST USED")
-	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", orDash(e.Ref), shortDigest(e.Digest.String()), humanBytes(e.Size), localTime(e.LastUsed))
+	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tSIZE\tLAST USED\tIMAGE ROOT")
+	for _, e := range out {
+		size := "-"
+		if e.MediaType != "" {
+			size = humanBytes(e.Size)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orDash(e.Ref), shortDigest(e.Digest), size, localTime(e.LastUsed), rootColumn(e.ImageRoot))
 	}
 	return tw.Flush()
+}
+
+// withImageRoots adds each image's root in the image root store to out,
+// and the roots of images no longer cached as entries of their own.
+func withImageRoots(loadConfig func() (config.Config, config.Origin, error), out []cacheEntryJSON) ([]cacheEntryJSON, error) {
+	cfg, _, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	roots, err := imageroot.Store{Dir: cfg.Paths.Images}.List()
+	if err != nil || len(roots) == 0 {
+		return out, err
+	}
+	used, err := provision.ImageRootUsers(cfg.Paths)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roots {
+		users := used[r.Digest]
+		slices.Sort(users)
+		j := &cacheRootJSON{Path: r.Path, Size: r.Size, Btrfs: r.Btrfs, UsedBy: append([]string{}, users...)}
+		i := slices.IndexFunc(out, func(e cacheEntryJSON) bool { return e.Digest == r.Digest })
+		if i < 0 {
+			out = append(out, cacheEntryJSON{Ref: r.Ref, Digest: r.Digest, ImageRoot: j})
+			continue
+		}
+		out[i].ImageRoot = j
+	}
+	return out, nil
+}
+
+// rootColumn is the IMAGE ROOT column of cache list.
+func rootColumn(r *cacheRootJSON) string {
+	if r == nil {
+		return "-"
+	}
+	if len(r.UsedBy) == 0 {
+		return humanBytes(r.Size) + ", unused"
+	}
+	return humanBytes(r.Size) + ", used by " + strings.Join(r.UsedBy, " ")
 }
 
 // localTime formats t for a table; the zero time (unknown) is "-".
@@ -136,6 +204,10 @@ type cachePruneReport struct {
 	cacheClearReport
 	// Missing lists the blobs that a cached image needs and lacks.
 	Missing []string `json:"missing"`
+	// ImageRoots are the image roots deleted (no machine used them), and
+	// ImageRootBytes the size of their files.
+	ImageRoots     []string `json:"image_roots"`
+	ImageRootBytes int64    `json:"image_root_bytes"`
 }
 
 // CachePruneOptions are the inputs of `cache prune`.
@@ -153,9 +225,11 @@ func NewCmdCachePrune(f *Factory, runF func(context.Context, *CachePruneOptions)
 	opts := &CachePruneOptions{IO: f.IO, Config: f.Config, Log: f.Logger()}
 	cmd := &cobra.Command{
 		Use:   "prune",
-		Short: "Delete blobs that no cached image needs",
+		Short: "Delete blobs that no cached image needs, and image roots no machine uses",
 		Long: `Delete the blobs that no image listed by 'mbctl cache list' refers to, and
-temp files left by interrupted downloads. Cached images stay whole, so it
+temp files left by interrupted downloads. Then delete the image roots
+(paths.images) that no machine runs or can roll back to; a root stays while
+machines are being made. Cached images stay whole, so it
 never asks. Waits for running pulls to finish. Before that it takes back what
 killed mbctl runs left (as 'mbctl host clean' does).
 
@@ -173,7 +247,7 @@ image again fetches it); nothing else is done about it.`,
 			return cachePruneRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the cache dir, blobs, temp_files and bytes deleted and the missing blobs as JSON")
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the cache dir, blobs, temp_files and bytes deleted, the missing blobs, and the image_roots deleted with image_root_bytes as JSON")
 	return cmd
 }
 
@@ -189,15 +263,31 @@ func cachePruneRun(ctx context.Context, opts *CachePruneOptions) error {
 	if err != nil {
 		return err
 	}
+	var rootsFreed []string
+	var rootBytes int64
+	if cfg, _, err := opts.Config(); err == nil {
+		freed, err := provision.FreeImageRoots(cfg.Paths, nil)
+		for _, r := range freed {
+			rootsFreed, rootBytes = append(rootsFreed, r.Path), rootBytes+r.Size
+		}
+		if err != nil {
+			fmt.Fprintf(opts.IO.ErrOut, "warning: image roots no machine uses stay: %v\n", err)
+		}
+	}
 	missing := make([]string, 0, len(res.Missing))
 	for _, m := range res.Missing {
 		missing = append(missing, m.String())
 		fmt.Fprintf(opts.IO.ErrOut, "warning: blob %s of a cached image is missing; pull the image again\n", m)
 	}
 	if opts.JSON {
-		return writeJSON(opts.IO.Out, cachePruneReport{cacheClearReport{c.Dir(), res.Blobs, res.TempFiles, res.Bytes}, missing})
+		return writeJSON(opts.IO.Out, cachePruneReport{cacheClearReport{c.Dir(), res.Blobs, res.TempFiles, res.Bytes}, missing, append([]string{}, rootsFreed...), rootBytes})
 	}
-	_, err = fmt.Fprintf(opts.IO.Out, "deleted %d blobs and %d temp files, %s freed\n", res.Blobs, res.TempFiles, humanBytes(res.Bytes))
+	if _, err = fmt.Fprintf(opts.IO.Out, "deleted %d blobs and %d temp files, %s freed\n", res.Blobs, res.TempFiles, humanBytes(res.Bytes)); err != nil {
+		return err
+	}
+	if len(rootsFreed) > 0 {
+		_, err = fmt.Fprintf(opts.IO.Out, "deleted %d image roots no machine uses, %s freed\n", len(rootsFreed), humanBytes(rootBytes))
+	}
 	return err
 }
 

@@ -82,6 +82,10 @@ func cacheConfig(dir string) func() (config.Config, config.Origin, error) {
 	return func() (config.Config, config.Origin, error) {
 		c := config.Default()
 		c.Paths.Cache = dir
+		// The machine paths that cache list and prune read, beside it.
+		base := filepath.Dir(dir)
+		c.Paths.Machines, c.Paths.Configs, c.Paths.Storage = filepath.Join(base, "machines"), filepath.Join(base, "configs"), filepath.Join(base, "storage")
+		c.Paths.Images, c.Paths.Scratch = filepath.Join(base, "machines/.images"), filepath.Join(base, "scratch")
 		return c, config.Origin{}, nil
 	}
 }
@@ -255,7 +259,9 @@ func TestCachePruneRun(t *testing.T) {
   "bytes": 0,
   "missing": [
     "` + im.layer.Digest.String() + `"
-  ]
+  ],
+  "image_roots": [],
+  "image_root_bytes": 0
 }
 `
 	if diff := cmp.Diff(want, out.String()); diff != "" {
@@ -337,5 +343,64 @@ func TestCacheClearNeedsYesWithoutTerminal(t *testing.T) {
 	code, out, stderr = runCLI(t, env, "cache", "clear", "--yes")
 	if code != 0 || out != fmt.Sprintf("deleted %d blobs and 1 temp files, %s freed\n", im.totalBlobs, humanBytes(im.totalBytes)) {
 		t.Errorf("cache clear --yes: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// TestCacheImageRoots lists image roots with the machines that use them,
+// and prunes only the unused one.
+func TestCacheImageRoots(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	loadConfig := cacheConfig(dir)
+	cfg, _, _ := loadConfig()
+	used, unused := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	for _, d := range []string{used, unused} {
+		root := filepath.Join(cfg.Paths.Images, strings.Replace(d, ":", "-", 1))
+		if err := os.MkdirAll(filepath.Join(root, "usr"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "usr/f"), []byte("12345"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec := fmt.Sprintf(`{"ref": "example/app:%s", "size": 5}`, d[7:8])
+		if err := os.WriteFile(root+".json", []byte(rec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(cfg.Paths.Configs, "web")
+	if err := os.MkdirAll(conf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "man8env.env"), []byte("MAN8S_OCI_IMAGE_DIGEST="+used+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ios, _, out, _ := iostreams.Test()
+	lo := CacheListOptions{IO: ios, Config: loadConfig, Log: slog.New(slog.DiscardHandler)}
+	if err := cacheListRun(t.Context(), &lo); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"example/app:a", "5 B, used by web", "example/app:b", "5 B, unused"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("cache list lacks %q:\n%s", want, out)
+		}
+	}
+	ios, _, out, _ = iostreams.Test()
+	po := CachePruneOptions{IO: ios, Config: loadConfig, Log: slog.New(slog.DiscardHandler), JSON: true}
+	if err := cachePruneRun(t.Context(), &po); err != nil {
+		t.Fatal(err)
+	}
+	var rep cachePruneReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	gone := filepath.Join(cfg.Paths.Images, strings.Replace(unused, ":", "-", 1))
+	if len(rep.ImageRoots) != 1 || rep.ImageRoots[0] != gone || rep.ImageRootBytes != 5 {
+		t.Errorf("pruned roots %v (%d bytes), want [%s] (5)", rep.ImageRoots, rep.ImageRootBytes, gone)
+	}
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("unused root still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Paths.Images, strings.Replace(used, ":", "-", 1))); err != nil {
+		t.Errorf("the used root went: %v", err)
 	}
 }

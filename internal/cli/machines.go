@@ -18,6 +18,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/secret"
 	"github.com/man8s/mbctl/internal/host/unit"
 )
@@ -483,7 +484,7 @@ Works on the leftovers of a machine whose creation was cut short.`,
 
 func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
 	name := opts.Name
-	p, _, err := opts.paths(name)
+	p, cfg, err := opts.paths(name)
 	if err != nil {
 		return err
 	}
@@ -524,6 +525,8 @@ func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
 	if err := confirmAction(ctx, opts.IO, opts.Confirm, opts.Yes, "removing machine "+name, fmt.Sprintf("Delete machine %s?", name)); err != nil {
 		return err
 	}
+	dirs := cfg.Paths
+	digests := provision.ImageRootsOf(dirs, name)
 	if err := plan.Execute(); err != nil {
 		return err
 	}
@@ -531,6 +534,15 @@ func machinesRemoveRun(ctx context.Context, opts *MachinesRemoveOptions) error {
 		removeDropIns(opts.MachineDeps, name)
 	}
 	fmt.Fprintf(opts.IO.Out, "Removed machine %s.\n", name)
+	if len(digests) > 0 {
+		freed, err := provision.FreeImageRoots(dirs, digests)
+		for _, r := range freed {
+			fmt.Fprintf(opts.IO.Out, "Deleted the image root %s (%s): no machine uses it any more.\n", r.Path, humanBytes(r.Size))
+		}
+		if err != nil {
+			fmt.Fprintf(w, "warning: the image roots of machine %s stay: %v ('mbctl cache prune' frees them later)\n", name, err)
+		}
+	}
 	return nil
 }
 

@@ -58,7 +58,9 @@ type MachinesPullOptions struct {
 	Yes, Quiet bool
 	// Adopt uses the machine's kept config dir and storage dir.
 	Adopt bool
-	JSON  bool
+	// Strict runs the machine on the image's shared read-only root.
+	Strict bool
+	JSON   bool
 
 	// Restart is --restart, the unit's restart policy (see machines set);
 	// Commands runs systemctl daemon-reload for it (nil: the system's).
@@ -119,6 +121,19 @@ behaves as PID 1 should; and the pull warns when a stop will not end the app
 bounded (10 s), leaves nothing behind, and when it cannot run the name alone
 decides. --no-probe skips it.
 
+Strict machines (--strict): the machine's root is the image's own tree,
+unpacked once per image digest into the image root store (paths.images) and
+shared, read-only, by every strict machine of that image: a second one costs
+no unpack and no disk. Writes outside the volumes fail (the root is
+read-only; /run and /tmp are the machine's own tmpfs), so all state must
+live in volumes; add TemporaryFileSystem=PATH to container.nspawn for
+scratch space that a stop empties. A strict machine's volumes must be paths
+of the image. Its root stays in the store while any machine uses it ('mbctl
+cache list' shows which; 'cache prune' frees the others). On btrfs every
+machine's root file system, strict or not, comes from that store: a free
+machine's is a writable snapshot of the image's root, made in milliseconds
+and sharing its disk blocks.
+
 With --json, stdout is one JSON object describing the new machine (name,
 Yggdrasil address, paths, image reference and digest, init mode and why,
 volumes, the keys given with --env-file and --env, layer counts, duration)
@@ -130,6 +145,11 @@ created is removed again.`,
 		Example: `  mbctl machines pull registry:2 Man8Registry --volume /var/lib/registry=data
   mbctl machines pull --yes nginx:1.27 web
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
+
+  # three machines of one image, sharing its read-only root
+  for role in master volume filer; do
+      mbctl machines pull --yes --strict seaweedfs:3 sw-$role --volume /data=data
+  done
 
   # postgres refuses to start without a password: give it at pull
   printf 'POSTGRES_PASSWORD=s3cr3t\n' > db.env && chmod 600 db.env
@@ -156,6 +176,7 @@ created is removed again.`,
 	fl.BoolVar(&opts.NoProbe, "no-probe", false, "do not probe how the entrypoint behaves as PID 1: the init mode follows its name alone")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
+	fl.BoolVar(&opts.Strict, "strict", false, "run on the image's root, shared read-only with every strict machine of the image (state only in volumes)")
 	fl.BoolVar(&opts.Adopt, "adopt", false, "use the machine's kept config dir, storage dir and volume dirs as they are ('machines remove --keep-data', or copied from another host)")
 	fl.StringVar(&opts.Restart, "restart", "", "systemd restart policy of the machine: no, on-failure or always (default: systemd-nspawn@.service's, no; change it with 'machines set')")
 	fl.BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")
@@ -179,7 +200,19 @@ type machinesPullReport struct {
 	EnvKeys  []string       `json:"env_keys"`
 	Layers   layersReport   `json:"layers"`
 	Unpacked unpackedReport `json:"unpacked"`
-	Seconds  float64        `json:"duration_seconds"`
+	// Root is the image root the machine runs on or was snapshotted from.
+	Root    *imageRootReport `json:"image_root,omitempty"`
+	Seconds float64          `json:"duration_seconds"`
+}
+
+// imageRootReport is the image root a machine's rootfs comes from.
+type imageRootReport struct {
+	Path string `json:"path"`
+	// Strict: the machine runs on it, read-only; else its rootfs is a
+	// btrfs snapshot of it.
+	Strict bool `json:"strict"`
+	// Reused: the root was there already (no unpack).
+	Reused bool `json:"reused"`
 }
 
 // pulledInitReport says which init the image has, the mode chosen and why,
@@ -298,7 +331,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
-		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt,
+		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt, Strict: opts.Strict,
 		BeforeStep: withPhases(progress, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)),
 	})
 	progress.Done(err == nil)
@@ -592,6 +625,9 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 	if res.Pull != nil {
 		r.Layers, r.Unpacked = newLayersReport(res.Pull), newUnpackedReport(res.Pull.Stats)
 	}
+	if res.Root != nil {
+		r.Root = &imageRootReport{Path: res.Root.Path, Strict: res.Strict, Reused: res.Pull == nil}
+	}
 	return r
 }
 
@@ -608,7 +644,14 @@ func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKe
 	}
 	fmt.Fprintf(w, "\nMachine %s created from %s@%s in %.1fs.\n", p.Name, registry.DisplayName(im.Ref), im.Digest, took.Seconds())
 	fmt.Fprintf(w, "  Yggdrasil address  %s\n", res.YggAddress)
-	fmt.Fprintf(w, "  root file system   %s\n", p.Rootfs)
+	switch {
+	case res.Root != nil && res.Strict:
+		fmt.Fprintf(w, "  root file system   %s -> %s (strict: the image's root, shared and read-only; state lives in volumes)\n", p.Rootfs, res.Root.Path)
+	case res.Root != nil:
+		fmt.Fprintf(w, "  root file system   %s (a btrfs snapshot of the image's root %s)\n", p.Rootfs, res.Root.Path)
+	default:
+		fmt.Fprintf(w, "  root file system   %s\n", p.Rootfs)
+	}
 	fmt.Fprintf(w, "  settings           %s (read by nspawn as %s)\n", p.Settings, p.SettingsLink)
 	fmt.Fprintf(w, "  environment        %s\n", p.Env)
 	if len(envKeys) > 0 {

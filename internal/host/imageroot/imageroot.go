@@ -373,3 +373,81 @@ func diskUsage(p string) int64 {
 	})
 	return n
 }
+
+// ErrBusy says that runs are making machines from the store's roots: what
+// no machine uses yet may be about to be used, so nothing is freed.
+var ErrBusy = errors.New("machines are being made from the image roots right now: run it again when they are done")
+
+// lockFile, in Dir, is flock'ed shared by every run that links or
+// snapshots a root until its machine's files name the root, and
+// exclusively by Free.
+const lockFile = ".lock"
+
+func (s Store) lock(how int) (*os.File, error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the image root store %s: %w", s.Dir, err)
+	}
+	p := filepath.Join(s.Dir, lockFile)
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Use takes the store's shared lock (waiting while Free runs) and returns
+// its release, which may be called more than once.
+func (s Store) Use() (release func(), err error) {
+	f, err := s.lock(unix.LOCK_SH)
+	if err != nil {
+		return nil, fmt.Errorf("locking the image root store %s: %w", s.Dir, err)
+	}
+	var once bool
+	return func() {
+		if !once {
+			once = true
+			f.Close()
+		}
+	}, nil
+}
+
+// Free deletes every root whose digest used does not hold, of those in
+// only (nil: all), and returns them. While any run holds the shared lock
+// it frees nothing (ErrBusy).
+func (s Store) Free(used map[string][]string, only []string) ([]*Root, error) {
+	roots, err := s.List()
+	if err != nil || len(roots) == 0 {
+		return nil, err
+	}
+	f, err := s.lock(unix.LOCK_EX | unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, ErrBusy
+	}
+	if err != nil {
+		return nil, fmt.Errorf("locking the image root store %s: %w", s.Dir, err)
+	}
+	defer f.Close()
+	var freed []*Root
+	var errs []error
+	for _, r := range roots {
+		if len(used[r.Digest]) > 0 || (only != nil && !slices.Contains(only, r.Digest)) {
+			continue
+		}
+		if err := s.Remove(r.Digest); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		freed = append(freed, r)
+	}
+	return freed, errors.Join(errs...)
+}

@@ -108,9 +108,10 @@ type Created struct {
 	Pull        *pull.Result
 	Init        initinstall.Result
 	Protect     protect.Result
-	// Root is the image root the rootfs links to (strict) or is a btrfs
+	// Root is the image root the rootfs links to (Strict) or is a btrfs
 	// snapshot of; nil when the image was unpacked into the rootfs.
-	Root *imageroot.Root
+	Root   *imageroot.Root
+	Strict bool
 	// Adopted are the kept dirs (Options.Adopt) the machine uses as they
 	// are, instead of a copy of the image's content.
 	Adopted []string
@@ -207,6 +208,7 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	if o.Dirs.Scratch == "" {
 		return nil, errors.New("creating a machine: no journal dir (paths.scratch) configured")
 	}
+	defer func() { c.filled.done() }()
 	err = journaled(o.Dirs, "machines pull "+o.Name, true, o.Log, func(j *journal.Journal) error {
 		c.j = j
 		for _, st := range createSteps() {
@@ -365,7 +367,7 @@ func (c *creation) unpack(ctx context.Context) (err error) {
 	if c.filled, err = src.fill(ctx, c.rootfs); err != nil {
 		return err
 	}
-	c.res.Pull, c.res.Root = c.filled.Pull, c.filled.Root
+	c.res.Pull, c.res.Root, c.res.Strict = c.filled.Pull, c.filled.Root, c.o.Strict
 	if c.filled.Prepared {
 		c.res.Init, c.res.Protect = c.filled.Root.Init, c.filled.Root.Protect
 	}

@@ -9,12 +9,16 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/imageroot"
+	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
@@ -46,10 +50,21 @@ type rootfsFilled struct {
 	// Prepared tells that man8s-init is installed and /run, /tmp are
 	// protected (the root's doing): the run's own steps for them are done.
 	Prepared bool
+	// release lets go of the store's lock, held from the root's lookup
+	// until the run's end, when the machine's files name the root.
+	release func()
+}
+
+// done ends the run's use of the store.
+func (f rootfsFilled) done() {
+	if f.release != nil {
+		f.release()
+	}
 }
 
 // fill makes stage, an empty staging dir the run's journal holds, the
-// machine's rootfs:
+// machine's rootfs (the caller calls done on the result when its run
+// ends):
 //   - strict: a link to the image's root in the store (built once);
 //   - on btrfs: a writable snapshot of that root (no unpack, no space);
 //   - else: the image unpacked into it.
@@ -69,6 +84,9 @@ func (s rootfsSource) fill(ctx context.Context, stage string) (rootfsFilled, err
 		return out, err
 	}
 	store := imageroot.Store{Dir: s.Dirs.Images}
+	if out.release, err = store.Use(); err != nil {
+		return out, err
+	}
 	out.Root, out.Pull, err = store.Ensure(ctx, imageroot.Options{
 		Image: s.Image, Ref: s.Ref, Cache: s.Cache, Pull: s.Pull, Init: s.Init,
 		JournalDir: JournalDir(s.Dirs), Now: s.Now,
@@ -145,4 +163,61 @@ func storeDigest(dirs config.Paths, p string) string {
 		return ""
 	}
 	return algo + ":" + hex
+}
+
+// ImageRootUsers maps the digest of each image that a machine under dirs
+// runs, or can roll back to, to those machines' names: the image roots
+// that must stay.
+func ImageRootUsers(dirs config.Paths) (map[string][]string, error) {
+	names, err := machine.Names(dirs)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string][]string{}
+	add := func(digest, name string) {
+		if digest != "" && !slices.Contains(used[digest], name) {
+			used[digest] = append(used[digest], name)
+		}
+	}
+	for _, n := range names {
+		p := machine.PathsFor(dirs, n)
+		for _, env := range []string{p.Env, filepath.Join(StateDir(p), previousDir, machine.EnvFile)} {
+			if f, err := envfile.ReadFile(env); err == nil {
+				add(valueOf(f, man8env.KeyDigest), n)
+			}
+		}
+		// A strict machine whose files say otherwise still runs on its
+		// link's root.
+		add(storeDigest(dirs, p.Rootfs), n)
+		add(storeDigest(dirs, PreviousRootfs(p)), n)
+	}
+	return used, nil
+}
+
+// FreeImageRoots deletes the image roots of the digests in only (nil:
+// all) that no machine uses (ImageRootUsers), and returns them;
+// imageroot.ErrBusy while machines are being made.
+func FreeImageRoots(dirs config.Paths, only []string) ([]*imageroot.Root, error) {
+	used, err := ImageRootUsers(dirs)
+	if err != nil {
+		return nil, err
+	}
+	return imageroot.Store{Dir: dirs.Images}.Free(used, only)
+}
+
+// ImageRootsOf returns the digests of the images machine name runs or can
+// roll back to.
+func ImageRootsOf(dirs config.Paths, name string) []string {
+	used, err := ImageRootUsers(dirs)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for d, names := range used {
+		if slices.Contains(names, name) {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

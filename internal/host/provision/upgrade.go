@@ -240,6 +240,7 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (res *Upgraded, err error) {
 	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
 		return nil, err
 	}
+	defer func() { u.filled.done() }()
 	err = journaled(o.Dirs, "machines upgrade "+o.Name, !o.DryRun, o.Log, func(j *journal.Journal) error {
 		u.j = j
 		for _, st := range upgradeSteps() {
@@ -881,6 +882,8 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 		return nil
 	}
 	var replaced string
+	var filled rootfsFilled
+	defer func() { filled.done() }()
 	err = journaled(o.Dirs, "machines rebuild "+o.Name, true, o.Log, func(j *journal.Journal) error {
 		if err := before("unpack"); err != nil {
 			return err
@@ -896,8 +899,7 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 			Dirs: o.Dirs, Image: o.Image, Ref: valueOf(env, man8env.KeyImageURL), Strict: valueOf(env, man8env.KeyStrict) == "yes",
 			Cache: o.Cache, Pull: o.Pull, Init: o.Init, Log: o.Log,
 		}
-		filled, err := src.fill(ctx, stage)
-		if err != nil {
+		if filled, err = src.fill(ctx, stage); err != nil {
 			return err
 		}
 		res.Pull = filled.Pull

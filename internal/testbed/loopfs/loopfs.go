@@ -20,13 +20,24 @@ import (
 // type's mkfs it skips (fails under CI).
 func MountT(t testing.TB, fstype string, size int64) string {
 	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	MountOnT(t, fstype, size, mnt)
+	return mnt
+}
+
+// MountOnT is MountT on the dir mnt, made if missing (a path that a
+// configuration names already, say).
+func MountOnT(t testing.TB, fstype string, size int64, mnt string) {
+	t.Helper()
 	ci.RequireRoot(t, "a loop-mounted "+fstype)
 	mkfs, err := exec.LookPath("mkfs." + fstype)
 	if err != nil {
 		ci.Skip(t, "mkfs.%s is not installed (Debian: btrfs-progs / e2fsprogs; `make deps`)", fstype)
 	}
-	dir := t.TempDir()
-	image, mnt := filepath.Join(dir, fstype+".img"), filepath.Join(dir, "mnt")
+	image := filepath.Join(t.TempDir(), fstype+".img")
 	f, err := os.Create(image)
 	if err == nil {
 		err = errors.Join(f.Truncate(size), f.Close())
@@ -41,7 +52,7 @@ func MountT(t testing.TB, fstype string, size int64) string {
 	if out, err := exec.Command(mkfs, args...).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.%s %s: %v: %s", fstype, image, err, out)
 	}
-	if err := os.Mkdir(mnt, 0o755); err != nil {
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-o", "loop", image, mnt).CombinedOutput(); err != nil {
@@ -53,5 +64,4 @@ func MountT(t testing.TB, fstype string, size int64) string {
 			t.Errorf("unmounting %s: %v", mnt, err)
 		}
 	})
-	return mnt
 }

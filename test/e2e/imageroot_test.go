@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/fsutil/btrfs"
+	"github.com/man8s/mbctl/internal/testbed/loopfs"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/registry"
+)
+
+// roleApp serves its ROLE over HTTP on [::]:8080 from its /www volume, and
+// says whether its root is writable.
+const roleApp = `if touch /etc/probe-write 2>/dev/null; then echo "root writable"; else echo "root read-only"; fi
+echo "$ROLE" > /www/index.html
+echo "role $ROLE serving"
+exec httpd -f -p [::]:8080 -h /www`
+
+// roleImage pushes the role app as ref.
+func roleImage(t *testing.T, ref string) {
+	t.Helper()
+	script, err := ociimage.Layer(ociimage.File("app.sh", []byte(roleApp), 0o755))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint: []string{"/bin/sh", "/app.sh"},
+		Env:        []string{ociimage.DefaultPath, "ROLE=none"},
+		Volumes:    []string{"/www"},
+	}, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, img, ref)
+}
+
+// getRole asks machine name's app for its role over its Yggdrasil address.
+func (m *machineHost) getRole(t *testing.T, name string) string {
+	t.Helper()
+	addr, err := yggaddr.Address(m.Ygg.Subnet, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) { return m.DialContext(ctx, network, a) },
+	}}
+	url := "http://" + netip.AddrPortFrom(addr, 8080).String() + "/"
+	var body string
+	waitFor(t, name+" to answer on "+url, func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		body = strings.TrimSpace(string(b))
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+	return body
+}
+
+// waitForOutput waits until the machine's output holds want, and shows
+// the output when it does not in time.
+func waitForOutput(t *testing.T, r *runningMachine, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(r.output(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the machine did not print %q in 60s:\n%s", want, r.output())
+		}
+		select {
+		case <-r.done:
+			t.Fatalf("the machine stopped before it printed %q:\n%s", want, r.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pulledRoot is the image_root of `machines pull --json`.
+type pulledRoot struct {
+	Path   string `json:"path"`
+	Strict bool   `json:"strict"`
+	Reused bool   `json:"reused"`
+}
+
+// pullRoot runs machines pull with args and returns its image root.
+func (m *machineHost) pullRoot(t *testing.T, args ...string) pulledRoot {
+	t.Helper()
+	out := m.mustMbctl(t, append([]string{"machines", "pull", "--quiet", "--json", "--no-probe"}, args...)...)
+	var r struct {
+		Root *pulledRoot `json:"image_root"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if r.Root == nil {
+		return pulledRoot{}
+	}
+	return *r.Root
+}
+
+// cacheRoots is the image_root part of `cache list --json`.
+func (m *machineHost) cacheRoots(t *testing.T) map[string][]string {
+	t.Helper()
+	var entries []struct {
+		ImageRoot *struct {
+			Path   string   `json:"path"`
+			UsedBy []string `json:"used_by"`
+		} `json:"image_root"`
+	}
+	if err := json.Unmarshal([]byte(m.mustMbctl(t, "cache", "list", "--json")), &entries); err != nil {
+		t.Fatal(err)
+	}
+	roots := map[string][]string{}
+	for _, e := range entries {
+		if e.ImageRoot != nil {
+			roots[e.ImageRoot.Path] = e.ImageRoot.UsedBy
+		}
+	}
+	return roots
+}
+
+// Proof (issue 16, strict machines): two strict machines of one image run
+// at once on one shared read-only root, unpacked once, each with its own
+// volume, environment and Yggdrasil address; the root stays while a
+// machine uses it and goes with the last one.
+func TestStrictMachinesShareOneRoot(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/role:1"
+	roleImage(t, ref)
+
+	var pulls []pulledRoot
+	for _, role := range []string{"alpha", "beta"} {
+		pulls = append(pulls, m.pullRoot(t, "--strict", "--volume", "/www=data", "--env", "ROLE="+role, ref, "s-"+role))
+	}
+	a, b := pulls[0], pulls[1]
+	if a.Path == "" || a.Path != b.Path || !a.Strict || a.Reused || !b.Reused {
+		t.Fatalf("image roots of the two pulls: %+v, %+v; want one root, unpacked by the first", a, b)
+	}
+	for _, n := range []string{"s-alpha", "s-beta"} {
+		if got, err := os.Readlink(filepath.Join(m.work, "machines", n)); err != nil || got != a.Path {
+			t.Errorf("%s's rootfs -> %q (%v), want %s", n, got, err, a.Path)
+		}
+	}
+
+	runA, runB := m.startRun(t, "s-alpha"), m.startRun(t, "s-beta")
+	for _, r := range []*runningMachine{runA, runB} {
+		waitForOutput(t, r, "serving")
+	}
+	if got := m.getRole(t, "s-alpha"); got != "alpha" {
+		t.Errorf("s-alpha answers %q", got)
+	}
+	if got := m.getRole(t, "s-beta"); got != "beta" {
+		t.Errorf("s-beta answers %q", got)
+	}
+	for _, r := range []*runningMachine{runA, runB} {
+		if out := r.output(); !strings.Contains(out, "root read-only") {
+			t.Errorf("a strict machine could write into its root:\n%s", out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(a.Path, "etc/probe-write")); err == nil {
+		t.Error("a machine wrote into the shared root")
+	}
+	if got := m.cacheRoots(t)[a.Path]; strings.Join(got, " ") != "s-alpha s-beta" {
+		t.Errorf("cache list: root used by %v", got)
+	}
+	runA.stop(t)
+	runB.stop(t)
+
+	// The root goes with its last machine, not before.
+	m.mustMbctl(t, "machines", "remove", "--yes", "s-alpha")
+	if _, err := os.Stat(a.Path); err != nil {
+		t.Fatalf("the root went while s-beta uses it: %v", err)
+	}
+	out := m.mustMbctl(t, "machines", "remove", "--yes", "s-beta")
+	if !strings.Contains(out, "Deleted the image root "+a.Path) {
+		t.Errorf("remove of the last user:\n%s", out)
+	}
+	if _, err := os.Stat(a.Path); !os.IsNotExist(err) {
+		t.Errorf("the unused root stayed: %v", err)
+	}
+}
+
+// Proof (issue 16, btrfs): with the machines on btrfs, the image is
+// unpacked once into a read-only subvolume and every machine's rootfs is
+// a writable snapshot of it; a machine's writes stay its own.
+func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
+	m := newMachineHost(t)
+	loopfs.MountOnT(t, "btrfs", 1<<30, filepath.Join(m.work, "machines"))
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/role:1"
+	roleImage(t, ref)
+
+	for i, role := range []string{"one", "two"} {
+		r := m.pullRoot(t, "--volume", "/www=data", "--env", "ROLE="+role, ref, "b-"+role)
+		if r.Path == "" || r.Strict || r.Reused != (i == 1) {
+			t.Fatalf("pull %d: image root %+v", i+1, r)
+		}
+		rootfs := filepath.Join(m.work, "machines", "b-"+role)
+		if sub, err := btrfs.IsSubvolume(rootfs); err != nil || !sub {
+			t.Errorf("%s is not a subvolume (%v)", rootfs, err)
+		}
+	}
+	run := m.startRun(t, "b-one")
+	if got := m.getRole(t, "b-one"); got != "one" {
+		t.Errorf("b-one answers %q", got)
+	}
+	if !strings.Contains(run.output(), "root writable") {
+		t.Errorf("a free machine on btrfs cannot write its root:\n%s", run.output())
+	}
+	run.stop(t)
+	if _, err := os.Stat(filepath.Join(m.work, "machines/b-two/etc/probe-write")); !os.IsNotExist(err) {
+		t.Errorf("b-one's write shows in b-two: %v", err)
+	}
+	for _, n := range []string{"b-one", "b-two"} {
+		m.mustMbctl(t, "machines", "remove", "--yes", n)
+	}
+	if roots := m.cacheRoots(t); len(roots) != 0 {
+		t.Errorf("image roots left after removing every machine: %v", roots)
+	}
+}
