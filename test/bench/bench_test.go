@@ -123,7 +123,8 @@ func TestSelectCases(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u4", "p0", "p1", "g1", "g2"}, false},
+		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u4", "p0", "p1", "g1", "g2", "s0", "s1", "s2", "s3", "s4"}, false},
+		{"s", []string{"s0", "s1", "s2", "s3", "s4"}, false},
 		{"u", []string{"u1", "u2", "u3", "u4"}, false},
 		{"p", []string{"p0", "p1"}, false},
 		{"d,a", []string{"a", "d"}, false},
@@ -163,6 +164,12 @@ func TestRatios(t *testing.T) {
 	byID["u3"] = &CaseResult{MedianSeconds: f(0.1)}
 	byID["p0"] = &CaseResult{MedianSeconds: f(3)}
 	byID["p1"] = &CaseResult{MedianSeconds: f(3.1)}
+	disk := func(b int64) []Sample { return []Sample{{ExtraDiskBytes: &b}} }
+	byID["s0"] = &CaseResult{MedianSeconds: f(3)}
+	byID["s1"] = &CaseResult{MedianSeconds: f(1.4), Samples: disk(456e6)}
+	byID["s2"] = &CaseResult{MedianSeconds: f(0.2), Samples: disk(1e6)}
+	byID["s3"] = &CaseResult{MedianSeconds: f(0.25), Samples: disk(6e6)}
+	byID["s4"] = &CaseResult{MedianSeconds: f(0.5), Samples: disk(1e6)}
 	got := map[string]string{}
 	for _, r := range ratios(byID) {
 		name, _, _ := strings.Cut(r.Name, "  ")
@@ -174,6 +181,11 @@ func TestRatios(t *testing.T) {
 		"(u1)/(u3)": "FAIL", "(u1) layer-blob GETs (worst round)": "PASS", "(u1)/(u2)": "info", "(u1)/(c)": "info", "(u4)/(u1)": "n/a",
 		"(p1)/(p0)": "PASS",
 		"(a)/(d)":   "info", "(e)/(d)": "n/a", "(f)/(d)": "info",
+		"(s2) 2nd machine, strict, ext4: time": "PASS", "(s2) 2nd machine, strict, ext4: disk (worst round)": "PASS",
+		"(s3) 2nd machine, free, btrfs: time": "PASS", "(s3) 2nd machine, free, btrfs: disk (worst round)": "FAIL",
+		"(s4) 2nd machine, strict, btrfs: time": "FAIL", "(s4) 2nd machine, strict, btrfs: disk (worst round)": "PASS",
+		"(s2)/(s1)": "info", "(s3)/(s1)": "info", "(s4)/(s1)": "info", "(s2)/(s0)": "info", "(s3)/(s0)": "info", "(s4)/(s0)": "info",
+		"(s1) 2nd machine, free, ext4: disk (worst round)": "info",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)

@@ -81,6 +81,9 @@ type benchCase struct {
 	app      bool // needs the upgrade cases' images (upgrade.go)
 	mbctl    bool
 	crane    bool
+	// fs is the file system of the case's fresh dir with -fresh-fs
+	// (default ext4).
+	fs string
 	// run does the case's untimed setup and its timed part in dir, a fresh
 	// empty directory, and says where the unpacked tree is (if any).
 	run func(ctx context.Context, b *bench, dir string) (measurement, error)
@@ -95,6 +98,7 @@ type measurement struct {
 	layerGETs *int
 	blobGETs  *int
 	layers    []LayerTiming // from mbctl -v, for the upgrade cases
+	extraDisk *int64        // the disk the timed part took (second machines)
 }
 
 // bench is the state of one benchmark run.
@@ -131,7 +135,7 @@ type bench struct {
 
 // allCases lists the cases in their report order.
 func allCases() []*benchCase {
-	return []*benchCase{
+	cases := []*benchCase{
 		{
 			ID: "a", Title: "skopeo copy + umoci unpack",
 			Cmd:   "skopeo copy --src-tls-verify=false docker://REF oci:DIR:latest && umoci unpack --image DIR:latest BUNDLE",
@@ -221,6 +225,7 @@ func allCases() []*benchCase {
 			run:   func(ctx context.Context, b *bench, dir string) (measurement, error) { return runGunzip(ctx, b, 1) },
 		},
 	}
+	return append(cases, secondCases()...)
 }
 
 // setup finds the tools, starts the registry and pushes the image, and
@@ -839,7 +844,7 @@ func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
 		return
 	}
 	if b.opts.freshFS && !b.opts.keep {
-		fs, err := newFreshFS(ctx, dir, 16<<30)
+		fs, err := newFreshFS(ctx, dir, 16<<30, c.fs)
 		if err != nil {
 			c.res.Error = err.Error()
 			return
@@ -868,12 +873,15 @@ func (b *bench) measureOne(ctx context.Context, c *benchCase, round int) {
 		s := Sample{
 			Round: round + 1, Seconds: m.wall.Seconds(), MaxRSSKiB: m.maxRSSKiB,
 			UserSeconds: m.user.Seconds(), SysSeconds: m.sys.Seconds(),
-			LayerBlobGETs: m.layerGETs, BlobGETs: m.blobGETs, Layers: m.layers,
+			LayerBlobGETs: m.layerGETs, BlobGETs: m.blobGETs, Layers: m.layers, ExtraDiskBytes: m.extraDisk,
 		}
 		c.res.Samples = append(c.res.Samples, s)
 		extra := ""
 		if m.layerGETs != nil {
 			extra = fmt.Sprintf(", %d layer-blob GETs", *m.layerGETs)
+		}
+		if m.extraDisk != nil {
+			extra += fmt.Sprintf(", %.1f MB of disk", float64(*m.extraDisk)/1e6)
 		}
 		logf("round %d (%s) %s: %.2f s, peak RSS %s%s", round+1, c.ID, c.Title, s.Seconds, formatKiB(s.MaxRSSKiB), extra)
 		if m.tree != "" && c.res.TreeEntries == 0 {

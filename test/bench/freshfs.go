@@ -24,8 +24,11 @@ type freshFS struct {
 // newFreshFS creates a sparse image of size bytes in dir, formats it with
 // every inode table written up front (no lazy init running in the
 // background during the measurements) and mounts it.
-func newFreshFS(ctx context.Context, dir string, size int64) (*freshFS, error) {
-	fs := &freshFS{image: filepath.Join(dir, "fresh-ext4.img"), mnt: filepath.Join(dir, "fresh")}
+func newFreshFS(ctx context.Context, dir string, size int64, fstype string) (*freshFS, error) {
+	if fstype == "" {
+		fstype = "ext4"
+	}
+	fs := &freshFS{image: filepath.Join(dir, "fresh-"+fstype+".img"), mnt: filepath.Join(dir, "fresh")}
 	f, err := os.Create(fs.image)
 	if err != nil {
 		return nil, err
@@ -37,8 +40,12 @@ func newFreshFS(ctx context.Context, dir string, size int64) (*freshFS, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("creating %s: %w", fs.image, err), os.Remove(fs.image))
 	}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", fs.image).CombinedOutput(); err != nil {
-		return nil, errors.Join(fmt.Errorf("mkfs.ext4 %s: %w: %s", fs.image, err, out), os.Remove(fs.image))
+	mkfs := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", fs.image)
+	if fstype == "btrfs" {
+		mkfs = exec.CommandContext(ctx, "mkfs.btrfs", "-q", fs.image)
+	}
+	if out, err := mkfs.CombinedOutput(); err != nil {
+		return nil, errors.Join(fmt.Errorf("mkfs.%s %s: %w: %s", fstype, fs.image, err, out), os.Remove(fs.image))
 	}
 	if err := os.Mkdir(fs.mnt, 0o755); err != nil {
 		return nil, errors.Join(err, os.Remove(fs.image))

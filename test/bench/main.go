@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&o.workDir, "workdir", "/var/tmp", "where each run's temporary dirs go (registry storage, outputs, caches)")
 	flag.StringVar(&o.mbctl, "mbctl", "", "the mbctl binary to measure (default: go build ./cmd/mbctl into the run's temp dir, pure Go; make bench passes bin/mbctl, built with ISA-L when libisal-dev is installed)")
 	flag.StringVar(&o.crane, "crane", "", "the crane binary for case (f) (default: go install go-containerregistry's cmd/crane at the version of go.mod into the run's temp dir)")
-	flag.StringVar(&o.only, "only", "", "comma-separated cases to run, e.g. a,b,d (g selects g1 and g2, u the upgrade cases u1 to u4, p the progress cases p0 and p1); default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated cases to run, e.g. a,b,d (g selects g1 and g2, u the upgrade cases u1 to u4, p the progress cases p0 and p1, s the second-machine cases s0 to s4); default all")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's temp dir with every output tree for inspection (about 0.5 GB per case and round)")
 	flag.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.mirror, "mirror", "", "Debian mirror for debootstrap (default: the one apt's sources use for "+fixtureSuite+")")
@@ -168,7 +168,7 @@ func selectCases(all []*benchCase, only string) ([]*benchCase, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("-only: unknown case %q (cases: a b c d e f g g1 g2 u u1 u2 u3 u4)", id)
+			return nil, fmt.Errorf("-only: unknown case %q (cases: a b c d e f g g1 g2 u u1 u2 u3 u4 p p0 p1 s s0 s1 s2 s3 s4)", id)
 		}
 	}
 	var sel []*benchCase

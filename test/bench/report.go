@@ -21,6 +21,10 @@ const (
 	// changed layer" as: the changed layer alone (u3) takes at least half
 	// of the upgrade (u1).
 	goalUpgradeVsLayer = 2.0 // (u1) ≤ 2 × (u3)
+	// Issue 16: a second machine from a cached image takes at most 0.3 s
+	// and 5 MB of disk (s2 to s4).
+	goalSecondMachineSeconds = 0.3
+	goalSecondMachineBytes   = 5e6
 	// goalProgressCost (issue 19): drawing the bars costs no measurable
 	// time; 5 % is below this machine's noise between rounds.
 	goalProgressCost = 1.05 // (p1) ≤ 1.05 × (p0)
@@ -87,6 +91,8 @@ type Sample struct {
 	BlobGETs      *int `json:"blob_gets,omitempty"`
 	// Layers are mbctl's layer timings, for the machines cases (u1, u2).
 	Layers []LayerTiming `json:"layers,omitempty"`
+	// ExtraDiskBytes is the disk the timed pull took (s0 to s4).
+	ExtraDiskBytes *int64 `json:"extra_disk_bytes,omitempty"`
 }
 
 // Ratio is one goal check.
@@ -233,6 +239,20 @@ func ratios(byID map[string]*CaseResult) []Ratio {
 	add("(u1)/(u2)  upgrade vs fresh pull", "", quot("u1", "u2"), "×", nil)
 	add("(u1)/(c)  upgrade vs warm-cache download", "", quot("u1", "c"), "×", nil)
 	add("(u4)/(u1)  podman pull+recreate vs upgrade", "", quot("u4", "u1"), "×", nil)
+
+	for _, c := range []struct{ id, what string }{{"s2", "strict, ext4"}, {"s3", "free, btrfs"}, {"s4", "strict, btrfs"}} {
+		sec, _ := med(c.id)
+		var secp *float64
+		if sec > 0 {
+			secp = &sec
+		}
+		add(fmt.Sprintf("(%s) 2nd machine, %s: time", c.id, c.what), fmt.Sprintf("≤ %.1f s", goalSecondMachineSeconds), secp, "s", atMost(goalSecondMachineSeconds))
+		add(fmt.Sprintf("(%s) 2nd machine, %s: disk (worst round)", c.id, c.what), fmt.Sprintf("≤ %.0f MB", goalSecondMachineBytes/1e6), worstDiskMB(byID[c.id]), "MB",
+			func(x float64) bool { return x*1e6 <= goalSecondMachineBytes })
+		add(fmt.Sprintf("(%s)/(s1)  vs today's 2nd machine", c.id), "", quot(c.id, "s1"), "×", nil)
+		add(fmt.Sprintf("(%s)/(s0)  vs a full pull", c.id), "", quot(c.id, "s0"), "×", nil)
+	}
+	add("(s1) 2nd machine, free, ext4: disk (worst round)", "", worstDiskMB(byID["s1"]), "MB", nil)
 
 	add("(a)/(d)  for reference", "", quot("a", "d"), "×", nil)
 	add("(e)/(d)  for reference", "", quot("e", "d"), "×", nil)
@@ -471,4 +491,22 @@ func thousands(n int) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// worstDiskMB is the most disk a round of c took, in MB.
+func worstDiskMB(c *CaseResult) *float64 {
+	if c == nil || c.Error != "" {
+		return nil
+	}
+	var worst *float64
+	for _, s := range c.Samples {
+		if s.ExtraDiskBytes == nil {
+			continue
+		}
+		v := float64(*s.ExtraDiskBytes) / 1e6
+		if worst == nil || v > *worst {
+			worst = &v
+		}
+	}
+	return worst
 }
