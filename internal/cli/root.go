@@ -197,6 +197,17 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 	}
 }
 
+// rangeArgs takes min to max arguments, named by names, with a usage
+// error that names them.
+func rangeArgs(min, max int, names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) >= min && len(args) <= max {
+			return nil
+		}
+		return usagef("%s takes %d to %d arguments: %s (got %d)", cmd.CommandPath(), min, max, strings.Join(names, " "), len(args))
+	}
+}
+
 // isRoot reports whether mbctl runs as root.
 func (f *Factory) isRoot() bool {
 	if f.Geteuid != nil {

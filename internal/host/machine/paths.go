@@ -40,6 +40,9 @@ type Paths struct {
 	// Previous is the rootfs before the last upgrade, kept for a
 	// rollback (absent until an upgrade).
 	Previous string `json:"previous_rootfs"`
+	// Snapshots holds the machine's btrfs snapshots, one dir per label
+	// (absent until 'machines snapshot').
+	Snapshots string `json:"snapshots"`
 }
 
 // PathsFor returns machine name's paths under the configured directories.
@@ -56,6 +59,7 @@ func PathsFor(dirs config.Paths, name string) Paths {
 		SettingsLink: filepath.Join(dirs.Nspawn, name+".nspawn"),
 		ImageLink:    filepath.Join(dirs.Machinectl, name),
 		Previous:     filepath.Join(dirs.Machines, "."+name+".mbctl-previous"),
+		Snapshots:    filepath.Join(dirs.Machines, ".snapshots", name),
 	}
 }
 

@@ -64,6 +64,13 @@ func PlanRemove(p Paths, keepData bool) (*RemovePlan, error) {
 	if _, err := os.Lstat(p.Previous); err == nil && len(plan.Delete)+len(plan.Kept) > 0 {
 		plan.Delete = append(plan.Delete, Entry{What: "previous root file system (rollback point)", Path: p.Previous})
 	}
+	if _, err := os.Lstat(p.Snapshots); err == nil && len(plan.Delete)+len(plan.Kept) > 0 {
+		if keepData {
+			plan.Kept = append(plan.Kept, Entry{What: "snapshots", Path: p.Snapshots})
+		} else {
+			plan.Delete = append(plan.Delete, Entry{What: "snapshots", Path: p.Snapshots})
+		}
+	}
 	if len(plan.Delete) == 0 && len(plan.Kept) == 0 {
 		return nil, fmt.Errorf("machine %s: %w (nothing at %s, %s, %s, %s or %s)", p.Name, ErrNotFound,
 			p.Rootfs, p.ConfigDir, p.StorageDir, p.SettingsLink, p.ImageLink)

@@ -190,6 +190,10 @@ func ImageRootUsers(dirs config.Paths) (map[string][]string, error) {
 		// link's root.
 		add(storeDigest(dirs, p.Rootfs), n)
 		add(storeDigest(dirs, PreviousRootfs(p)), n)
+		snaps, _ := filepath.Glob(filepath.Join(p.Snapshots, "*", snapRootfs))
+		for _, s := range snaps {
+			add(storeDigest(dirs, s), n)
+		}
 	}
 	return used, nil
 }
