@@ -384,6 +384,8 @@ func printReport(w io.Writer, rep *Report) {
 				v = fmt.Sprintf("%.2f×", *r.Value)
 			case "MB":
 				v = fmt.Sprintf("%.1f MB", *r.Value)
+			case "s":
+				v = fmt.Sprintf("%.2f s", *r.Value)
 			default:
 				v = fmt.Sprintf("%g", *r.Value)
 			}
