@@ -18,6 +18,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/buildinfo"
 	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/fsutil"
@@ -60,7 +61,9 @@ type MachinesPullOptions struct {
 	Adopt bool
 	// Strict runs the machine on the image's shared read-only root.
 	Strict bool
-	JSON   bool
+	// Entrypoint and Cmd are --entrypoint and --cmd, nil when not given.
+	Entrypoint, Cmd *string
+	JSON            bool
 
 	// Restart is --restart, the unit's restart policy (see machines set);
 	// Commands runs systemctl daemon-reload for it (nil: the system's).
@@ -106,6 +109,13 @@ MAN8S_STOP_SIGNAL, ...); the others are mbctl's. Values given as --env are
 seen by other users of the host in the process list: put secrets in a file
 (mode 0600). --json lists the keys given, never their values.
 
+Command: --cmd 'WORDS' replaces the image's CMD (what 'docker run IMAGE
+ARGS...' does) and --entrypoint 'WORDS' its ENTRYPOINT (dropping its CMD
+unless --cmd is given too): the machine's own command, so that one image
+serves several roles. The words are quoted as for a shell; nothing is
+expanded. It lands in MAN8S_APPLICATION_ARGS and counts as your edit:
+upgrades keep it.
+
 Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
@@ -146,10 +156,10 @@ created is removed again.`,
   mbctl machines pull --yes nginx:1.27 web
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
 
-  # three machines of one image, sharing its read-only root
-  for role in master volume filer; do
-      mbctl machines pull --yes --strict seaweedfs:3 sw-$role --volume /data=data
-  done
+  # a SeaweedFS cluster: three roles of one image, sharing its read-only root
+  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-master --cmd 'master -ip=sw-master' --volume /data=data
+  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-volume --cmd 'volume -mserver=[ADDR]:9333' --volume /data=data
+  mbctl machines clone sw-volume sw-volume2 --volume /data=data
 
   # postgres refuses to start without a password: give it at pull
   printf 'POSTGRES_PASSWORD=s3cr3t\n' > db.env && chmod 600 db.env
@@ -176,6 +186,18 @@ created is removed again.`,
 	fl.BoolVar(&opts.NoProbe, "no-probe", false, "do not probe how the entrypoint behaves as PID 1: the init mode follows its name alone")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	fl.BoolVarP(&opts.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
+	var entrypoint, cmdLine string
+	fl.StringVar(&entrypoint, "entrypoint", "", "the machine's own entrypoint instead of the image's, as `WORDS` quoted like a shell's (no expansion); drops the image's CMD unless --cmd is given")
+	fl.StringVar(&cmdLine, "cmd", "", "the machine's own arguments instead of the image's CMD (docker run IMAGE ARGS...), as `WORDS` quoted like a shell's")
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		if cmd.Flags().Changed("entrypoint") {
+			opts.Entrypoint = &entrypoint
+		}
+		if cmd.Flags().Changed("cmd") {
+			opts.Cmd = &cmdLine
+		}
+		return nil
+	}
 	fl.BoolVar(&opts.Strict, "strict", false, "run on the image's root, shared read-only with every strict machine of the image (state only in volumes)")
 	fl.BoolVar(&opts.Adopt, "adopt", false, "use the machine's kept config dir, storage dir and volume dirs as they are ('machines remove --keep-data', or copied from another host)")
 	fl.StringVar(&opts.Restart, "restart", "", "systemd restart policy of the machine: no, on-failure or always (default: systemd-nspawn@.service's, no; change it with 'machines set')")
@@ -247,6 +269,10 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return err
 	}
 	env, err := pullEnv(opts.EnvFiles, opts.Env)
+	if err != nil {
+		return err
+	}
+	entrypoint, cmdArgs, err := commandFlags(opts.Entrypoint, opts.Cmd)
 	if err != nil {
 		return err
 	}
@@ -332,6 +358,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt, Strict: opts.Strict,
+		Entrypoint: entrypoint, Cmd: cmdArgs,
 		BeforeStep: withPhases(progress, faultPause(ctx, opts.Getenv, opts.IO.ErrOut)),
 	})
 	progress.Done(err == nil)
@@ -357,6 +384,35 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		return writeJSON(opts.IO.Out, r)
 	}
 	return printCreated(opts.IO.Out, res, im, envKeys(env), took)
+}
+
+// commandFlags splits --entrypoint and --cmd into words, the way
+// MAN8S_APPLICATION_ARGS is split: quotes and escapes count, nothing is
+// expanded. A flag not given is nil.
+func commandFlags(entrypoint, cmd *string) (ep, args []string, err error) {
+	split := func(flag string, s *string) ([]string, error) {
+		if s == nil {
+			return nil, nil
+		}
+		w, err := appargs.Words(*s)
+		if err != nil && strings.TrimSpace(*s) != "" {
+			return nil, usagef("--%s %q: %v (give the words quoted as for a shell, without $, globs or pipes)", flag, *s, err)
+		}
+		if w == nil {
+			w = []string{}
+		}
+		return w, nil
+	}
+	if ep, err = split("entrypoint", entrypoint); err != nil {
+		return nil, nil, err
+	}
+	if args, err = split("cmd", cmd); err != nil {
+		return nil, nil, err
+	}
+	if ep != nil && len(ep) == 0 && len(args) == 0 {
+		return nil, nil, usagef("--entrypoint '' without --cmd leaves the machine no command to run")
+	}
+	return ep, args, nil
 }
 
 // pullEnv reads the --env-file files, then the --env flags, into the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -507,5 +508,34 @@ func TestMachinesPullProbe(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "warning") {
 		t.Errorf("--no-probe warns:\n%s", errOut)
+	}
+}
+
+func TestCommandFlags(t *testing.T) {
+	s := func(v string) *string { return &v }
+	for _, tt := range []struct {
+		ep, cmd  *string
+		wantEP   []string
+		wantArgs []string
+		wantErr  string
+	}{
+		{nil, nil, nil, nil, ""},
+		{nil, s(`volume -dir=/data "-ip=a b"`), nil, []string{"volume", "-dir=/data", "-ip=a b"}, ""},
+		{s("/bin/weed"), nil, []string{"/bin/weed"}, nil, ""},
+		{s(""), s("serve"), []string{}, []string{"serve"}, ""},
+		{nil, s(""), nil, []string{}, ""},
+		{s(""), nil, nil, nil, "no command to run"},
+		{nil, s("run $HOME"), nil, nil, "--cmd"},
+	} {
+		ep, args, err := commandFlags(tt.ep, tt.cmd)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("commandFlags(%v, %v) error = %v, want %q", tt.ep, tt.cmd, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(ep, tt.wantEP) || !slices.Equal(args, tt.wantArgs) || (ep == nil) != (tt.wantEP == nil) || (args == nil) != (tt.wantArgs == nil) {
+			t.Errorf("commandFlags(%v, %v) = %q, %q, %v; want %q, %q", tt.ep, tt.cmd, ep, args, err, tt.wantEP, tt.wantArgs)
+		}
 	}
 }

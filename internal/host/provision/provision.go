@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/protect"
@@ -75,6 +76,12 @@ type Options struct {
 	Version string
 	Now     time.Time
 	Log     *slog.Logger
+
+	// Entrypoint and Cmd, when not nil, replace the image's (as docker
+	// run's --entrypoint and arguments do; a new Entrypoint without a Cmd
+	// drops the image's Cmd): the machine's own command, kept as the
+	// user's edit across upgrades.
+	Entrypoint, Cmd []string
 
 	// Strict makes the machine run on the image's root in the image root
 	// store (config paths.images), shared read-only with every strict
@@ -387,7 +394,7 @@ func (c *creation) unpack(ctx context.Context) (err error) {
 // Options.Probe) and chooses the init mode. A probe that fails leaves the
 // choice to the name; only an interruption stops the run.
 func (c *creation) detect(ctx context.Context) (err error) {
-	cfg := c.o.Image.Config.Config
+	cfg := c.appConfig()
 	argv := slices.Concat(cfg.Entrypoint, cfg.Cmd)
 	if c.res.Detection, err = imageinit.Detect(c.rootfs, argv); err != nil {
 		return err
@@ -412,7 +419,7 @@ func (c *creation) detect(ctx context.Context) (err error) {
 func (c *creation) probe(ctx context.Context) (*probe.Findings, error) {
 	in, err := ProbeInput(c.rootfs, machinefiles.Params{
 		Name: c.o.Name, Template: c.o.Template, YggAddress: c.res.YggAddress,
-		ImageRef: c.o.Ref, ImageDigest: c.o.Image.Digest.String(), Image: c.o.Image.Config.Config,
+		ImageRef: c.o.Ref, ImageDigest: c.o.Image.Digest.String(), Image: c.appConfig(),
 		Env: c.o.Env, Version: c.o.Version, Created: c.o.Now,
 	})
 	if err != nil {
@@ -420,6 +427,25 @@ func (c *creation) probe(ctx context.Context) (*probe.Findings, error) {
 	}
 	in.Scratch, in.Journal, in.BeforeStep = c.o.Dirs.Scratch, c.j, c.o.BeforeStep
 	return c.o.Probe(ctx, in)
+}
+
+// appConfig is the image's config with the machine's own command
+// (Options.Entrypoint, Options.Cmd).
+func (c *creation) appConfig() v1.Config {
+	return WithCommand(c.o.Image.Config.Config, c.o.Entrypoint, c.o.Cmd)
+}
+
+// WithCommand returns cfg with entrypoint and cmd, where not nil, in place
+// of its own; a new entrypoint without a cmd drops cfg's cmd, as docker
+// run --entrypoint does.
+func WithCommand(cfg v1.Config, entrypoint, cmd []string) v1.Config {
+	if entrypoint != nil {
+		cfg.Entrypoint, cfg.Cmd = slices.Clone(entrypoint), nil
+	}
+	if cmd != nil {
+		cfg.Cmd = slices.Clone(cmd)
+	}
+	return cfg
 }
 
 // copyVolumes copies the image's content at each volume into its host dir.
@@ -441,7 +467,7 @@ func (c *creation) writeFiles(context.Context) error {
 	o, res, p := c.o, c.res, c.p
 	params := machinefiles.Params{
 		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
-		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: o.Image.Config.Config,
+		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: c.appConfig(),
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
 		EnvFile: p.Env, Env: o.Env, Version: o.Version, Created: o.Now,
 	}

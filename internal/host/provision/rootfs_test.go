@@ -204,3 +204,30 @@ func TestUpgradeStrictAndBtrfs(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnCommandSurvivesUpgrade: a command given at pull (--cmd) is the
+// machine's, and an upgrade whose image changes its CMD keeps it.
+func TestOwnCommandSurvivesUpgrade(t *testing.T) {
+	v1, v2 := versionImages(t)
+	o, _ := testOptions(t, v1)
+	o.Volumes = []machine.Volume{{Path: "/var/lib/app", Kind: machine.VolumeData}}
+	o.Cmd = []string{"worker", "--id", "a b"}
+	res, err := Create(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := man8env.KeyArgs + "=/bin/app worker --id 'a b'\n"
+	if env := readFile(t, res.Paths.Env); !strings.Contains(env, want) {
+		t.Fatalf("env lacks %q:\n%s", want, env)
+	}
+	if base := readFile(t, filepath.Join(StateDir(res.Paths), baseEnv)); !strings.Contains(base, man8env.KeyArgs+"=/bin/app\n") {
+		t.Errorf("the merge base holds the machine's command, not the image's:\n%s", base)
+	}
+	uo := upgradeOptions(o, v2)
+	if _, err := Upgrade(t.Context(), uo); err != nil {
+		t.Fatal(err)
+	}
+	if env := readFile(t, res.Paths.Env); !strings.Contains(env, want) {
+		t.Errorf("the upgrade dropped the machine's command:\n%s", env)
+	}
+}

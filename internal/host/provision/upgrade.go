@@ -80,7 +80,7 @@ func WriteBase(p machine.Paths, settings *unitfile.File, env *envfile.File) erro
 // alone makes them: the merge base of the machine's first upgrade. The
 // variables given at pull are left out: they are the user's.
 func (c *creation) writeBase(params machinefiles.Params) error {
-	params.Env = nil
+	params.Env, params.Image = nil, c.o.Image.Config.Config // a command given at pull is the user's
 	settings, err := machinefiles.Settings(params)
 	if err != nil {
 		return err
