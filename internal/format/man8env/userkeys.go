@@ -21,6 +21,7 @@ var userKeys = []string{
 	KeyDHCPTimeout, KeyIPv6Timeout, KeyResolvConf, KeyAutoUpdate,
 	KeyReady, KeyReadyTimeout, KeyHealth, KeyOnUnhealthy,
 	KeyHealthcheck, KeyHealthcheckInterval, KeyHealthcheckTimeout, KeyHealthcheckStartPeriod, KeyHealthcheckRetries,
+	KeyForwardPorts, KeyForwardProxyProtocol,
 }
 
 // UserKeys returns the MAN8S_ keys a user may set, in documentation order.
@@ -38,7 +39,7 @@ func CheckUserKey(key string) error {
 	}
 	allowed := strings.Join(userKeys, ", ")
 	switch key {
-	case KeyArgs, KeyUser:
+	case KeyArgs, KeyUser, KeyExposedPorts:
 		return fmt.Errorf("%s is written by mbctl from the image (change it in man8env.env after the pull); the MAN8S_ keys users may set are %s", key, allowed)
 	case KeyName, KeyTemplate, KeyYggAddress, KeyImageURL, KeyDigest, KeyInitMode, KeyVersion, KeyCreatedAt:
 		return fmt.Errorf("%s is written by mbctl to match the machine's other files; the MAN8S_ keys users may set are %s", key, allowed)

@@ -114,6 +114,10 @@ func Run(ctx context.Context, opts Options) int {
 	if !ok {
 		return 1
 	}
+	if _, _, err := forwardOptions(opts.Root, vars); err != nil {
+		step("forward", "%v", err)
+		return 1
+	}
 
 	if spec := strings.TrimSpace(vars[man8env.KeyWaitFor]); spec != "" {
 		if err := waitDeps(ctx, spec, vars, opts.Log, step); err != nil {
@@ -153,6 +157,13 @@ func Run(ctx context.Context, opts Options) int {
 		keepCtx, stopKeeping := context.WithCancel(ctx)
 		defer stopKeeping()
 		go network.Keep(keepCtx)
+		// The forwarder acts on the app's listening sockets only: started
+		// before the app, it decides once the app listens.
+		stopForwarding, ok := startForwarder(ctx, opts.Root, vars, opts.Log, step)
+		if !ok {
+			return 1
+		}
+		defer stopForwarding()
 	}
 	// The app's own sd_notify is not relayed (README "Readiness"): its
 	// readiness is man8s-init's condition, so it does not get the socket.

@@ -117,6 +117,14 @@ func KeepLease(ctx context.Context, opts Options) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The image's init cannot forward: the renewer does (man8s-init
+	// checked the keys before the exec).
+	root := opts.Root
+	if root == "" {
+		root = "/"
+	}
+	stopForwarding, _ := startForwarder(ctx, root, env.Map(), opts.Log, step)
+	defer stopForwarding()
 	if lease != nil {
 		step("dhcp", "renewer keeps %s on %s", lease.Addr, n.Link)
 	} else {

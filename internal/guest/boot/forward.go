@@ -1,0 +1,81 @@
+package boot
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/guest/forward"
+)
+
+// forwardOptions reads the forwarder's keys: the ports are the image's
+// exposed ones and MAN8S_FORWARD_PORTS; none, or MAN8S_FORWARD_PORTS=off,
+// gives ok false.
+func forwardOptions(root string, vars map[string]string) (opts forward.Options, ok bool, err error) {
+	extra := strings.TrimSpace(vars[man8env.KeyForwardPorts])
+	if strings.EqualFold(extra, man8env.ForwardOff) {
+		return opts, false, nil
+	}
+	exposed, err := man8env.ParsePorts(vars[man8env.KeyExposedPorts])
+	if err != nil {
+		return opts, false, fmt.Errorf("%s (from the image's ExposedPorts): %w", man8env.KeyExposedPorts, err)
+	}
+	more, err := man8env.ParsePorts(extra)
+	if err != nil {
+		return opts, false, fmt.Errorf("%s: %w (or %s to turn the forwarder off)", man8env.KeyForwardPorts, err, man8env.ForwardOff)
+	}
+	opts.Ports, _ = man8env.ParsePorts(man8env.FormatPorts(append(exposed, more...)))
+	switch v := strings.ToLower(strings.TrimSpace(vars[man8env.KeyForwardProxyProtocol])); v {
+	case "", "0", "no", "false":
+	case "1", "yes", "true":
+		opts.ProxyProtocol = true
+	default:
+		return opts, false, fmt.Errorf("%s=%s: want 1 (send a PROXY protocol v2 header) or 0", man8env.KeyForwardProxyProtocol, v)
+	}
+	if s := strings.TrimSpace(vars[man8env.KeyYggAddress]); s != "" {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+			opts.Ygg = a
+		}
+	}
+	opts.StatePath = filepath.Join(root, man8env.ForwardPath)
+	return opts, len(opts.Ports) > 0, nil
+}
+
+// startForwarder starts the forwarder beside the app until ctx ends. It
+// reports false when the keys are wrong.
+func startForwarder(ctx context.Context, root string, vars map[string]string, log io.Writer, step func(string, string, ...any)) (stop func(), ok bool) {
+	fo, on, err := forwardOptions(root, vars)
+	if err != nil {
+		step("forward", "%v", err)
+		return func() {}, false
+	}
+	if !on {
+		if strings.EqualFold(strings.TrimSpace(vars[man8env.KeyForwardPorts]), man8env.ForwardOff) {
+			step("forward", "off (%s=%s)", man8env.KeyForwardPorts, man8env.ForwardOff)
+		}
+		return func() {}, true
+	}
+	if root == "/" && os.Getpid() > 2 {
+		fo.StatePath = "" // not in a machine: leave the host's /run alone
+	}
+	fo.Log = stepLogger(log, "forward")
+	proxy := "the app sees 127.0.0.1 as the client"
+	if fo.ProxyProtocol {
+		proxy = "with a PROXY protocol v2 header"
+	}
+	step("forward", "watching %s: forwarded from the ygg and ULA addresses to the app where it listens on IPv4 only (%s)", man8env.FormatPorts(fo.Ports), proxy)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := forward.Run(ctx, fo); err != nil {
+			step("forward", "%v", err)
+		}
+	}()
+	return func() { cancel(); <-done }, true
+}
