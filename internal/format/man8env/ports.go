@@ -129,3 +129,27 @@ type Reachability struct {
 	ProxyProtocol bool        `json:"proxy_protocol,omitempty"`
 	Ports         []PortReach `json:"ports"`
 }
+
+// ParseProxyProtocol reads MAN8S_FORWARD_PROXY_PROTOCOL: 1 (yes, true)
+// or 0 (no, false, empty).
+func ParseProxyProtocol(s string) (bool, error) {
+	switch v := strings.ToLower(strings.TrimSpace(s)); v {
+	case "", "0", "no", "false":
+		return false, nil
+	case "1", "yes", "true":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s=%s: want 1 (send a PROXY protocol v2 header) or 0", KeyForwardProxyProtocol, s)
+}
+
+// ParseForwardPorts reads MAN8S_FORWARD_PORTS: the ports, or off (false).
+func ParseForwardPorts(s string) ([]Port, bool, error) {
+	if strings.EqualFold(strings.TrimSpace(s), ForwardOff) {
+		return nil, false, nil
+	}
+	ps, err := ParsePorts(s)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w (or %s to turn the forwarder off)", KeyForwardPorts, err, ForwardOff)
+	}
+	return ps, true, nil
+}

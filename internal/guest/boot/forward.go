@@ -17,25 +17,17 @@ import (
 // exposed ones and MAN8S_FORWARD_PORTS; none, or MAN8S_FORWARD_PORTS=off,
 // gives ok false.
 func forwardOptions(root string, vars map[string]string) (opts forward.Options, ok bool, err error) {
-	extra := strings.TrimSpace(vars[man8env.KeyForwardPorts])
-	if strings.EqualFold(extra, man8env.ForwardOff) {
-		return opts, false, nil
+	more, on, err := man8env.ParseForwardPorts(vars[man8env.KeyForwardPorts])
+	if err != nil || !on {
+		return opts, false, err
 	}
 	exposed, err := man8env.ParsePorts(vars[man8env.KeyExposedPorts])
 	if err != nil {
 		return opts, false, fmt.Errorf("%s (from the image's ExposedPorts): %w", man8env.KeyExposedPorts, err)
 	}
-	more, err := man8env.ParsePorts(extra)
-	if err != nil {
-		return opts, false, fmt.Errorf("%s: %w (or %s to turn the forwarder off)", man8env.KeyForwardPorts, err, man8env.ForwardOff)
-	}
 	opts.Ports, _ = man8env.ParsePorts(man8env.FormatPorts(append(exposed, more...)))
-	switch v := strings.ToLower(strings.TrimSpace(vars[man8env.KeyForwardProxyProtocol])); v {
-	case "", "0", "no", "false":
-	case "1", "yes", "true":
-		opts.ProxyProtocol = true
-	default:
-		return opts, false, fmt.Errorf("%s=%s: want 1 (send a PROXY protocol v2 header) or 0", man8env.KeyForwardProxyProtocol, v)
+	if opts.ProxyProtocol, err = man8env.ParseProxyProtocol(vars[man8env.KeyForwardProxyProtocol]); err != nil {
+		return opts, false, err
 	}
 	if s := strings.TrimSpace(vars[man8env.KeyYggAddress]); s != "" {
 		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {

@@ -228,6 +228,15 @@ func checkEnv(p Paths) []CheckResult {
 		out = append(out, CheckResult{What: "environment readiness and health", Status: CheckFail, Path: p.Env,
 			Detail: oneLine(err), Fix: fmt.Sprintf("correct the MAN8S_READY, MAN8S_HEALTH* and MAN8S_ON_UNHEALTHY keys in %s; man8s-init refuses to start with them", p.Env)})
 	}
+	if _, err := man8env.ParsePorts(vars[man8env.KeyExposedPorts]); err != nil {
+		bad(man8env.KeyExposedPorts, err)
+	}
+	if _, _, err := man8env.ParseForwardPorts(vars[man8env.KeyForwardPorts]); err != nil {
+		bad(man8env.KeyForwardPorts, err)
+	}
+	if _, err := man8env.ParseProxyProtocol(vars[man8env.KeyForwardProxyProtocol]); err != nil {
+		bad(man8env.KeyForwardProxyProtocol, err)
+	}
 	if _, err := man8env.ParseAutoUpdate(vars[man8env.KeyAutoUpdate]); err != nil {
 		// mbctl's own key: the machine starts, auto-update fails on it.
 		out = append(out, CheckResult{What: "environment " + man8env.KeyAutoUpdate, Status: CheckWarn, Path: p.Env,

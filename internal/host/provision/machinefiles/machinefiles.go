@@ -84,7 +84,8 @@ type Params struct {
 // mbctlKeys are the keys Env writes itself, which an image must not set.
 var mbctlKeys = []string{man8env.KeyName, man8env.KeyTemplate, man8env.KeyYggAddress, man8env.KeyImageURL, man8env.KeyDigest, man8env.KeyArgs,
 	man8env.KeyUser, man8env.KeyStopSignal, man8env.KeyInitMode, man8env.KeyVersion, man8env.KeyCreatedAt, man8env.KeyStrict,
-	man8env.KeyHealthcheck, man8env.KeyHealthcheckInterval, man8env.KeyHealthcheckTimeout, man8env.KeyHealthcheckStartPeriod, man8env.KeyHealthcheckRetries}
+	man8env.KeyHealthcheck, man8env.KeyHealthcheckInterval, man8env.KeyHealthcheckTimeout, man8env.KeyHealthcheckStartPeriod, man8env.KeyHealthcheckRetries,
+	man8env.KeyExposedPorts}
 
 // settingsEnv are the image's variables that go to the settings file's
 // Environment= instead of man8env.env.
@@ -385,6 +386,9 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 		fixed = append(fixed, struct{ k, v string }{man8env.KeyStrict, "yes"})
 	}
 	fixed = append(fixed, hc...)
+	if ports := exposedPorts(p.Image.ExposedPorts); ports != "" {
+		fixed = append(fixed, struct{ k, v string }{man8env.KeyExposedPorts, ports})
+	}
 	for _, kv := range fixed {
 		if err := envfile.ValidateValue(kv.k, kv.v); err != nil {
 			return nil, err
@@ -504,4 +508,18 @@ func healthcheck(h *v1.HealthConfig) ([]struct{ k, v string }, error) {
 		out = append(out, struct{ k, v string }{man8env.KeyHealthcheckRetries, fmt.Sprint(h.Retries)})
 	}
 	return out, nil
+}
+
+// exposedPorts returns MAN8S_EXPOSED_PORTS for the image's ExposedPorts
+// ("80/tcp", "53/udp"; man8s-init forwards them to an app that listens on
+// IPv4 only): those of TCP and UDP, sorted; others (sctp) are left out,
+// as man8s-init cannot forward them.
+func exposedPorts(exposed map[string]struct{}) string {
+	var ports []man8env.Port
+	for k := range exposed {
+		if p, err := man8env.ParsePort(k); err == nil {
+			ports = append(ports, p)
+		}
+	}
+	return man8env.FormatPorts(ports)
 }

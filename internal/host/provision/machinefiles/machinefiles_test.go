@@ -72,6 +72,8 @@ func cases() map[string]Params {
 			Entrypoint: []string{"/docker-entrypoint.sh"},
 			Cmd:        []string{"nginx", "-g", "daemon off;"},
 			StopSignal: "SIGQUIT",
+			// as the real image has it, plus a UDP and an SCTP port (left out)
+			ExposedPorts: map[string]struct{}{"80/tcp": {}, "8443/udp": {}, "9/sctp": {}},
 			Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "curl -fsS http://localhost/ || exit 1"},
 				Interval: 5 * time.Second, Timeout: 3 * time.Second, StartPeriod: 10 * time.Second, Retries: 2},
 		}, imageinit.Supervise, imageinit.None),
