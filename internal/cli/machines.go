@@ -39,6 +39,7 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesUpgrade(f, nil),
 		NewCmdMachinesRollback(f, nil),
 		NewCmdMachinesRebuild(f, nil),
+		NewCmdMachinesClone(f, nil),
 		NewCmdMachinesSnapshot(f, nil),
 		NewCmdMachinesSnapshots(f, nil),
 		NewCmdMachinesRestore(f, nil),

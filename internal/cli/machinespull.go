@@ -63,7 +63,13 @@ type MachinesPullOptions struct {
 	Strict bool
 	// Entrypoint and Cmd are --entrypoint and --cmd, nil when not given.
 	Entrypoint, Cmd *string
-	JSON            bool
+	// Pin, if set, is the digest Image is resolved at ('machines clone':
+	// the source machine's), while Image is what the files record;
+	// Inherited are variables set before --env-file and --env (the source
+	// machine's).
+	Pin       string
+	Inherited []machinefiles.EnvVar
+	JSON      bool
 
 	// Restart is --restart, the unit's restart policy (see machines set);
 	// Commands runs systemctl daemon-reload for it (nil: the system's).
@@ -272,6 +278,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if err != nil {
 		return err
 	}
+	env = overEnv(opts.Inherited, env)
 	entrypoint, cmdArgs, err := commandFlags(opts.Entrypoint, opts.Cmd)
 	if err != nil {
 		return err
@@ -331,7 +338,11 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	}
 
 	// The image's config (no layers yet) says which volumes to ask about.
-	im, err := resolveImage(ctx, cfg, opts.Log, opts.Image, opts.Platform)
+	resolveRef := opts.Image
+	if opts.Pin != "" {
+		resolveRef = pinned(opts.Image, opts.Pin)
+	}
+	im, err := resolveImage(ctx, cfg, opts.Log, resolveRef, opts.Platform)
 	if err != nil {
 		return err
 	}
@@ -386,6 +397,23 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	return printCreated(opts.IO.Out, res, im, envKeys(env), took)
 }
 
+// overEnv returns base with each of over set in it, in place where base
+// has the key, else added.
+func overEnv(base, over []machinefiles.EnvVar) []machinefiles.EnvVar {
+	if len(base) == 0 {
+		return over
+	}
+	out := slices.Clone(base)
+	for _, v := range over {
+		if i := slices.IndexFunc(out, func(b machinefiles.EnvVar) bool { return b.Key == v.Key }); i >= 0 {
+			out[i].Value = v.Value
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // commandFlags splits --entrypoint and --cmd into words, the way
 // MAN8S_APPLICATION_ARGS is split: quotes and escapes count, nothing is
 // expanded. A flag not given is nil.
@@ -396,7 +424,7 @@ func commandFlags(entrypoint, cmd *string) (ep, args []string, err error) {
 		}
 		w, err := appargs.Words(*s)
 		if err != nil && strings.TrimSpace(*s) != "" {
-			return nil, usagef("--%s %q: %v (give the words quoted as for a shell, without $, globs or pipes)", flag, *s, err)
+			return nil, usagef("--%s %q: %v (quote the words as for a shell: a word with [ ] * ? or $, such as http://[ADDR]:PORT, in single quotes)", flag, *s, err)
 		}
 		if w == nil {
 			w = []string{}

@@ -50,12 +50,12 @@ func NewMbctl(h *Host, bin, dir, extra string) (*Mbctl, error) {
 	return m, os.WriteFile(m.Config, []byte(conf), 0o644)
 }
 
-// Command runs mbctl args in the host's network namespace. A pull, an
-// upgrade, a rebuild or an auto-update runs in the root namespace instead,
-// where test registries listen on loopback.
+// Command runs mbctl args in the host's network namespace. A pull, a
+// clone, an upgrade, a rebuild or an auto-update runs in the root
+// namespace instead, where test registries listen on loopback.
 func (m *Mbctl) Command(ctx context.Context, args ...string) *exec.Cmd {
 	argv := NspawnDirArgs(filepath.Join(m.Dir, "nspawn"), append([]string{m.Bin, "--config", m.Config}, args...)...)
-	if len(args) > 1 && (args[1] == "pull" || args[1] == "upgrade" || args[1] == "rebuild" || args[1] == "auto-update") {
+	if len(args) > 1 && (args[1] == "pull" || args[1] == "clone" || args[1] == "upgrade" || args[1] == "rebuild" || args[1] == "auto-update") {
 		return exec.CommandContext(ctx, argv[0], argv[1:]...)
 	}
 	return m.Host.Command(ctx, argv[0], argv[1:]...)

@@ -231,3 +231,74 @@ func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
 		t.Errorf("image roots left after removing every machine: %v", roots)
 	}
 }
+
+// clusterApp is one image, three roles: the first argument names the
+// role, the second, if any, the peer whose page it builds on.
+const clusterApp = `role=$1 peer=$2
+page="$role($CLUSTER)"
+if [ -n "$peer" ]; then
+	until body=$(wget -q -O - "$peer"); do echo "waiting for $peer"; sleep 0.5; done
+	page="$page<-$body"
+fi
+echo "$page" > /www/index.html
+echo "role $role serving $page"
+exec httpd -f -p [::]:8080 -h /www`
+
+// Proof (issue 16, clusters): a SeaweedFS-like cluster from one image, its
+// three roles chosen by arguments (--cmd), the second and third machines
+// cloned from the first, all strict on one shared root, each reaching the
+// one before it on its Yggdrasil address; the clones inherit the first's
+// variables.
+func TestClusterFromOneImage(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	ref := reg.Addr() + "/apps/cluster:1"
+	script, err := ociimage.Layer(ociimage.File("cluster.sh", []byte(clusterApp), 0o755))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint: []string{"/bin/sh", "/cluster.sh"}, Cmd: []string{"none"},
+		Env: []string{ociimage.DefaultPath}, Volumes: []string{"/www"},
+	}, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, img, ref)
+	url := func(name string) string {
+		addr, err := yggaddr.Address(m.Ygg.Subnet, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "http://" + netip.AddrPortFrom(addr, 8080).String() + "/"
+	}
+	master := m.pullRoot(t, "--strict", "--volume", "/www=data", "--env", "CLUSTER=c1", "--cmd", "master", ref, "sw-master")
+	m.mustMbctl(t, "machines", "clone", "--quiet", "--no-probe", "--yes", "sw-master", "sw-volume", "--cmd", "volume '"+url("sw-master")+"'")
+	m.mustMbctl(t, "machines", "clone", "--quiet", "--no-probe", "--volume", "/www=data", "sw-volume", "sw-filer", "--cmd", "filer '"+url("sw-volume")+"'")
+	for _, n := range []string{"sw-master", "sw-volume", "sw-filer"} {
+		if got, err := os.Readlink(filepath.Join(m.work, "machines", n)); err != nil || got != master.Path {
+			t.Errorf("%s's rootfs -> %q (%v), want the shared root %s", n, got, err, master.Path)
+		}
+	}
+	// Started in reverse: each waits for the one it builds on.
+	var runs []*runningMachine
+	for _, n := range []string{"sw-filer", "sw-volume", "sw-master"} {
+		r := m.startRun(t, n)
+		runs = append(runs, r)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s:\n%s", n, r.output())
+			}
+		})
+	}
+	waitForOutput(t, runs[0], "serving")
+	if got, want := m.getRole(t, "sw-filer"), "filer(c1)<-volume(c1)<-master(c1)"; got != want {
+		t.Errorf("the filer answers %q, want %q", got, want)
+	}
+	for _, r := range runs {
+		r.stop(t)
+	}
+	if got := m.cacheRoots(t)[master.Path]; strings.Join(got, " ") != "sw-filer sw-master sw-volume" {
+		t.Errorf("the shared root's machines: %v", got)
+	}
+}

@@ -235,14 +235,19 @@ func parseNspawnArgs(args []string) nspawnProc {
 }
 
 // match finds the nspawn process that runs p: same machine name, or the
-// same root directory.
+// same root directory. A rootfs that is a link (a strict machine's, to
+// the image root every strict machine of the image shares) is matched by
+// name only.
 func (pr Prober) match(procs []nspawnProc, p Paths) State {
 	rootfs := p.Rootfs
-	if real, err := filepath.EvalSymlinks(rootfs); err == nil {
+	if fi, err := os.Lstat(rootfs); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		rootfs = ""
+	}
+	if real, err := filepath.EvalSymlinks(rootfs); err == nil && rootfs != "" {
 		rootfs = real
 	}
 	for _, np := range procs {
-		if np.machine != p.Name && (np.directory == "" || np.directory != rootfs) {
+		if np.machine != p.Name && (np.directory == "" || rootfs == "" || np.directory != rootfs) {
 			continue
 		}
 		st := State{Running: true, Nspawn: np.pid, Via: "process"}

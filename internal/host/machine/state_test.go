@@ -157,3 +157,31 @@ func TestReadStat(t *testing.T) {
 		t.Error("readStat of a missing process: ok")
 	}
 }
+
+// TestMatchSharedRoot: strict machines' rootfs all link to one image root;
+// one of them running is not another one running.
+func TestMatchSharedRoot(t *testing.T) {
+	root := t.TempDir()
+	dirs := config.Paths{Machines: filepath.Join(root, "m"), Configs: filepath.Join(root, "c")}
+	shared := filepath.Join(root, "images/sha256-ab")
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dirs.Machines, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, b := PathsFor(dirs, "a"), PathsFor(dirs, "b")
+	for _, p := range []Paths{a, b} {
+		if err := os.Symlink(shared, p.Rootfs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	procs := []nspawnProc{{pid: 5, machine: "a", directory: shared}}
+	var pr Prober
+	if st := pr.match(procs, a); !st.Running {
+		t.Error("a runs, but is not found")
+	}
+	if st := pr.match(procs, b); st.Running {
+		t.Error("b counted as running because a runs on the same shared root")
+	}
+}

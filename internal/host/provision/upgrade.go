@@ -739,6 +739,38 @@ func LockMachine(p machine.Paths) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// UserEnv returns the variables of machine p's man8env.env that its user
+// set (added, or changed from what mbctl generated: the recorded base),
+// in the file's order: the app's and man8s-init's settings, and the
+// machine's own command (MAN8S_APPLICATION_ARGS) where it differs. A
+// machine without a base counts every app variable as its user's.
+func UserEnv(p machine.Paths) ([]machinefiles.EnvVar, error) {
+	user, err := envfile.ReadFile(p.Env)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", p.Name, err)
+	}
+	base, err := envfile.ReadFile(filepath.Join(StateDir(p), baseEnv))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	vals := user.Map()
+	var out []machinefiles.EnvVar
+	for _, k := range user.Keys() {
+		if k != man8env.KeyArgs && man8env.CheckUserKey(k) != nil {
+			continue // mbctl's
+		}
+		if base != nil {
+			if bv, ok := base.Get(k); ok && bv == vals[k] {
+				continue
+			}
+		} else if k == man8env.KeyArgs {
+			continue
+		}
+		out = append(out, machinefiles.EnvVar{Key: k, Value: vals[k]})
+	}
+	return out, nil
+}
+
 // RolledBack describes a rollback.
 type RolledBack struct {
 	Paths machine.Paths `json:"paths"`
