@@ -258,6 +258,9 @@ func machinesShowRun(_ context.Context, opts *MachinesShowOptions) error {
 	if in.Health, err = opts.Prober.Health(st); err != nil {
 		opts.Log.Warn("reading machine", "name", p.Name, "err", err)
 	}
+	if in.Ports, err = opts.Prober.Reachability(st); err != nil {
+		opts.Log.Warn("reading machine", "name", p.Name, "err", err)
+	}
 	if len(in.Missing) == len(p.Entries()) {
 		return fmt.Errorf("machine %s does not exist (see 'mbctl machines list')", p.Name)
 	}
@@ -303,7 +306,7 @@ func printShow(w io.Writer, s machineShow) error {
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
-		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Secrets", strings.Join(s.Secrets, ", ")},
+		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 		{"Depends on", describeDeps(s.DependsOn, func(d unit.Dependency) string { return d.On })},
 		{"Needed by", describeDeps(s.Dependants, func(d unit.Dependency) string { return d.Machine })},
 		{"Restart", s.Restart},

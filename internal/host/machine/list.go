@@ -28,6 +28,10 @@ type Info struct {
 	// Health is what man8s-init says of a running machine's app (see
 	// Prober.Health); nil when stopped or not published.
 	Health *man8env.Health `json:"health,omitempty"`
+	// Ports says how a running machine's exposed ports are reached on
+	// its Yggdrasil address (see Prober.Reachability); nil when stopped
+	// or not published.
+	Ports *man8env.Reachability `json:"ports,omitempty"`
 	// Missing names the machine's paths that do not exist (a partial
 	// machine, e.g. after a crash or a manual deletion).
 	Missing []string `json:"missing,omitempty"`
