@@ -43,7 +43,8 @@ edits of SRC's container.nspawn, which name SRC's own dirs.`,
   mbctl machines clone sw-volume sw-volume2 --yes
 
   # another role of the same image
-  mbctl machines clone sw-master sw-filer --cmd 'filer -master=[300:2e98::1]:9333' --yes`,
+  mbctl machines clone sw-master sw-filer --yes \
+      --cmd "filer -master='[$(mbctl address get sw-master)]:9333'"`,
 		Args:              exactArgs("SRC", "NEW"),
 		ValidArgsFunction: completeMachines(f),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -162,10 +162,12 @@ created is removed again.`,
   mbctl machines pull --yes nginx:1.27 web
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
 
-  # a SeaweedFS cluster: three roles of one image, sharing its read-only root
-  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-master --cmd 'master -ip=sw-master' --volume /data=data
-  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-volume --cmd 'volume -mserver=[ADDR]:9333' --volume /data=data
-  mbctl machines clone sw-volume sw-volume2 --volume /data=data
+  # a SeaweedFS cluster: roles of one image chosen by arguments, sharing its
+  # read-only root; the volume servers reach the master on its Yggdrasil address
+  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-master --cmd 'master -mdir=/data' --volume /data=data
+  mbctl machines pull --yes --strict chrislusf/seaweedfs sw-volume --volume /data=data \
+      --cmd "volume -dir=/data -mserver='[$(mbctl address get sw-master)]:9333'"
+  mbctl machines clone --yes sw-volume sw-volume2
 
   # postgres refuses to start without a password: give it at pull
   printf 'POSTGRES_PASSWORD=s3cr3t\n' > db.env && chmod 600 db.env
