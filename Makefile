@@ -27,10 +27,16 @@ ISAL = $(shell test -f /usr/include/isa-l/igzip_lib.h && echo yes)
 MBCTL_TAGS = $(if $(filter yes,$(ISAL)),-tags isal)
 MBCTL_BUILD = $(if $(MBCTL_TAGS),CGO_ENABLED=1 $(GO) build $(MBCTL_TAGS) -trimpath -ldflags "$(LDFLAGS)",$(GOBUILD))
 
+# The manual pages' date: the commit's, so that a rebuild makes the same
+# pages (dpkg-buildpackage sets it from debian/changelog).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+MANDIR := $(BIN)/man
+
 E2E_PKGS  := ./test/...
 UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /test/)
 
-.PHONY: all help deps build install test test-unit e2e bench bench-startup bench-go lint demo clean
+.PHONY: all help deps build man install deb pkg test test-unit e2e bench bench-startup bench-go lint demo clean
 
 all: build ## the default: build
 
@@ -44,7 +50,12 @@ build: ## build bin/mbctl (with ISA-L if libisal-dev is installed) and bin/man8s
 	$(MBCTL_BUILD) -o $(BIN)/ ./cmd/mbctl
 	$(GOBUILD) -o $(BIN)/ ./cmd/man8s-init
 
-install: build ## install binaries, completions, systemd-configs and the auto-update units under $(DESTDIR)$(PREFIX)
+man: ## generate the manual pages into bin/man from the command tree (man 1) and the file formats (man 5)
+	rm -rf $(MANDIR)
+	$(GO) run ./cmd/gen-docs -man-dir $(MANDIR) -version $(VERSION)
+
+# The Debian and the Arch package both install exactly this (PREFIX=/usr).
+install: build man ## install binaries, completions, man pages, systemd-configs and the auto-update units under $(DESTDIR)$(PREFIX)
 	install -D -m 0755 $(BIN)/mbctl $(DESTDIR)$(PREFIX)/bin/mbctl
 	install -D -m 0755 $(BIN)/man8s-init $(DESTDIR)$(PREFIX)/lib/man8s/man8s-init
 	install -d $(DESTDIR)$(PREFIX)/share/man8s/systemd-configs
@@ -61,6 +72,16 @@ install: build ## install binaries, completions, systemd-configs and the auto-up
 	$(BIN)/mbctl completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/mbctl
 	$(BIN)/mbctl completion zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_mbctl
 	$(BIN)/mbctl completion fish >$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/mbctl.fish
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	for p in $(MANDIR)/*.[15]; do \
+		gzip -9n -c $$p >$(DESTDIR)$(PREFIX)/share/man/man$${p##*.}/$${p##*/}.gz || exit 1; \
+	done
+
+deb: ## build bin/mbctl_VERSION_ARCH.deb (debian/, dpkg-buildpackage; version from git describe)
+	@scripts/build-package.sh deb
+
+pkg: ## build the Arch package bin/mbctl-VERSION-*.pkg.tar.zst with makepkg (Arch only; PKGBUILD)
+	@scripts/build-package.sh arch
 
 test: deps ## every test, e2e included (root; installs missing packages)
 	$(GO) test -count=1 $(MBCTL_TAGS) ./...
