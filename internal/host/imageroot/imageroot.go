@@ -17,6 +17,8 @@ package imageroot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +63,10 @@ type Root struct {
 	// Init and Protect are what preparing the tree did.
 	Init    initinstall.Result `json:"init"`
 	Protect protect.Result     `json:"protect"`
+	// Chain is the layer chain (ChainID) of all the image's layers but
+	// the last, kept as a read-only subvolume in the store's chains dir
+	// (btrfs): an image that shares them starts from a snapshot of it.
+	Chain string `json:"chain,omitempty"`
 }
 
 // stagingMark is in the name of every staging root (host clean sweeps
@@ -198,7 +204,12 @@ func (s Store) Ensure(ctx context.Context, o Options) (root *Root, pulled *pull.
 	if root.Btrfs, err = btrfs.IsSubvolume(stage); err != nil {
 		return nil, nil, err
 	}
-	if pulled, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull); err != nil {
+	if root.Btrfs {
+		pulled, root.Chain, err = s.unpackChained(ctx, j, o, stage)
+	} else {
+		pulled, err = pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	if root.Init, err = initinstall.Install(stage, o.Init); err != nil {
@@ -275,6 +286,148 @@ func writeRecord(p string, b []byte) error {
 		return fmt.Errorf("writing %s: %w", p, err)
 	}
 	return nil
+}
+
+// chainsDir, in the store, holds the layer chains (btrfs).
+const chainsDir = ".chains"
+
+// chainIDs returns the OCI ChainID of each prefix of layers:
+// ChainID(L1) = DiffID(L1), ChainID(L1..Ln) = sha256(ChainID(L1..Ln-1) +
+// " " + DiffID(Ln)).
+func chainIDs(layers []registry.Layer) []string {
+	ids := make([]string, len(layers))
+	for i, l := range layers {
+		if i == 0 {
+			ids[i] = l.DiffID.String()
+			continue
+		}
+		sum := sha256.Sum256([]byte(ids[i-1] + " " + l.DiffID.String()))
+		ids[i] = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return ids
+}
+
+// chainPath is where the chain id is kept.
+func (s Store) chainPath(id string) string {
+	n, _ := name(id)
+	return filepath.Join(s.Dir, chainsDir, n)
+}
+
+// unpackChained fills stage, an empty subvolume, with o.Image's layers: it
+// starts from a snapshot of the longest kept chain of its first layers,
+// applies the rest but the last, keeps that chain for the next image
+// (a new version whose top layer alone changed), then applies the last.
+// It returns the chain kept for the image, if any.
+func (s Store) unpackChained(ctx context.Context, j *journal.Journal, o Options, stage string) (*pull.Result, string, error) {
+	layers := o.Image.Layers
+	if len(layers) < 2 {
+		res, err := pull.Unpack(ctx, o.Cache, o.Image, stage, o.Pull)
+		return res, "", err
+	}
+	ids := chainIDs(layers)
+	n := len(layers)
+	have := 0
+	for k := n - 1; k > 0; k-- {
+		if _, err := os.Lstat(s.chainPath(ids[k-1])); err == nil {
+			have = k
+			break
+		}
+	}
+	if have > 0 {
+		// The stage's subvolume gives way to a snapshot of the chain.
+		if err := btrfs.Delete(stage); err != nil {
+			return nil, "", err
+		}
+		if err := btrfs.Snapshot(s.chainPath(ids[have-1]), stage, false); err != nil {
+			return nil, "", err
+		}
+	}
+	total := &pull.Result{Ref: registry.DisplayName(o.Image.Ref), Digest: o.Image.Digest, Source: o.Image.Source, Layers: n}
+	apply := func(from, to int) error {
+		sub := *o.Image
+		sub.Layers = layers[from:to]
+		opts := o.Pull
+		opts.OnTop = from > 0
+		res, err := pull.Unpack(ctx, o.Cache, &sub, stage, opts)
+		if err != nil {
+			return err
+		}
+		total.Fetched += res.Fetched
+		total.FetchedBytes += res.FetchedBytes
+		total.Stats.Add(res.Stats)
+		total.Source = res.Source
+		return nil
+	}
+	if have < n-1 {
+		if err := apply(have, n-1); err != nil {
+			return nil, "", err
+		}
+		if err := s.keepChain(j, stage, ids[n-2]); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := apply(n-1, n); err != nil {
+		return nil, "", err
+	}
+	return total, ids[n-2], nil
+}
+
+// keepChain snapshots stage, read-only, as chain id. It is a cache: a
+// crash leaves at most a staging snapshot, which the journal takes back.
+func (s Store) keepChain(j *journal.Journal, stage, id string) error {
+	final := s.chainPath(id)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return err
+	}
+	tmp, err := j.MkdirUnique(filepath.Dir(final), "."+filepath.Base(final)+stagingMark)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(tmp); err != nil {
+		return err
+	}
+	if err := btrfs.Snapshot(stage, tmp, true); err != nil {
+		return err
+	}
+	if err := j.Log(journal.Record{Op: journal.OpRename, From: tmp, Path: final}); err != nil {
+		return err
+	}
+	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EEXIST) {
+		return nil // kept by another run meanwhile; this one goes with the journal
+	}
+	return err
+}
+
+// freeChains deletes the chains that no root's record names.
+func (s Store) freeChains() error {
+	ents, err := os.ReadDir(filepath.Join(s.Dir, chainsDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	roots, err := s.List()
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	for _, r := range roots {
+		if r.Chain != "" {
+			used[filepath.Base(s.chainPath(r.Chain))] = true
+		}
+	}
+	var errs []error
+	for _, e := range ents {
+		if used[e.Name()] {
+			continue
+		}
+		if err := btrfs.RemoveAll(filepath.Join(s.Dir, chainsDir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // mountPoints makes what systemd-nspawn mounts over in a read-only root,
@@ -448,6 +601,9 @@ func (s Store) Free(used map[string][]string, only []string) ([]*Root, error) {
 			continue
 		}
 		freed = append(freed, r)
+	}
+	if len(freed) > 0 {
+		errs = append(errs, s.freeChains())
 	}
 	return freed, errors.Join(errs...)
 }

@@ -55,6 +55,11 @@ type Options struct {
 	// BeforeStep, if set, runs before Download's steps ("staging",
 	// "unpack", "rename"); an error aborts there (tests, fault hooks).
 	BeforeStep func(step string) error
+	// OnTop tells Unpack that dir holds the image's earlier layers
+	// already (a snapshot of them): the layers go on top, and dir is never
+	// cleared to start over, so cached blobs are verified before use and
+	// no layer is read ahead to skip what the next one deletes.
+	OnTop bool
 }
 
 // Progress receives events from a pull. Fetching is called from several
@@ -111,8 +116,8 @@ func Unpack(ctx context.Context, c *cache.Cache, im *registry.Image, dir string,
 	res := &Result{Ref: registry.DisplayName(im.Ref), Digest: im.Digest, Source: im.Source, Layers: len(im.Layers)}
 	opts.Progress.Begin(im.Source, im.Layers)
 	var n counts
-	err = pullLayers(ctx, c, im, dir, opts, &res.Stats, &n, false)
-	if errors.Is(err, errCorruptCached) {
+	err = pullLayers(ctx, c, im, dir, opts, &res.Stats, &n, opts.OnTop)
+	if errors.Is(err, errCorruptCached) && !opts.OnTop {
 		// A cached blob was used at once, and found corrupt meanwhile
 		// (and deleted): start over, downloading it again.
 		res.Stats = unpack.Stats{}
@@ -421,6 +426,9 @@ func scanNext(ctx context.Context, l registry.Layer, b *blob, maxSize int64) (*u
 // hard link needs a file that was skipped because the next layer deletes
 // it (rare), starts over without.
 func applyAll(ctx context.Context, im *registry.Image, dir string, blobs []*blob, opts Options, total *unpack.Stats) error {
+	if opts.OnTop {
+		return applyLayers(ctx, im, dir, blobs, opts, total, false)
+	}
 	err := applyLayers(ctx, im, dir, blobs, opts, total, true)
 	if !errors.Is(err, unpack.ErrSkippedLinkTarget) {
 		return err
