@@ -123,9 +123,9 @@ func TestSelectCases(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u4", "p0", "p1", "g1", "g2", "s0", "s1", "s2", "s3", "s4"}, false},
+		{"", []string{"a", "b", "c", "d", "e", "f", "u1", "u2", "u3", "u5", "u4", "p0", "p1", "g1", "g2", "s0", "s1", "s2", "s3", "s4"}, false},
 		{"s", []string{"s0", "s1", "s2", "s3", "s4"}, false},
-		{"u", []string{"u1", "u2", "u3", "u4"}, false},
+		{"u", []string{"u1", "u2", "u3", "u5", "u4"}, false},
 		{"p", []string{"p0", "p1"}, false},
 		{"d,a", []string{"a", "d"}, false},
 		{"g", []string{"g1", "g2"}, false},
@@ -178,7 +178,7 @@ func TestRatios(t *testing.T) {
 	want := map[string]string{
 		"(b)/(d)": "PASS", "(a)/(b)": "PASS", "(e)/(b)": "n/a", "(f)/(b)": "FAIL", "(c)/(b)": "PASS",
 		"(c) layer-blob GETs (worst round)": "FAIL", "mbctl peak RSS, (b) and (c)": "FAIL",
-		"(u1)/(u3)": "FAIL", "(u1) layer-blob GETs (worst round)": "PASS", "(u1)/(u2)": "info", "(u1)/(c)": "info", "(u4)/(u1)": "n/a",
+		"(u1)/(u3)": "FAIL", "(u5)/(u3)": "n/a", "(u5)/(u2)": "n/a", "(u1) layer-blob GETs (worst round)": "PASS", "(u1)/(u2)": "info", "(u1)/(c)": "info", "(u4)/(u1)": "n/a",
 		"(p1)/(p0)": "PASS",
 		"(a)/(d)":   "info", "(e)/(d)": "n/a", "(f)/(d)": "info",
 		"(s2) 2nd machine, strict, ext4: time": "PASS", "(s2) 2nd machine, strict, ext4: disk (worst round)": "PASS",

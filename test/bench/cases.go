@@ -191,6 +191,12 @@ func allCases() []*benchCase {
 			run: runChangedLayer,
 		},
 		{
+			ID: "u5", Title: "mbctl machines upgrade on btrfs, 1 of 4 changed", fs: "btrfs",
+			Cmd:      "as (u1), in a btrfs file system: the image root store keeps the chain of the unchanged layers",
+			registry: true, app: true, mbctl: true, tools: []string{"mkfs.btrfs"},
+			run: runUpgrade,
+		},
+		{
 			ID: "u4", Title: "podman pull + recreate, 1 of 4 changed",
 			Cmd:   "podman pull REF:" + appStableTag + " && podman rm NAME && podman create --name NAME REF:" + appStableTag + " (created at v1, then the tag moved to v2)",
 			tools: []string{"podman", "unshare", "mount", "sh"}, registry: true, app: true,

@@ -235,6 +235,8 @@ func ratios(byID map[string]*CaseResult) []Ratio {
 		func(x float64) bool { return x*1e6 < goalPeakRSSByte })
 
 	add("(u1)/(u3)  upgrade vs changed layer alone", fmt.Sprintf("≤ %.0f", goalUpgradeVsLayer), quot("u1", "u3"), "×", atMost(goalUpgradeVsLayer))
+	add("(u5)/(u3)  upgrade on btrfs vs changed layer alone", fmt.Sprintf("≤ %.0f", goalUpgradeVsLayer), quot("u5", "u3"), "×", atMost(goalUpgradeVsLayer))
+	add("(u5)/(u2)  upgrade on btrfs vs fresh pull", "", quot("u5", "u2"), "×", nil)
 	add("(u1) layer-blob GETs (worst round)", "= 1", worstLayerGETs(byID["u1"]), "", func(x float64) bool { return x == 1 })
 	add("(u1)/(u2)  upgrade vs fresh pull", "", quot("u1", "u2"), "×", nil)
 	add("(u1)/(c)  upgrade vs warm-cache download", "", quot("u1", "c"), "×", nil)
