@@ -213,6 +213,7 @@ func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
 			t.Errorf("%s is not a subvolume (%v)", rootfs, err)
 		}
 	}
+	m.mustMbctl(t, "machines", "snapshot", "b-one", "fresh", "--volumes")
 	run := m.startRun(t, "b-one")
 	if got := m.getRole(t, "b-one"); got != "one" {
 		t.Errorf("b-one answers %q", got)
@@ -224,6 +225,31 @@ func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(m.work, "machines/b-two/etc/probe-write")); !os.IsNotExist(err) {
 		t.Errorf("b-one's write shows in b-two: %v", err)
 	}
+	// Back to the snapshot taken before the run: the write is gone, the
+	// data volume as it was (the app wrote its page into it since).
+	written := filepath.Join(m.work, "machines/b-one/etc/probe-write")
+	if _, err := os.Stat(written); err != nil {
+		t.Fatalf("the run's write is not in b-one's rootfs: %v", err)
+	}
+	page := filepath.Join(m.work, "storage/b-one/www/index.html")
+	if _, err := os.Stat(page); err != nil {
+		t.Fatalf("the run's page is not in b-one's data volume: %v", err)
+	}
+	if out := m.mustMbctl(t, "machines", "snapshots", "b-one"); !strings.Contains(out, "fresh") {
+		t.Errorf("snapshots:\n%s", out)
+	}
+	m.mustMbctl(t, "machines", "restore", "--yes", "--volumes", "b-one", "fresh")
+	if _, err := os.Stat(written); !os.IsNotExist(err) {
+		t.Errorf("after the restore the run's write is still there: %v", err)
+	}
+	if _, err := os.Stat(page); !os.IsNotExist(err) {
+		t.Errorf("after restore --volumes the page the run wrote is still there: %v", err)
+	}
+	run = m.startRun(t, "b-one")
+	if got := m.getRole(t, "b-one"); got != "one" {
+		t.Errorf("b-one after the restore answers %q", got)
+	}
+	run.stop(t)
 	for _, n := range []string{"b-one", "b-two"} {
 		m.mustMbctl(t, "machines", "remove", "--yes", n)
 	}
