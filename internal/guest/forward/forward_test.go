@@ -393,3 +393,138 @@ func TestUDP(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestTCPClientReset: the client's reset reaches the app as a reset.
+func TestTCPClientReset(t *testing.T) {
+	ln := listenV4(t)
+	a := startForwarder(t, tcpPort(ln), nil)
+	a.waitState(t, man8env.ReachForwarded)
+	got := make(chan error, 1)
+	done := serveOne(t, ln, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 5)
+		io.ReadFull(c, buf)
+		c.Write([]byte("ok"))
+		_, err := io.ReadAll(c)
+		got <- err
+	})
+	c := dial(t, a.front)
+	c.Write([]byte("hello"))
+	io.ReadFull(c, make([]byte, 2))
+	c.SetLinger(0)
+	c.Close()
+	<-done
+	if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the app read %v after the client's reset, want ECONNRESET", err)
+	}
+}
+
+// TestMaxConns: beyond MaxConns a connection waits until one ends.
+func TestMaxConns(t *testing.T) {
+	ln := listenV4(t)
+	a := startForwarder(t, tcpPort(ln), func(o *Options) { o.MaxConns = 1 })
+	a.waitState(t, man8env.ReachForwarded)
+	accepted := make(chan *net.TCPConn, 2)
+	go func() {
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	first := dial(t, a.front)
+	first.Write([]byte("1"))
+	c1 := <-accepted
+	defer c1.Close()
+	second := dial(t, a.front) // the kernel accepts it; the forwarder waits
+	second.Write([]byte("2"))
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("a second connection reached the app with MaxConns 1")
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close() // both ends close: a half-closed connection still counts
+	c1.Close()
+	select {
+	case c2 := <-accepted:
+		c2.SetDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c2, b); err != nil || b[0] != '2' {
+			t.Errorf("the second connection's data: %q, %v", b, err)
+		}
+		c2.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second connection never reached the app after the first ended")
+	}
+}
+
+// TestListenFailure: an address the forwarder cannot listen on is
+// reported, with the error, and not retried.
+func TestListenFailure(t *testing.T) {
+	ln := listenV4(t)
+	a := startForwarder(t, tcpPort(ln), func(o *Options) {
+		o.Ygg = netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d") // not on this host
+	})
+	pr := a.waitState(t, man8env.ReachFailed)
+	if !strings.Contains(pr.Error, "assign") {
+		t.Errorf("the error %q does not say the address is not there", pr.Error)
+	}
+}
+
+// TestUDPIdleAndProxy: a flow ends when idle; with PROXY protocol each
+// datagram starts with the header.
+func TestUDPIdleAndProxy(t *testing.T) {
+	app, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	front, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &udpProxy{conn: front, target: netip.MustParseAddrPort(app.LocalAddr().String()), proxy: true,
+		idle: 100 * time.Millisecond, maxFlows: 4, log: slog.New(slog.DiscardHandler)}
+	done := make(chan struct{})
+	go func() { defer close(done); p.serve(context.Background()) }()
+	defer func() { front.Close(); <-done }()
+
+	c, err := net.Dial("udp6", front.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("ping"))
+	app.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	n, from, err := app.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort(c.LocalAddr().String())
+	dst := netip.MustParseAddrPort(front.LocalAddr().String())
+	if want := append(proxyHeader(src, dst, true), "ping"...); !bytes.Equal(buf[:n], want) {
+		t.Errorf("the app got\n%x, want\n%x", buf[:n], want)
+	}
+	app.WriteToUDPAddrPort([]byte("pong"), from)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Errorf("the client got %q, %v", buf[:n], err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		n := len(p.flows)
+		p.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flows left after the idle time", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
