@@ -87,8 +87,13 @@ type fwdKey struct {
 type fwd struct {
 	target netip.AddrPort
 	close  func()
-	err    error // the listen failed: not retried
+	err    error     // the listen failed: tried again after retryAfter
+	at     time.Time // when it was opened or failed
 }
+
+// retryAfter is when a failed listen is tried again (the address may
+// have been tentative, the port taken by another process for a while).
+const retryAfter = 10 * time.Second
 
 // Forwarder watches the ports and forwards them; see Run.
 type Forwarder struct {
@@ -96,6 +101,7 @@ type Forwarder struct {
 	slots   chan struct{}
 	fwds    map[fwdKey]*fwd
 	since   map[fwdKey]time.Time // IPv4-only since
+	failed  map[fwdKey]string    // the last listen error logged
 	said    map[man8env.Port]string
 	last    []byte // the last state published
 	started time.Time
@@ -131,11 +137,12 @@ func New(opts Options) (*Forwarder, error) {
 		return nil, fmt.Errorf("the Yggdrasil address %s is not IPv6", opts.Ygg)
 	}
 	return &Forwarder{
-		opts:  opts,
-		slots: make(chan struct{}, opts.MaxConns),
-		fwds:  map[fwdKey]*fwd{},
-		since: map[fwdKey]time.Time{},
-		said:  map[man8env.Port]string{},
+		opts:   opts,
+		slots:  make(chan struct{}, opts.MaxConns),
+		fwds:   map[fwdKey]*fwd{},
+		since:  map[fwdKey]time.Time{},
+		failed: map[fwdKey]string{},
+		said:   map[man8env.Port]string{},
 	}, nil
 }
 
@@ -245,7 +252,8 @@ func (f *Forwarder) addrs() []netip.Addr {
 	return out
 }
 
-// ours reports whether l is one of the forwarder's own listeners.
+// ours reports whether l is one of the forwarder's own listeners (those
+// it holds; a failed one is not).
 func (f *Forwarder) ours(l Listener) bool {
 	fw := f.fwds[fwdKey{man8env.Port{Num: l.Addr.Port(), Proto: l.Proto}, l.Addr.Addr()}]
 	return fw != nil && fw.err == nil
@@ -254,10 +262,14 @@ func (f *Forwarder) ours(l Listener) bool {
 // decide says how k is reached, opening its forward when it is due.
 func (f *Forwarder) decide(ctx context.Context, k fwdKey, ls []Listener, now time.Time, busy *bool) (string, netip.AddrPort) {
 	if fw := f.fwds[k]; fw != nil {
-		if fw.err != nil {
+		if fw.err == nil {
+			return man8env.ReachForwarded, fw.target
+		}
+		if now.Sub(fw.at) < retryAfter {
 			return man8env.ReachFailed, fw.target
 		}
-		return man8env.ReachForwarded, fw.target
+		delete(f.fwds, k)
+		f.since[k] = now.Add(-f.opts.Settle) // try again, settled already
 	}
 	reach, target := Decide(k.port, k.addr, ls)
 	if reach != man8env.ReachForwarded {
@@ -275,14 +287,18 @@ func (f *Forwarder) decide(ctx context.Context, k fwdKey, ls []Listener, now tim
 	}
 	delete(f.since, k)
 	*busy = true
-	fw := &fwd{target: target}
+	fw := &fwd{target: target, at: now}
 	fw.close, fw.err = f.open(ctx, k, target)
 	f.fwds[k] = fw
 	local := netip.AddrPortFrom(k.addr, k.port.Num)
 	if fw.err != nil {
-		f.opts.Log.Warn(fmt.Sprintf("%s: cannot forward %s to %s: %v", k.port, local, target, fw.err))
+		if f.failed[k] != fw.err.Error() { // said once
+			f.failed[k] = fw.err.Error()
+			f.opts.Log.Warn(fmt.Sprintf("%s: cannot forward %s to %s (trying again every %s): %v", k.port, local, target, retryAfter, fw.err))
+		}
 		return man8env.ReachFailed, target
 	}
+	delete(f.failed, k)
 	proxy := ""
 	if f.opts.ProxyProtocol {
 		proxy = ", PROXY protocol v2"
