@@ -113,6 +113,8 @@ bench-go: ## the packages' Go micro-benchmarks (unpack, cache)
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# the package run's test (scripts/ci-package.sh), which exists only with its tag
+	$(GO) vet -tags installed ./test/e2e
 
 demo: deps build ## the whole scenario in a sandbox: the real registry as a machine, reached over Yggdrasil
 	$(GO) run ./test/demo -mbctl $(BIN)/mbctl

@@ -27,6 +27,7 @@ packages=(
 	btrfs-progs        # mkfs.btrfs: the loop-mounted btrfs of the snapshot tests
 	ca-certificates make git
 	gcc libc6-dev libisal-dev # ISA-L, mbctl's fast gzip engine (cgo)
+	dpkg-dev man-db    # make deb (dpkg-buildpackage, dpkg-shlibdeps); the manual pages' tests and man
 )
 if [ "${1:-}" = bench ]; then
 	packages+=(
