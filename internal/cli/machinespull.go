@@ -260,6 +260,9 @@ type pulledInitReport struct {
 	// MadeUsr: the image has no /usr, and an empty one was made for
 	// systemd-nspawn.
 	MadeUsr bool `json:"made_usr"`
+	// ProbeKept: the probe's findings are an earlier pull's of the same
+	// image with the same variables; it did not run again.
+	ProbeKept bool `json:"probe_kept"`
 	// Probe is what the init probe found (absent with --no-probe or when
 	// it failed: ProbeError); StopWarning says why a stop will not end the
 	// app.
@@ -700,6 +703,7 @@ func pullReport(res *provision.Created, im *registry.Image, ref, tmpl, initSrc, 
 		Volumes: append([]machine.Volume{}, res.Volumes...),
 		Seconds: roundSeconds(took),
 	}
+	r.Init.ProbeKept = res.ProbeCached
 	if res.Probe != nil {
 		r.Init.Probe = newProbeReport(res.Probe)
 		r.Init.Probe.Output = "" // the app's output may show a value given with --env
@@ -723,7 +727,11 @@ func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKe
 	p := res.Paths
 	fmt.Fprintf(w, "Init: detected %s (%s); mode %s: %s\n", res.Detection.Kind, res.Detection.Evidence, res.Mode, res.ModeReason)
 	if f := res.Probe; f != nil {
-		fmt.Fprintf(w, "Probe: %s\n", probeLine(f))
+		if res.ProbeCached {
+			fmt.Fprintf(w, "Probe (kept from an earlier pull of this image): %s\n", probeLine(f))
+		} else {
+			fmt.Fprintf(w, "Probe: %s\n", probeLine(f))
+		}
 	}
 	if res.Init.MadeUsr {
 		fmt.Fprintln(w, "The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.")

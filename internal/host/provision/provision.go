@@ -108,6 +108,9 @@ type Created struct {
 	// ProbeErr); StopWarning says why a stop will not end the app, or "".
 	Probe       *probe.Findings
 	ProbeErr    error
+	// ProbeCached tells that Probe was kept from an earlier pull of the
+	// image with the same variables, not run again.
+	ProbeCached bool
 	StopWarning string
 	Mode        imageinit.Mode
 	ModeReason  string
@@ -400,7 +403,14 @@ func (c *creation) detect(ctx context.Context) (err error) {
 		return err
 	}
 	if c.o.Probe != nil {
-		c.res.Probe, c.res.ProbeErr = c.probe(ctx)
+		key := probeKey(c.o.Image.Digest.String(), c.o.Env)
+		if kept := cachedProbe(c.o.Cache.Dir(), key); kept != nil {
+			c.res.Probe, c.res.ProbeCached = kept, true
+		} else if c.res.Probe, c.res.ProbeErr = c.probe(ctx); c.res.ProbeErr == nil {
+			if err := keepProbe(c.o.Cache.Dir(), key, c.res.Probe); err != nil {
+				c.o.Log.Debug("keeping the init probe's findings", "err", err)
+			}
+		}
 		if c.res.ProbeErr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -1,11 +1,13 @@
 package provision
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
+	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/testbed/loopfs"
 )
 
@@ -229,5 +233,37 @@ func TestOwnCommandSurvivesUpgrade(t *testing.T) {
 	}
 	if env := readFile(t, res.Paths.Env); !strings.Contains(env, want) {
 		t.Errorf("the upgrade dropped the machine's command:\n%s", env)
+	}
+}
+
+// TestProbeKept: the second pull of an image with the same variables
+// takes the first one's probe findings instead of probing again.
+func TestProbeKept(t *testing.T) {
+	im := appImage(t)
+	o, _ := testOptions(t, im)
+	o.Volumes = o.Volumes[:2]
+	runs := 0
+	o.Probe = func(context.Context, probe.Input) (*probe.Findings, error) {
+		runs++
+		return &probe.Findings{Output: "secret output", Took: time.Second}, nil
+	}
+	first, err := Create(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Name = "app2"
+	second, err := Create(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 1 || first.ProbeCached || !second.ProbeCached || second.Probe == nil || second.Probe.Output != "" {
+		t.Errorf("probe runs %d, cached %v %v, second %+v", runs, first.ProbeCached, second.ProbeCached, second.Probe)
+	}
+	o.Name, o.Env = "app3", []machinefiles.EnvVar{{Key: "APP_MODE", Value: "other"}}
+	if _, err := Create(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if runs != 2 {
+		t.Errorf("other variables did not probe again: %d runs", runs)
 	}
 }

@@ -93,6 +93,11 @@ func (c *Cache) Clear(ctx context.Context) (PruneResult, error) {
 	if err := c.sweep(ctx, nil, &res); err != nil {
 		return res, fmt.Errorf("clearing cache: %w", err)
 	}
+	// What is kept per image beside the blobs (the init probe's findings,
+	// see provision's probe cache) goes with the images.
+	if err := os.RemoveAll(filepath.Join(c.dir, "probes")); err != nil {
+		return res, fmt.Errorf("clearing cache: %w", err)
+	}
 	return res, nil
 }
 
