@@ -106,8 +106,8 @@ type Created struct {
 	Detection  imageinit.Detection
 	// Probe is what the probe found (nil: none ran, or it failed with
 	// ProbeErr); StopWarning says why a stop will not end the app, or "".
-	Probe       *probe.Findings
-	ProbeErr    error
+	Probe    *probe.Findings
+	ProbeErr error
 	// ProbeCached tells that Probe was kept from an earlier pull of the
 	// image with the same variables, not run again.
 	ProbeCached bool
