@@ -98,6 +98,7 @@ bench: build ## startup benchmark (man8s-init vs a busybox script), forwarder be
 	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 	$(GO) run ./test/bench/forward $(FORWARDFLAGS)
+	$(GO) run ./test/bench/scale -mbctl $(BIN)/mbctl $(SCALEFLAGS)
 	$(GO) run ./test/bench -mbctl $(BIN)/mbctl $(BENCHFLAGS)
 
 bench-startup: build ## startup benchmark only: nspawn start → app on its ygg address, median of 10 (root)
