@@ -159,7 +159,7 @@ func Run(ctx context.Context, opts Options) int {
 		go network.Keep(keepCtx)
 		// The forwarder acts on the app's listening sockets only: started
 		// before the app, it decides once the app listens.
-		stopForwarding, ok := startForwarder(ctx, opts.Root, vars, opts.Log, step)
+		stopForwarding, ok := startForwarder(ctx, opts.Root, false, vars, opts.Log, step)
 		if !ok {
 			return 1
 		}

@@ -123,7 +123,7 @@ func KeepLease(ctx context.Context, opts Options) int {
 	if root == "" {
 		root = "/"
 	}
-	stopForwarding, _ := startForwarder(ctx, root, env.Map(), opts.Log, step)
+	stopForwarding, _ := startForwarder(ctx, root, true, env.Map(), opts.Log, step)
 	defer stopForwarding()
 	if lease != nil {
 		step("dhcp", "renewer keeps %s on %s", lease.Addr, n.Link)

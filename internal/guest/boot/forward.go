@@ -39,8 +39,10 @@ func forwardOptions(root string, vars map[string]string) (opts forward.Options, 
 }
 
 // startForwarder starts the forwarder beside the app until ctx ends. It
-// reports false when the keys are wrong.
-func startForwarder(ctx context.Context, root string, vars map[string]string, log io.Writer, step func(string, string, ...any)) (stop func(), ok bool) {
+// reports false when the keys are wrong. inMachine says that the state
+// file may be written under root even when it is "/" (the exec-pid1
+// renewer, which is not PID 1 or 2).
+func startForwarder(ctx context.Context, root string, inMachine bool, vars map[string]string, log io.Writer, step func(string, string, ...any)) (stop func(), ok bool) {
 	fo, on, err := forwardOptions(root, vars)
 	if err != nil {
 		step("forward", "%v", err)
@@ -52,7 +54,7 @@ func startForwarder(ctx context.Context, root string, vars map[string]string, lo
 		}
 		return func() {}, true
 	}
-	if root == "/" && os.Getpid() > 2 {
+	if root == "/" && os.Getpid() > 2 && !inMachine {
 		fo.StatePath = "" // not in a machine: leave the host's /run alone
 	}
 	fo.Log = stepLogger(log, "forward")
