@@ -74,3 +74,52 @@ func TestIPv4OnlyAppAcrossHosts(t *testing.T) {
 		}
 	}
 }
+
+// Proof (issue 15, exec-pid1 mode): when the image's own init replaces
+// man8s-init, the lease renewer it leaves behind forwards: an app that
+// listens on IPv4 only answers on the machine's ygg address from the
+// testbed host, with PROXY protocol off, and machines show says the port
+// is forwarded.
+func TestIPv4OnlyAppExecPID1(t *testing.T) {
+	testbed.RequireT(t, curlBin)
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	web, err := ociimage.Layer(ociimage.File("www/index.html", []byte("hello over the forwarder\n"), 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// PID 1 ignores signals it has no handler for: the shell traps TERM.
+	server, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint:   []string{"/bin/sh", "-c", "trap 'exit 0' TERM; httpd -f -p 0.0.0.0:8080 -h /www & wait"},
+		ExposedPorts: []string{"8080/tcp"},
+	}, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, server, reg.Addr()+"/demo/web4pid1:1")
+	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--init-mode", "exec-pid1", reg.Addr()+"/demo/web4pid1:1", "web4pid1")
+	addr, err := yggaddr.Address(m.Ygg.Subnet, "web4pid1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := m.startRun(t, "web4pid1")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("machine web4pid1:\n%s", run.output())
+		}
+	})
+	url := fmt.Sprintf("http://[%s]:8080/", addr)
+	var last string
+	waitFor(t, "the exec-pid1 app to answer on its ygg address", func() bool {
+		out, err := m.Command(t.Context(), curlBin, "-sS", "-g", "--max-time", "5", url).CombinedOutput()
+		last = string(out)
+		return err == nil && strings.Contains(last, "hello over the forwarder")
+	})
+	if out := m.mustMbctl(t, "machines", "show", "web4pid1"); !strings.Contains(out, "8080/tcp: forwarded to 127.0.0.1:8080") {
+		t.Errorf("machines show does not say the port is forwarded:\n%s", out)
+	}
+	if !strings.Contains(run.output(), "man8s-init: forward: 8080/tcp: forwarding ["+addr.String()+"]:8080 to 127.0.0.1:8080") {
+		t.Errorf("the renewer did not log the forward")
+	}
+	run.stop(t)
+}
