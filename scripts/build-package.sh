@@ -40,6 +40,7 @@ CHANGELOG
 	(cd "$src" && dpkg-buildpackage -b -us -uc --no-sign)
 	deb=$(ls "$work"/mbctl_"$pkgver"_*.deb)
 	mv "$deb" bin/
+	rm -rf "$work" # the copy holds a go.mod: no second module left in bin/
 	echo "build-package: bin/${deb##*/}"
 	;;
 arch)
@@ -54,6 +55,7 @@ arch)
 	rm -rf "${work:?}/mbctl-$pkgver"
 	(cd "$work" && makepkg --force --skipchecksums --cleanbuild)
 	mv "$work"/mbctl-"$pkgver"-*.pkg.tar.* bin/
+	rm -rf "$work"
 	ls bin/mbctl-"$pkgver"-*.pkg.tar.*
 	;;
 *)
