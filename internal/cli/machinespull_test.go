@@ -470,7 +470,8 @@ func TestMachinesPullProbe(t *testing.T) {
 		t.Errorf("stdout lacks %q:\n%s", want, out)
 	}
 
-	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p2", Volumes: vols, JSON: true})
+	// Other variables: the findings kept from p1 do not apply.
+	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p2", Volumes: vols, JSON: true, Env: []string{"OTHER=1"}})
 	o.RunProbe = func(context.Context, probe.Input, probe.Config) (*probe.Findings, error) {
 		return nil, errors.New("probing: idmapping /x: operation not supported")
 	}
@@ -485,15 +486,16 @@ func TestMachinesPullProbe(t *testing.T) {
 		t.Errorf("--json (%v): %+v", err, rep.Init)
 	}
 
-	// --json has the findings, never the app's output (it may show a value
-	// given at pull).
+	// --json has the findings (kept from p1's pull: same image, same
+	// variables), never the app's output (it may show a value given at
+	// pull).
 	o, out, errOut = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "p4", Volumes: vols, JSON: true})
 	o.RunProbe = ignoresQuit
 	if err := machinesPullRun(t.Context(), o); err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
 	rep = machinesPullReport{}
-	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil || rep.Init.Probe == nil || rep.Init.Probe.PID1 != "yes" ||
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil || rep.Init.Probe == nil || rep.Init.Probe.PID1 != "yes" || !rep.Init.ProbeKept ||
 		!strings.Contains(rep.Init.StopWarning, "ignores SIGQUIT") || strings.Contains(out.String()+errOut.String(), "s3cr3t") {
 		t.Errorf("--json (%v):\n%s\n%s", err, out, errOut)
 	}

@@ -11,12 +11,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/testbed/loopfs"
@@ -265,5 +267,35 @@ func TestProbeKept(t *testing.T) {
 	}
 	if runs != 2 {
 		t.Errorf("other variables did not probe again: %d runs", runs)
+	}
+}
+
+func TestKeptMode(t *testing.T) {
+	env := func(s string) *envfile.File {
+		f, err := envfile.Parse(strings.NewReader(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	base := env(man8env.KeyArgs + "=/bin/app\n")
+	user := env(man8env.KeyInitMode + "=exec-pid1\n")
+	for _, tt := range []struct {
+		name string
+		mode imageinit.Mode
+		cfg  ggcrv1.Config
+		base *envfile.File
+		want imageinit.Mode
+		ok   bool
+	}{
+		{"same command", imageinit.Auto, ggcrv1.Config{Entrypoint: []string{"/bin/app"}}, base, imageinit.ExecPID1, true},
+		{"new command", imageinit.Auto, ggcrv1.Config{Entrypoint: []string{"/bin/app"}, Cmd: []string{"--fast"}}, base, "", false},
+		{"mode given", imageinit.Supervise, ggcrv1.Config{Entrypoint: []string{"/bin/app"}}, base, "", false},
+		{"no base", imageinit.Auto, ggcrv1.Config{Entrypoint: []string{"/bin/app"}}, nil, "", false},
+	} {
+		u := &upgrade{o: UpgradeOptions{Mode: tt.mode}, baseEnv: tt.base, userEnv: user}
+		if got, ok := u.keptMode(tt.cfg); got != tt.want || ok != tt.ok {
+			t.Errorf("%s: keptMode = %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	udiff "github.com/aymanbagabas/go-udiff"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
@@ -347,6 +348,14 @@ func (u *upgrade) unpack(ctx context.Context) (err error) {
 	if u.detection, err = imageinit.Detect(u.rootfs, slices.Concat(cfg.Entrypoint, cfg.Cmd)); err != nil {
 		return err
 	}
+	if mode, ok := u.keptMode(cfg); ok {
+		// The probe judged this entrypoint already: a new version of the
+		// same command keeps the mode, and the upgrade is not held up by
+		// running it again.
+		u.res.Mode = mode
+		u.res.ModeReason = fmt.Sprintf("auto: the image runs the same command as before (%s), so the machine's init mode stays", valueOf(u.baseEnv, man8env.KeyArgs))
+		return nil
+	}
 	var findings *probe.Findings
 	if u.o.Probe != nil && u.o.Mode == imageinit.Auto {
 		// As at pull: the probe decides whether the image's init may be
@@ -366,6 +375,25 @@ func (u *upgrade) unpack(ctx context.Context) (err error) {
 	}
 	u.res.Mode, u.res.ModeReason = imageinit.Choose(u.o.Mode, u.detection, findings)
 	return nil
+}
+
+// keptMode returns the machine's init mode when --init-mode is auto and
+// the new image runs the same command as the old one did (the recorded
+// base says what that was): then the choice made at pull, probe and all,
+// stands.
+func (u *upgrade) keptMode(cfg v1.Config) (imageinit.Mode, bool) {
+	if u.o.Mode != imageinit.Auto || u.baseEnv == nil {
+		return "", false
+	}
+	args, err := machinefiles.ApplicationArgs(cfg)
+	if err != nil || args != valueOf(u.baseEnv, man8env.KeyArgs) {
+		return "", false
+	}
+	mode, err := imageinit.ParseMode(valueOf(u.userEnv, man8env.KeyInitMode))
+	if err != nil || (mode != imageinit.Supervise && mode != imageinit.ExecPID1) {
+		return "", false
+	}
+	return mode, true
 }
 
 // bound returns the machine paths the settings bind.

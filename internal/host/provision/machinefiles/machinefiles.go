@@ -448,6 +448,10 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 // followed by its Cmd, quoted so that `sh -c "exec $ARGS"` runs exactly
 // that argv. A word that cannot be carried in the env file is an error
 // naming the image field.
+// ApplicationArgs is the MAN8S_APPLICATION_ARGS an image config gives:
+// its entrypoint and cmd, quoted for a POSIX shell.
+func ApplicationArgs(c v1.Config) (string, error) { return applicationArgs(c) }
+
 func applicationArgs(c v1.Config) (string, error) {
 	argv := slices.Concat(c.Entrypoint, c.Cmd)
 	if len(argv) == 0 {
