@@ -54,8 +54,9 @@ type MachinesRunOptions struct {
 func NewCmdMachinesRun(f *Factory, runF func(context.Context, *MachinesRunOptions) error) *cobra.Command {
 	opts := &MachinesRunOptions{MachineDeps: newMachineDeps(f), Commands: f.commands()}
 	return &cobra.Command{
-		Use:   "run NAME",
-		Short: "Run a machine in the foreground (Ctrl-C stops it)",
+		Annotations: map[string]string{annotationNeedsRoot: "systemd-nspawn runs machines for root"},
+		Use:         "run NAME",
+		Short:       "Run a machine in the foreground (Ctrl-C stops it)",
 		Long: `Run machine NAME in the foreground with systemd-nspawn, which reads the
 machine's settings file (NAME.nspawn in the nspawn dir). The output of
 man8s-init and the app appears here. Ctrl-C, or SIGTERM to mbctl, stops the
@@ -130,9 +131,14 @@ type MachinesServiceOptions struct {
 // runF, if not nil, replaces machinesServiceRun (tests).
 func NewCmdMachinesService(f *Factory, verb, short string, runF func(context.Context, *MachinesServiceOptions) error) *cobra.Command {
 	opts := &MachinesServiceOptions{MachineDeps: newMachineDeps(f), Commands: f.commands(), Verb: verb}
+	var annotations map[string]string
+	if verb != machine.VerbStatus { // status works for everyone
+		annotations = map[string]string{annotationNeedsRoot: "systemd starts, stops and enables machines for root"}
+	}
 	return &cobra.Command{
-		Use:   verb + " NAME",
-		Short: short,
+		Annotations: annotations,
+		Use:         verb + " NAME",
+		Short:       short,
 		Long: short + `.
 
 Machines run as systemd-nspawn@NAME.service, which finds the machine through

@@ -209,11 +209,23 @@ func rangeArgs(min, max int, names ...string) cobra.PositionalArgs {
 }
 
 // isRoot reports whether mbctl runs as root.
-func (f *Factory) isRoot() bool {
+func (f *Factory) isRoot() bool { return f.euid() == 0 }
+
+// euid is the effective user id mbctl runs as.
+func (f *Factory) euid() int {
 	if f.Geteuid != nil {
-		return f.Geteuid() == 0
+		return f.Geteuid()
 	}
-	return os.Geteuid() == 0
+	return os.Geteuid()
+}
+
+// annotationNeedsRoot, on a command, says why it needs root; a failure of
+// the command as another user then says so.
+const annotationNeedsRoot = "mbctl/needs-root"
+
+// sudoLine is the command line args again, under sudo.
+func sudoLine(args []string) string {
+	return strings.Join(append([]string{"mbctl"}, args...), " ")
 }
 
 // Main runs mbctl with args and returns the process exit status.
@@ -243,12 +255,22 @@ func run(ctx context.Context, args []string, f *Factory) int {
 	}
 	var es *exitStatusError
 	if errors.As(err, &es) {
-		return es.code // the command said what happened itself
+		// The command said what happened itself (systemctl's "Access
+		// denied"); a user who is not root learns why.
+		if why := cmd.Annotations[annotationNeedsRoot]; why != "" && !f.isRoot() {
+			fmt.Fprintf(ios.ErrOut, "mbctl: %s needs root (%s), and mbctl runs as user %d: run it as root: sudo %s\n",
+				cmd.CommandPath(), why, f.euid(), sudoLine(args))
+		}
+		return es.code
 	}
 	fmt.Fprintf(ios.ErrOut, "mbctl: %v\n", err)
 	if errors.Is(err, fs.ErrPermission) && !f.isRoot() {
-		// Machines, their files and the cache belong to root.
-		fmt.Fprintf(ios.ErrOut, "mbctl: run mbctl as root (sudo %s)\n", strings.Join(append([]string{"mbctl"}, args...), " "))
+		why := cmd.Annotations[annotationNeedsRoot]
+		if why == "" {
+			why = "machines, their files, the image cache and the host's network files belong to root"
+		}
+		fmt.Fprintf(ios.ErrOut, "mbctl: %s needs root (%s), and mbctl runs as user %d: run it as root: sudo %s\n",
+			cmd.CommandPath(), why, f.euid(), sudoLine(args))
 		return exitError
 	}
 	var ue *usageError
