@@ -58,7 +58,8 @@ type Root struct {
 	// Btrfs tells that the root is a read-only btrfs subvolume, which
 	// machines' rootfs are snapshots of.
 	Btrfs bool `json:"btrfs"`
-	// Size is the bytes of its files.
+	// Size is the bytes of its files: List counts them the first time
+	// (a build does not, to stay fast) and records them.
 	Size int64 `json:"size"`
 	// Init and Protect are what preparing the tree did.
 	Init    initinstall.Result `json:"init"`
@@ -143,9 +144,16 @@ func (s Store) List() ([]*Root, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r != nil {
-			roots = append(roots, r)
+		if r == nil {
+			continue
 		}
+		if r.Size == 0 {
+			r.Size = diskUsage(r.Path)
+			if b, err := json.MarshalIndent(r, "", "  "); err == nil {
+				_ = writeRecord(r.Path+recordSuffix, append(b, '\n')) // counted again next time if not
+			}
+		}
+		roots = append(roots, r)
 	}
 	return roots, nil
 }
@@ -224,7 +232,6 @@ func (s Store) Ensure(ctx context.Context, o Options) (root *Root, pulled *pull.
 	if err := os.Chmod(stage, 0o755); err != nil {
 		return nil, nil, err
 	}
-	root.Size = diskUsage(stage)
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
