@@ -39,14 +39,16 @@ const manualName = "Man8S Manual"
 
 // Write writes every page into dir (which must exist) and returns the
 // pages' file names, sorted. root is mbctl's command tree, which Write
-// changes: the root command's description gains a FILES section that
-// names the man(5) pages.
+// changes: the root command's description gains a paragraph that names
+// the man(5) pages, its texts become markdown, and it gets the completion
+// command that cobra adds when mbctl runs.
 func Write(dir string, root *cobra.Command, opts Options) ([]string, error) {
 	if opts.Date.IsZero() {
 		return nil, errors.New("manual pages: no date (set SOURCE_DATE_EPOCH to the commit's time)")
 	}
 	root.DisableAutoGenTag = true
 	root.Long += "\n\n" + filesSection
+	root.InitDefaultCompletionCmd() // cobra adds it when mbctl runs; it has pages too
 	toMarkdown(root, map[*pflag.Flag]bool{})
 	var errs []error
 	for _, c := range commands(root) {

@@ -53,7 +53,7 @@ func TestPagesFollowTheCommandTree(t *testing.T) {
 		t.Errorf("files in the dir differ from the pages Write reported (-reported +files):\n%s", diff)
 	}
 	root := newRoot()
-	for _, want := range []string{"mbctl.1", "mbctl-machines-pull.1", "mbctl-host-check.1", "mbctl.toml.5", "man8env.env.5", "man8s.nspawn.5"} {
+	for _, want := range []string{"mbctl.1", "mbctl-machines-pull.1", "mbctl-host-check.1", "mbctl-completion-bash.1", "mbctl.toml.5", "man8env.env.5", "man8s.nspawn.5"} {
 		if !slices.Contains(pages, want) {
 			t.Errorf("no page %s among %v", want, pages)
 		}
