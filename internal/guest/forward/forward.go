@@ -99,6 +99,7 @@ const retryAfter = 10 * time.Second
 type Forwarder struct {
 	opts    Options
 	slots   chan struct{}
+	pipes   *pipePool
 	fwds    map[fwdKey]*fwd
 	since   map[fwdKey]time.Time // IPv4-only since
 	failed  map[fwdKey]string    // the last listen error logged
@@ -139,6 +140,7 @@ func New(opts Options) (*Forwarder, error) {
 	return &Forwarder{
 		opts:   opts,
 		slots:  make(chan struct{}, opts.MaxConns),
+		pipes:  newPipePool(),
 		fwds:   map[fwdKey]*fwd{},
 		since:  map[fwdKey]time.Time{},
 		failed: map[fwdKey]string{},
@@ -164,6 +166,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				fw.close()
 			}
 		}
+		f.pipes.close()
 	}()
 	interval := firstPoll
 	reported := false
@@ -353,7 +356,7 @@ func (f *Forwarder) open(ctx context.Context, k fwdKey, target netip.AddrPort) (
 			cancel()
 			return nil, err
 		}
-		p := &tcpProxy{ln: ln.(*net.TCPListener), target: target, proxy: f.opts.ProxyProtocol, slots: f.slots, log: log}
+		p := &tcpProxy{ln: ln.(*net.TCPListener), target: target, proxy: f.opts.ProxyProtocol, slots: f.slots, pipes: f.pipes, log: log}
 		done := make(chan struct{})
 		go func() { defer close(done); p.serve(ctx) }()
 		return func() { cancel(); ln.Close(); <-done }, nil

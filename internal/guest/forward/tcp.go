@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,15 +10,17 @@ import (
 )
 
 // tcpProxy forwards the connections accepted on one listener to the app's
-// IPv4 listener. Each connection costs two goroutines and, while data
-// flows, a kernel pipe: io.Copy between two *net.TCPConn splices (Go's
-// TCPConn.ReadFrom on Linux), so the bytes never enter the process.
+// IPv4 listener. Each connection costs two goroutines and, while a chunk
+// is in flight, a kernel pipe of the Forwarder's pool: the bytes are
+// spliced and never enter the process (see splice.go).
 type tcpProxy struct {
 	ln     *net.TCPListener
 	target netip.AddrPort
 	proxy  bool
-	// slots bounds the connections of every proxy of a Forwarder.
+	// slots bounds the connections of every proxy of a Forwarder;
+	// pipes are its pipes.
 	slots chan struct{}
+	pipes *pipePool
 	log   *slog.Logger
 }
 
@@ -86,9 +87,9 @@ func (p *tcpProxy) handle(ctx context.Context, c *net.TCPConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(up, c)
+		p.pipe(up, c)
 	}()
-	pipe(c, up)
+	p.pipe(c, up)
 	<-done
 	c.Close()
 	up.Close()
@@ -97,8 +98,8 @@ func (p *tcpProxy) handle(ctx context.Context, c *net.TCPConn) {
 // pipe copies src to dst until src's EOF, then half-closes dst. On an
 // error (a reset by either end) it resets both, so that the reset reaches
 // the other end.
-func pipe(dst, src *net.TCPConn) {
-	if _, err := io.Copy(dst, src); err != nil {
+func (p *tcpProxy) pipe(dst, src *net.TCPConn) {
+	if err := p.pipes.copy(dst, src); err != nil {
 		abort(dst, src)
 		return
 	}

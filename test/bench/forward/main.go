@@ -19,6 +19,11 @@
 //     (each has carried a request and its reply), and the forwarder's
 //     RSS then (VmRSS, and its peak VmHWM, of the child).
 //
+// During the first two, -idle connections stay open through the
+// forwarder, as keep-alive clients would. Run as root, the bench runs the
+// forwarder as an unprivileged host user (-forwarder-uid), as a machine's
+// root is one on the host: the kernel limits such a user's pipes.
+//
 // It prints each case's median and the ratios forwarded/direct; the goal
 // is a throughput ratio of at least 0.8. Traffic stays on loopback.
 package main
@@ -51,8 +56,13 @@ import (
 // childEnv makes the bench the forwarder child; its value is the port.
 const childEnv = "MBCTL_BENCH_FORWARDER_PORT"
 
-// childProcs is the forwarder's GOMAXPROCS (-forwarder-procs).
-var childProcs string
+// childProcs is the forwarder's GOMAXPROCS (-forwarder-procs);
+// idleConns the idle connections held during the cases (-idle).
+var (
+	childProcs string
+	childUID   int
+	idleConns  int
+)
 
 func main() {
 	if port := os.Getenv(childEnv); port != "" {
@@ -63,6 +73,8 @@ func main() {
 	streams := flag.Int("streams", 2, "parallel connections of the throughput case")
 	conns := flag.Int("conns", 1000, "connections held open at once for the memory case")
 	flag.StringVar(&childProcs, "forwarder-procs", "", "GOMAXPROCS of the forwarder (default: Go's, the CPUs)")
+	flag.IntVar(&childUID, "forwarder-uid", 0x170000, "host uid (and gid) the forwarder runs as when the bench is root, as a machine's root is under PrivateUsers=pick (the kernel limits such a user's pipes); -1: the bench's own")
+	flag.IntVar(&idleConns, "idle", 100, "idle connections (keep-alive clients) held open through the forwarder during the throughput and rate cases")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -167,6 +179,18 @@ func run(ctx context.Context, rounds int, d time.Duration, streams, conns int) e
 	}
 	cmd.Stderr = os.Stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	uid := os.Getuid()
+	if uid == 0 && childUID >= 0 {
+		// go run's build dir is root's alone: the other user runs a copy.
+		exe, err := copyExecutable(self)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(exe)
+		cmd.Path, cmd.Args[0] = exe, exe
+		uid = childUID
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(childUID), Gid: uint32(childUID)}}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the forwarder: %w", err)
 	}
@@ -179,7 +203,14 @@ func run(ctx context.Context, rounds int, d time.Duration, streams, conns int) e
 	}
 	fmt.Printf("forwarder bench: IPv4-only app on %s forwarded from %s (forwarder PID %d); direct: app on %s\n",
 		v4.ln.Addr(), fwdAddr, cmd.Process.Pid, directAddr)
-	fmt.Printf("%d rounds, %s per case, %d streams, %d held connections, %d CPUs\n\n", rounds, d, streams, conns, numCPU())
+	fmt.Printf("%d rounds, %s per case, %d streams, %d idle connections during them, %d held for the RSS, %d CPUs, forwarder uid %d\n\n", rounds, d, streams, idleConns, conns, numCPU(), uid)
+	idle, err := hold(ctx, fwdAddr, idleConns)
+	if err != nil {
+		return err
+	}
+	for _, c := range idle {
+		defer c.Close()
+	}
 
 	var thr, rate [2][]float64 // [direct, forwarded]
 	var fwdCPU time.Duration   // the forwarder's CPU time in the throughput cases
@@ -345,32 +376,45 @@ func connRate(ctx context.Context, addr string, d time.Duration) (float64, error
 	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
 }
 
-// heldRSS opens conns connections through the forwarder, each carrying a
-// request and its reply, and reads the forwarder's VmRSS and VmHWM (KiB)
-// while all are open.
-func heldRSS(ctx context.Context, addr string, pid, conns int) (int, int, error) {
+// hold opens n connections through the forwarder, each carrying a
+// request and its reply, and leaves them open.
+func hold(ctx context.Context, addr string, n int) ([]net.Conn, error) {
 	var cs []net.Conn
+	buf := make([]byte, 8)
+	for i := range n {
+		c, err := net.Dial("tcp6", addr)
+		if err == nil {
+			cs = append(cs, c)
+			c.Write([]byte{'h'})
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.ReadAtLeast(c, buf, 3)
+			c.SetReadDeadline(time.Time{})
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			for _, c := range cs {
+				c.Close()
+			}
+			return nil, fmt.Errorf("connection %d of %d: %w", i+1, n, err)
+		}
+	}
+	return cs, nil
+}
+
+// heldRSS opens conns connections through the forwarder (see hold) and
+// reads the forwarder's VmRSS and VmHWM (KiB) while all are open.
+func heldRSS(ctx context.Context, addr string, pid, conns int) (int, int, error) {
+	cs, err := hold(ctx, addr, conns)
+	if err != nil {
+		return 0, 0, err
+	}
 	defer func() {
 		for _, c := range cs {
 			c.Close()
 		}
 	}()
-	buf := make([]byte, 8)
-	for i := range conns {
-		c, err := net.Dial("tcp6", addr)
-		if err != nil {
-			return 0, 0, fmt.Errorf("connection %d of %d: %w", i+1, conns, err)
-		}
-		cs = append(cs, c)
-		c.Write([]byte{'h'})
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadAtLeast(c, buf, 3); err != nil {
-			return 0, 0, fmt.Errorf("connection %d of %d: %w", i+1, conns, err)
-		}
-		if ctx.Err() != nil {
-			return 0, 0, ctx.Err()
-		}
-	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
@@ -428,3 +472,23 @@ func cpuTime(pid int) time.Duration {
 
 // clockTicks is USER_HZ, 100 on Linux.
 const clockTicks = 100
+
+// copyExecutable copies the bench's binary to a file anyone may run.
+func copyExecutable(self string) (string, error) {
+	in, err := os.Open(self)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.CreateTemp("", "mbctl-bench-forwarder-")
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(out, in)
+	err = errors.Join(err, out.Chmod(0o755), out.Close())
+	if err != nil {
+		os.Remove(out.Name())
+		return "", fmt.Errorf("copying the bench for the forwarder's user: %w", err)
+	}
+	return out.Name(), nil
+}
