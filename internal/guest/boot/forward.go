@@ -14,13 +14,14 @@ import (
 )
 
 // forwardOptions reads the forwarder's keys: the ports are the image's
-// exposed ones and MAN8S_FORWARD_PORTS; none, or MAN8S_FORWARD_PORTS=off,
-// gives ok false.
+// exposed ones and MAN8S_FORWARD_PORTS; none gives ok false. With
+// MAN8S_FORWARD_PORTS=off the exposed ports are only reported on (Off).
 func forwardOptions(root string, vars map[string]string) (opts forward.Options, ok bool, err error) {
 	more, on, err := man8env.ParseForwardPorts(vars[man8env.KeyForwardPorts])
-	if err != nil || !on {
+	if err != nil {
 		return opts, false, err
 	}
+	opts.Off = !on
 	exposed, err := man8env.ParsePorts(vars[man8env.KeyExposedPorts])
 	if err != nil {
 		return opts, false, fmt.Errorf("%s (from the image's ExposedPorts): %w", man8env.KeyExposedPorts, err)
@@ -49,7 +50,7 @@ func startForwarder(ctx context.Context, root string, inMachine bool, vars map[s
 		return func() {}, false
 	}
 	if !on {
-		if strings.EqualFold(strings.TrimSpace(vars[man8env.KeyForwardPorts]), man8env.ForwardOff) {
+		if fo.Off {
 			step("forward", "off (%s=%s)", man8env.KeyForwardPorts, man8env.ForwardOff)
 		}
 		return func() {}, true
@@ -62,7 +63,11 @@ func startForwarder(ctx context.Context, root string, inMachine bool, vars map[s
 	if fo.ProxyProtocol {
 		proxy = "with a PROXY protocol v2 header"
 	}
-	step("forward", "watching %s: forwarded from the ygg and ULA addresses to the app where it listens on IPv4 only (%s)", man8env.FormatPorts(fo.Ports), proxy)
+	if fo.Off {
+		step("forward", "off (%s=%s): watching %s to report how they are reached", man8env.KeyForwardPorts, man8env.ForwardOff, man8env.FormatPorts(fo.Ports))
+	} else {
+		step("forward", "watching %s: forwarded from the ygg and ULA addresses to the app where it listens on IPv4 only (%s)", man8env.FormatPorts(fo.Ports), proxy)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

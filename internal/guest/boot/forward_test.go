@@ -13,6 +13,7 @@ func TestForwardOptions(t *testing.T) {
 		on    bool
 		ports string
 		proxy bool
+		off   bool
 		ygg   string
 		err   bool
 	}{
@@ -21,7 +22,8 @@ func TestForwardOptions(t *testing.T) {
 			on: true, ports: "53/udp,8080/tcp", ygg: "300::7"},
 		{name: "exposed and more", vars: map[string]string{man8env.KeyExposedPorts: "8080/tcp", man8env.KeyForwardPorts: "8000, 9000/udp,8080"},
 			on: true, ports: "8000/tcp,8080/tcp,9000/udp"},
-		{name: "off", vars: map[string]string{man8env.KeyExposedPorts: "8080/tcp", man8env.KeyForwardPorts: "off"}},
+		{name: "off", vars: map[string]string{man8env.KeyExposedPorts: "8080/tcp", man8env.KeyForwardPorts: "off"}, on: true, ports: "8080/tcp", off: true},
+		{name: "off, nothing exposed", vars: map[string]string{man8env.KeyForwardPorts: "OFF"}, off: true},
 		{name: "proxy", vars: map[string]string{man8env.KeyForwardPorts: "80", man8env.KeyForwardProxyProtocol: "1"}, on: true, ports: "80/tcp", proxy: true},
 		{name: "bad port", vars: map[string]string{man8env.KeyForwardPorts: "80/sctp"}, err: true},
 		{name: "bad proxy", vars: map[string]string{man8env.KeyForwardPorts: "80", man8env.KeyForwardProxyProtocol: "v2"}, err: true},
@@ -38,8 +40,8 @@ func TestForwardOptions(t *testing.T) {
 			if o.Ygg.IsValid() {
 				ygg = o.Ygg.String()
 			}
-			if on != tc.on || man8env.FormatPorts(o.Ports) != tc.ports || o.ProxyProtocol != tc.proxy || ygg != tc.ygg {
-				t.Errorf("on %v ports %q proxy %v ygg %q, want %v %q %v %q", on, man8env.FormatPorts(o.Ports), o.ProxyProtocol, ygg, tc.on, tc.ports, tc.proxy, tc.ygg)
+			if on != tc.on || man8env.FormatPorts(o.Ports) != tc.ports || o.ProxyProtocol != tc.proxy || o.Off != tc.off || ygg != tc.ygg {
+				t.Errorf("on %v ports %q proxy %v off %v ygg %q, want %v %q %v %v %q", on, man8env.FormatPorts(o.Ports), o.ProxyProtocol, o.Off, ygg, tc.on, tc.ports, tc.proxy, tc.off, tc.ygg)
 			}
 		})
 	}

@@ -53,6 +53,9 @@ type Options struct {
 	// ULA); default: the global unicast IPv6 addresses of its links
 	// outside the overlay's 200::/7.
 	Addrs func() ([]netip.Addr, error)
+	// Off only watches and reports: a port the app listens on over IPv4
+	// only is ReachOff, and nothing is forwarded (MAN8S_FORWARD_PORTS=off).
+	Off bool
 	// ProxyProtocol sends a PROXY protocol v2 header to the app before
 	// each connection's data (each datagram's, for UDP).
 	ProxyProtocol bool
@@ -279,6 +282,9 @@ func (f *Forwarder) decide(ctx context.Context, k fwdKey, ls []Listener, now tim
 		delete(f.since, k)
 		return reach, netip.AddrPort{}
 	}
+	if f.opts.Off {
+		return man8env.ReachOff, target
+	}
 	first, ok := f.since[k]
 	if !ok {
 		f.since[k] = now
@@ -404,6 +410,8 @@ func (f *Forwarder) say(p man8env.Port, pr man8env.PortReach, ls []Listener) {
 		f.opts.Log.Info(fmt.Sprintf("%s: reachable on the ygg address directly (the app listens on %s)", p, strings.Join(on, " ")))
 	case man8env.ReachForwarded:
 		f.opts.Log.Info(fmt.Sprintf("%s: reachable on the ygg address through the forwarder", p))
+	case man8env.ReachOff:
+		f.opts.Log.Info(fmt.Sprintf("%s: not reachable on the ygg address: the app listens on IPv4 only (%s) and %s=%s", p, pr.Target, man8env.KeyForwardPorts, man8env.ForwardOff))
 	case man8env.ReachNone:
 		if time.Since(f.started) >= reportAfter {
 			f.opts.Log.Info(fmt.Sprintf("%s: not reachable: nothing listens on it", p))

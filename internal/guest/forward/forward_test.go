@@ -528,3 +528,18 @@ func TestUDPIdleAndProxy(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestOff: with Off the forwarder reports an IPv4-only port and forwards
+// nothing.
+func TestOff(t *testing.T) {
+	ln := listenV4(t)
+	a := startForwarder(t, tcpPort(ln), func(o *Options) { o.Off = true })
+	if pr := a.waitState(t, man8env.ReachOff); pr.Target != ln.Addr().String() {
+		t.Errorf("target %q, want %s", pr.Target, ln.Addr())
+	}
+	time.Sleep(100 * time.Millisecond) // past the settle time
+	if c, err := net.DialTimeout("tcp6", a.front, time.Second); err == nil {
+		c.Close()
+		t.Errorf("something listens on %s with the forwarder off", a.front)
+	}
+}
