@@ -322,7 +322,7 @@ func (f *Forwarder) decide(ctx context.Context, k fwdKey, ls []Listener, now tim
 // not at all.
 func Decide(p man8env.Port, addr netip.Addr, ls []Listener) (reach string, target netip.AddrPort) {
 	for _, l := range ls {
-		if l.Proto != p.Proto || l.Addr.Port() != p.Num || !l.Addr.Addr().Is6() {
+		if a := l.Addr.Addr(); l.Proto != p.Proto || l.Addr.Port() != p.Num || !a.Is6() || a.Is4In6() {
 			continue
 		}
 		if a := l.Addr.Addr(); a.IsUnspecified() || a == addr {
@@ -330,10 +330,11 @@ func Decide(p man8env.Port, addr netip.Addr, ls []Listener) (reach string, targe
 		}
 	}
 	for _, l := range ls {
-		if l.Proto != p.Proto || l.Addr.Port() != p.Num || !l.Addr.Addr().Is4() {
+		// An IPv6 socket bound to ::ffff:127.0.0.1 is an IPv4 listener.
+		a := l.Addr.Addr().Unmap()
+		if l.Proto != p.Proto || l.Addr.Port() != p.Num || !a.Is4() {
 			continue
 		}
-		a := l.Addr.Addr()
 		if a.IsUnspecified() {
 			a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 		}

@@ -84,6 +84,7 @@ func TestDecide(t *testing.T) {
 		{"any v6", p8080, []Listener{l("tcp", "0.0.0.0:8080"), l("tcp", "[::]:8080")}, man8env.ReachDirect, ""},
 		{"on the ygg address", p8080, []Listener{l("tcp", "0.0.0.0:8080"), l("tcp", "["+ygg.String()+"]:8080")}, man8env.ReachDirect, ""},
 		{"v6 loopback only", p8080, []Listener{l("tcp", "0.0.0.0:8080"), l("tcp", "[::1]:8080")}, man8env.ReachForwarded, "127.0.0.1:8080"},
+		{"v4-mapped", p8080, []Listener{l("tcp", "[::ffff:127.0.0.1]:8080")}, man8env.ReachForwarded, "127.0.0.1:8080"},
 		{"other port", p8080, []Listener{l("tcp", "0.0.0.0:8081")}, man8env.ReachNone, ""},
 		{"other protocol", p8080, []Listener{l("udp", "0.0.0.0:8080")}, man8env.ReachNone, ""},
 		{"udp", man8env.Port{Num: 53, Proto: man8env.UDP}, []Listener{l("udp", "0.0.0.0:53"), l("tcp", "[::]:53")}, man8env.ReachForwarded, "127.0.0.1:53"},
