@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/guest/forward"
+)
+
+// The -link mode: the apps and the forwarder in one new network
+// namespace (the machine), the client in another, joined by a veth pair
+// as a machine and its host are; addresses from fc00::/64, standing for
+// the machine's ygg address (fc00::1) and a client on the mesh (fc00::2).
+// The namespaces are made by unshare(1) and end with their processes;
+// nothing is added to the bench's own namespace. The forwarder runs in
+// the machine's process, as root.
+const (
+	roleEnv      = "MBCTL_BENCH_FORWARD_ROLE"
+	linkMachine  = "fc00::1"
+	linkClient   = "fc00::2"
+	linkPrefixes = 64
+)
+
+// runLink runs the throughput and connection-rate cases across the veth.
+func runLink(ctx context.Context, rounds int, d time.Duration, streams int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	start := func(role string) (*exec.Cmd, io.WriteCloser, *bufio.Reader, error) {
+		cmd := exec.CommandContext(ctx, "unshare", "--net", "--", self,
+			"-rounds", strconv.Itoa(rounds), "-duration", d.String(), "-streams", strconv.Itoa(streams))
+		cmd.Env = append(os.Environ(), roleEnv+"="+role)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, nil, nil, fmt.Errorf("starting the %s namespace: %w", role, err)
+		}
+		r := bufio.NewReader(out)
+		if line, err := r.ReadString('\n'); err != nil || line != "ns\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, nil, nil, fmt.Errorf("the %s namespace did not start: %q %v", role, line, err)
+		}
+		return cmd, in, r, nil
+	}
+	m, mIn, mOut, err := start("machine")
+	if err != nil {
+		return err
+	}
+	defer func() { mIn.Close(); m.Wait() }()
+	c, cIn, cOut, err := start("client")
+	if err != nil {
+		return err
+	}
+	defer func() { cIn.Close(); c.Wait() }()
+	if err := joinNamespaces(m.Process.Pid, c.Process.Pid); err != nil {
+		return err
+	}
+	fmt.Fprintln(mIn, "go")
+	ready, err := mOut.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("the machine namespace's apps: %w", err)
+	}
+	fmt.Fprint(cIn, ready) // "ready PORT4 PORT6"
+	_, err = io.Copy(os.Stdout, cOut)
+	return err
+}
+
+// joinNamespaces adds the veth pair between the network namespaces of
+// processes m and c, addressed, and brings up loopback in both.
+func joinNamespaces(m, c int) error {
+	nsM, err := netns.GetFromPid(m)
+	if err != nil {
+		return fmt.Errorf("opening the machine namespace: %w", err)
+	}
+	defer nsM.Close()
+	nsC, err := netns.GetFromPid(c)
+	if err != nil {
+		return fmt.Errorf("opening the client namespace: %w", err)
+	}
+	defer nsC.Close()
+	hM, err := netlink.NewHandleAt(nsM)
+	if err != nil {
+		return err
+	}
+	defer hM.Close()
+	hC, err := netlink.NewHandleAt(nsC)
+	if err != nil {
+		return err
+	}
+	defer hC.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "m0"}, PeerName: "c0", PeerNamespace: netlink.NsFd(int(nsC))}
+	if err := hM.LinkAdd(veth); err != nil {
+		return fmt.Errorf("adding the veth pair: %w", err)
+	}
+	for _, side := range []struct {
+		h          *netlink.Handle
+		link, addr string
+	}{{hM, "m0", linkMachine}, {hC, "c0", linkClient}} {
+		for _, name := range []string{"lo", side.link} {
+			l, err := side.h.LinkByName(name)
+			if err != nil {
+				return fmt.Errorf("finding %s: %w", name, err)
+			}
+			if name != "lo" {
+				a, _ := netlink.ParseAddr(fmt.Sprintf("%s/%d", side.addr, linkPrefixes))
+				a.Flags = unix.IFA_F_NODAD
+				if err := side.h.AddrReplace(l, a); err != nil {
+					return fmt.Errorf("adding %s to %s: %w", side.addr, name, err)
+				}
+			}
+			if err := side.h.LinkSetUp(l); err != nil {
+				return fmt.Errorf("bringing up %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// linkRole runs the machine or client side of -link; it returns the exit
+// status.
+func linkRole(ctx context.Context, role string, rounds int, d time.Duration, streams int) int {
+	fmt.Println("ns") // the namespace exists: unshare made it before the exec
+	in := bufio.NewReader(os.Stdin)
+	var err error
+	switch role {
+	case "machine":
+		err = linkMachineRole(ctx, in)
+	case "client":
+		err = linkClientRole(ctx, in, rounds, d, streams)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "forward bench (%s namespace): %v\n", role, err)
+		return 1
+	}
+	return 0
+}
+
+func linkMachineRole(ctx context.Context, in *bufio.Reader) error {
+	if _, err := in.ReadString('\n'); err != nil { // "go": the veth is there
+		return err
+	}
+	v4, err := startApp("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	v6, err := startApp("tcp6", "["+linkMachine+"]:0")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go forward.Run(ctx, forward.Options{
+		Ports: []man8env.Port{{Num: uint16(v4.port()), Proto: man8env.TCP}},
+		Ygg:   netip.MustParseAddr(linkMachine),
+		Addrs: func() ([]netip.Addr, error) { return nil, nil },
+		Log:   slog.New(slog.DiscardHandler),
+	})
+	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", linkMachine, v4.port()), 10*time.Second); err != nil {
+		return fmt.Errorf("the forwarder never listened: %w", err)
+	}
+	fmt.Printf("ready %d %d\n", v4.port(), v6.port())
+	io.Copy(io.Discard, in) // until the bench ends
+	return nil
+}
+
+func linkClientRole(ctx context.Context, in *bufio.Reader, rounds int, d time.Duration, streams int) error {
+	line, err := in.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != "ready" {
+		return fmt.Errorf("the machine said %q", line)
+	}
+	fwdAddr := "[" + linkMachine + "]:" + f[1]
+	directAddr := "[" + linkMachine + "]:" + f[2]
+	if err := waitDial(ctx, directAddr, 10*time.Second); err != nil {
+		return err
+	}
+	fmt.Printf("across a veth pair (client %s, machine %s): forwarded %s, direct %s\n", linkClient, linkMachine, fwdAddr, directAddr)
+	var thr, rate [2][]float64
+	for r := range rounds {
+		for i, addr := range []string{directAddr, fwdAddr} {
+			if r%2 == 1 {
+				i = 1 - i
+				addr = []string{directAddr, fwdAddr}[i]
+			}
+			bps, _, err := throughput(ctx, addr, nil, streams, d)
+			if err != nil {
+				return err
+			}
+			cps, err := connRate(ctx, addr, d)
+			if err != nil {
+				return err
+			}
+			thr[i], rate[i] = append(thr[i], bps), append(rate[i], cps)
+			fmt.Printf("link round %d %-9s throughput %8.0f MB/s   connections %7.0f /s\n", r+1, []string{"direct", "forwarded"}[i], bps/1e6, cps)
+		}
+	}
+	td, tf, cd, cf := median(thr[0]), median(thr[1]), median(rate[0]), median(rate[1])
+	fmt.Printf("link median throughput %.0f MB/s direct, %.0f MB/s forwarded: %.2f\n", td/1e6, tf/1e6, tf/td)
+	fmt.Printf("link median connection rate %.0f /s direct, %.0f /s forwarded: %.2f\n", cd, cf, cf/cd)
+	verdict := "met"
+	if tf/td < 0.8 {
+		verdict = "NOT met"
+	}
+	fmt.Printf("goal across the veth: forwarded throughput >= 0.8x direct: %s (%.2f)\n", verdict, tf/td)
+	return nil
+}
