@@ -87,3 +87,18 @@ func syncDir(dir string) error {
 func Within(path, dir string) bool {
 	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }
+
+// DiskUsage is the size of the regular files under p, not following
+// links: what a tree of a machine or an image holds.
+func DiskUsage(p string) int64 {
+	var n int64
+	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/protect"
+	"github.com/man8s/mbctl/internal/fsutil"
 	"github.com/man8s/mbctl/internal/fsutil/btrfs"
 	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
@@ -148,9 +149,9 @@ func (s Store) List() ([]*Root, error) {
 			continue
 		}
 		if r.Size == 0 {
-			r.Size = diskUsage(r.Path)
+			r.Size = fsutil.DiskUsage(r.Path)
 			if b, err := json.MarshalIndent(r, "", "  "); err == nil {
-				_ = writeRecord(r.Path+recordSuffix, append(b, '\n')) // counted again next time if not
+				_ = fsutil.WriteFileAtomic(r.Path+recordSuffix, append(b, '\n'), 0o600) // counted again next time if not
 			}
 		}
 		roots = append(roots, r)
@@ -257,7 +258,9 @@ func (s Store) Ensure(ctx context.Context, o Options) (root *Root, pulled *pull.
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeRecord(final+recordSuffix, append(b, '\n')); err != nil {
+	// A root without a record (a crash right after its rename) is still a
+	// root: Lookup fills in what the tree itself tells.
+	if err := fsutil.WriteFileAtomic(final+recordSuffix, append(b, '\n'), 0o600); err != nil {
 		return nil, nil, err
 	}
 	return root, pulled, nil
@@ -278,21 +281,6 @@ func (s Store) stage(j *journal.Journal, final string) (string, error) {
 		return "", err
 	}
 	return stage, btrfs.Create(stage)
-}
-
-// writeRecord writes a root's record atomically. A root without one (a
-// crash right after its rename) is still a root: Lookup fills in what
-// the tree itself tells.
-func writeRecord(p string, b []byte) error {
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", p, err)
-	}
-	return nil
 }
 
 // chainsDir, in the store, holds the layer chains (btrfs).
@@ -518,20 +506,6 @@ func Snapshot(root *Root, dst string) (ok bool, err error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// diskUsage is the size of the files under p, not following links.
-func diskUsage(p string) int64 {
-	var n int64
-	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }
 
 // ErrBusy says that runs are making machines from the store's roots: what

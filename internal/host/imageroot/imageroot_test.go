@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/man8s/mbctl/internal/fsutil"
 )
 
 func TestPath(t *testing.T) {
@@ -37,7 +39,7 @@ func mkRoot(t *testing.T, s Store, digest, ref string) string {
 	if err := os.MkdirAll(filepath.Join(p, "usr"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeRecord(p+recordSuffix, []byte(`{"ref": "`+ref+`", "size": 3}`)); err != nil {
+	if err := fsutil.WriteFileAtomic(p+recordSuffix, []byte(`{"ref": "`+ref+`", "size": 3}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p

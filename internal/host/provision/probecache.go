@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/man8s/mbctl/internal/fsutil"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
 )
@@ -61,24 +62,5 @@ func keepProbe(cacheDir, key string, f *probe.Findings) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, key+".json"), b)
-}
-
-// writeFileAtomic writes p through a temporary file and a rename.
-func writeFileAtomic(p string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return fsutil.WriteFileAtomic(filepath.Join(dir, key+".json"), b, 0o600)
 }

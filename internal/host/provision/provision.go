@@ -857,7 +857,7 @@ func Clean(dirs config.Paths, dryRun bool) (CleanReport, error) {
 			continue // a dead run's, rolled back above
 		}
 		rep.Orphans = append(rep.Orphans, p)
-		rep.Bytes += diskUsage(p)
+		rep.Bytes += fsutil.DiskUsage(p)
 		if !dryRun {
 			if err := btrfs.RemoveAll(p); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
@@ -870,18 +870,4 @@ func Clean(dirs config.Paths, dryRun bool) (CleanReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
-}
-
-// diskUsage is the size of the files under p, not following links.
-func diskUsage(p string) int64 {
-	var n int64
-	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }
