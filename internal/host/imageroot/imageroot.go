@@ -96,6 +96,19 @@ func (s Store) Path(digest string) (string, error) {
 	return filepath.Join(s.Dir, n), nil
 }
 
+// DigestOf is the digest of the root at path (Path's inverse), or "" when
+// path is no root's place in the store.
+func (s Store) DigestOf(path string) string {
+	if filepath.Dir(path) != filepath.Clean(s.Dir) {
+		return ""
+	}
+	algo, hex, ok := strings.Cut(filepath.Base(path), "-")
+	if !ok || algo == "" || hex == "" || strings.HasPrefix(algo, ".") {
+		return ""
+	}
+	return algo + ":" + hex
+}
+
 // Lookup returns the root of digest, or nil if the store has none.
 func (s Store) Lookup(digest string) (*Root, error) {
 	p, err := s.Path(digest)
@@ -137,11 +150,11 @@ func (s Store) List() ([]*Root, error) {
 		if !e.IsDir() || strings.HasPrefix(n, ".") {
 			continue
 		}
-		algo, hex, ok := strings.Cut(n, "-")
-		if !ok {
+		digest := s.DigestOf(filepath.Join(s.Dir, n))
+		if digest == "" {
 			continue
 		}
-		r, err := s.Lookup(algo + ":" + hex)
+		r, err := s.Lookup(digest)
 		if err != nil {
 			return nil, err
 		}

@@ -26,6 +26,9 @@ func TestPath(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("Path(%q) = %q, %v", tt.digest, got, err)
 		}
+		if tt.ok && s.DigestOf(got) != tt.digest {
+			t.Errorf("DigestOf(%q) = %q, want %q", got, s.DigestOf(got), tt.digest)
+		}
 	}
 }
 
@@ -43,6 +46,15 @@ func mkRoot(t *testing.T, s Store, digest, ref string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestDigestOfElsewhere(t *testing.T) {
+	s := Store{Dir: "/s"}
+	for _, p := range []string{"/other/sha256-abc", "/s/.chains", "/s/nodash", "/s/sub/sha256-abc"} {
+		if d := s.DigestOf(p); d != "" {
+			t.Errorf("DigestOf(%q) = %q, want none", p, d)
+		}
+	}
 }
 
 func TestListLookupFree(t *testing.T) {

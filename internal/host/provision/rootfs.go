@@ -155,14 +155,10 @@ func isLink(p string) bool {
 // or "" when p is no such link.
 func storeDigest(dirs config.Paths, p string) string {
 	t, err := os.Readlink(p)
-	if err != nil || filepath.Dir(t) != filepath.Clean(dirs.Images) {
+	if err != nil {
 		return ""
 	}
-	algo, hex, ok := strings.Cut(filepath.Base(t), "-")
-	if !ok {
-		return ""
-	}
-	return algo + ":" + hex
+	return imageroot.Store{Dir: dirs.Images}.DigestOf(t)
 }
 
 // ImageRootUsers maps the digest of each image that a machine under dirs
