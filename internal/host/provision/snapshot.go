@@ -287,14 +287,11 @@ func Restore(dirs config.Paths, name, label string, volumes bool, log *slog.Logg
 	if volumes && !s.Volumes {
 		return nil, fmt.Errorf("snapshot %s of machine %s holds no volumes (it was taken without --volumes): restore it without --volumes", label, name)
 	}
-	unlock, err := LockMachine(p)
+	unlock, err := lockRecovered(dirs, p)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if _, err := journal.Recover(JournalDir(dirs), false); err != nil {
-		return nil, err
-	}
 	var replaced []string
 	err = journaled(dirs, "machines restore "+name, true, log, func(j *journal.Journal) error {
 		type part struct {

@@ -232,15 +232,12 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (res *Upgraded, err error) {
 	if o.Dirs.Scratch == "" {
 		return nil, errors.New("upgrading a machine: no journal dir (paths.scratch) configured")
 	}
-	unlock, err := LockMachine(u.p)
+	// A dead run's half changes go first (dropOld relies on it).
+	unlock, err := lockRecovered(o.Dirs, u.p)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// A dead run's half changes go first (dropOld relies on it).
-	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
-		return nil, err
-	}
 	defer func() { u.filled.done() }()
 	err = journaled(o.Dirs, "machines upgrade "+o.Name, !o.DryRun, o.Log, func(j *journal.Journal) error {
 		u.j = j
@@ -799,6 +796,21 @@ func UserEnv(p machine.Paths) ([]machinefiles.EnvVar, error) {
 	return out, nil
 }
 
+// lockRecovered takes machine p's lock (LockMachine) and then rolls back
+// what dead runs left (journal.Recover): upgrade, rollback, rebuild and
+// restore all start from a machine no half-done run is changing.
+func lockRecovered(dirs config.Paths, p machine.Paths) (func(), error) {
+	unlock, err := LockMachine(p)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := journal.Recover(JournalDir(dirs), false); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
 // RolledBack describes a rollback.
 type RolledBack struct {
 	Paths machine.Paths `json:"paths"`
@@ -823,14 +835,11 @@ func Rollback(dirs config.Paths, name string, log *slog.Logger) (res *RolledBack
 	if _, err := os.Stat(p.ConfigDir); err != nil {
 		return nil, fmt.Errorf("machine %s: %w", name, err)
 	}
-	unlock, err := LockMachine(p)
+	unlock, err := lockRecovered(dirs, p)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if _, err := journal.Recover(JournalDir(dirs), false); err != nil {
-		return nil, err
-	}
 	for _, q := range []string{prevRootfs, prevFiles} {
 		if _, err := os.Lstat(q); errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("machine %s has no version to go back to (%s is missing): only an upgrade leaves one", name, q)
@@ -923,14 +932,11 @@ func Rebuild(ctx context.Context, o RebuildOptions) (res *Rebuilt, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("machine %s cannot be rebuilt without its environment file: %w", p.Name, err)
 	}
-	unlock, err := LockMachine(p)
+	unlock, err := lockRecovered(o.Dirs, p)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if _, err := journal.Recover(JournalDir(o.Dirs), false); err != nil {
-		return nil, err
-	}
 	res = &Rebuilt{Paths: p}
 	before := func(step string) error {
 		if err := ctx.Err(); err != nil {
