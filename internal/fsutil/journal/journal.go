@@ -164,6 +164,15 @@ func (j *Journal) write(r Record) error {
 // MkdirUnique creates a dir named prefix + random in parent (mode 0700),
 // recorded first (OpDir), and returns its path.
 func (j *Journal) MkdirUnique(parent, prefix string) (string, error) {
+	return j.CreateUnique(parent, prefix, func(p string) error { return os.Mkdir(p, 0o700) })
+}
+
+// CreateUnique is MkdirUnique with create making the entry (a btrfs
+// subvolume or snapshot, a symlink) at the path it is given, which does
+// not exist yet; it is recorded first (OpDir), and a name that turns out
+// taken is tried again with another. When create fails otherwise, what it
+// made of the entry goes with the run's rollback.
+func (j *Journal) CreateUnique(parent, prefix string, create func(path string) error) (string, error) {
 	for range 10 {
 		name, err := randomName(prefix)
 		if err != nil {
@@ -173,18 +182,21 @@ func (j *Journal) MkdirUnique(parent, prefix string) (string, error) {
 		if err := j.Log(Record{Op: OpDir, Path: p}); err != nil {
 			return "", err
 		}
-		err = os.Mkdir(p, 0o700)
+		err = create(p)
 		if err == nil {
 			return p, nil
 		}
+		if !errors.Is(err, fs.ErrExist) {
+			// The record stays: a rollback removes what create made of
+			// it before it failed.
+			return "", err
+		}
+		// Someone else's: not to be removed.
 		if cerr := j.Log(Record{Op: OpCancel, Path: p}); cerr != nil {
 			return "", errors.Join(err, cerr)
 		}
-		if !errors.Is(err, fs.ErrExist) {
-			return "", err
-		}
 	}
-	return "", fmt.Errorf("creating a unique dir in %s: every name tried was taken", parent)
+	return "", fmt.Errorf("creating a unique entry in %s: every name tried was taken", parent)
 }
 
 // Move renames from, which exists, to to, which must not, recorded first

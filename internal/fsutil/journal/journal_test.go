@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -377,5 +378,49 @@ func testMoveAndExchangeRollBack(t *testing.T, newRoot func() string, makeTree f
 		if exists(old) {
 			t.Errorf("killed after %d steps: %s left", n, old)
 		}
+	}
+}
+
+// TestCreateUniqueRollsBackAHalfEntry: what a failing create made goes
+// with the rollback; a name someone else has is never touched.
+func TestCreateUniqueRollsBackAHalfEntry(t *testing.T) {
+	root := t.TempDir()
+	j, err := Begin(filepath.Join(root, "journals"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var half string
+	_, err = j.CreateUnique(root, ".x-", func(p string) error {
+		half = p
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(p, "part"), nil, 0o600); err != nil {
+			return err
+		}
+		return syscall.EIO
+	})
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("CreateUnique = %v, want EIO", err)
+	}
+	taken := filepath.Join(root, "theirs")
+	mkdir(t, taken)
+	tries := 0
+	if _, err := j.CreateUnique(root, ".y-", func(p string) error {
+		if tries++; tries == 1 {
+			return &os.PathError{Op: "mkdir", Path: taken, Err: syscall.EEXIST}
+		}
+		return os.Mkdir(p, 0o700)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if exists(half) {
+		t.Errorf("the half entry %s stayed", half)
+	}
+	if !exists(taken) {
+		t.Error("someone else's dir was removed")
 	}
 }

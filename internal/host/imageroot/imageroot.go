@@ -281,19 +281,19 @@ func (s Store) Ensure(ctx context.Context, o Options) (root *Root, pulled *pull.
 
 // stage makes the staging dir of final, journaled: a subvolume on btrfs.
 func (s Store) stage(j *journal.Journal, final string) (string, error) {
-	stage, err := j.MkdirUnique(s.Dir, "."+filepath.Base(final)+stagingMark)
+	onBtrfs, err := btrfs.Is(s.Dir)
+	if err != nil {
+		return "", err
+	}
+	create := func(p string) error { return os.Mkdir(p, 0o700) }
+	if onBtrfs {
+		create = btrfs.Create
+	}
+	stage, err := j.CreateUnique(s.Dir, "."+filepath.Base(final)+stagingMark, create)
 	if err != nil {
 		return "", fmt.Errorf("creating a staging dir in %s: %w", s.Dir, err)
 	}
-	onBtrfs, err := btrfs.Is(stage)
-	if err != nil || !onBtrfs {
-		return stage, err
-	}
-	// The same name, as a subvolume: the journal's record covers it.
-	if err := os.Remove(stage); err != nil {
-		return "", err
-	}
-	return stage, btrfs.Create(stage)
+	return stage, nil
 }
 
 // chainsDir, in the store, holds the layer chains (btrfs).
@@ -387,14 +387,9 @@ func (s Store) keepChain(j *journal.Journal, stage, id string) error {
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return err
 	}
-	tmp, err := j.MkdirUnique(filepath.Dir(final), "."+filepath.Base(final)+stagingMark)
+	tmp, err := j.CreateUnique(filepath.Dir(final), "."+filepath.Base(final)+stagingMark,
+		func(p string) error { return btrfs.Snapshot(stage, p, true) })
 	if err != nil {
-		return err
-	}
-	if err := os.Remove(tmp); err != nil {
-		return err
-	}
-	if err := btrfs.Snapshot(stage, tmp, true); err != nil {
 		return err
 	}
 	if err := j.Log(journal.Record{Op: journal.OpRename, From: tmp, Path: final}); err != nil {

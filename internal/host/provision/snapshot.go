@@ -327,15 +327,8 @@ func Restore(dirs config.Paths, name, label string, volumes bool, log *slog.Logg
 			if err := os.MkdirAll(filepath.Dir(pt.final), 0o700); err != nil {
 				return err
 			}
-			stage, err := j.MkdirUnique(filepath.Dir(pt.final), StagingPrefix(pt.final))
+			stage, err := j.CreateUnique(filepath.Dir(pt.final), StagingPrefix(pt.final), pt.fill)
 			if err != nil {
-				return err
-			}
-			// The staging record covers what takes its name.
-			if err := os.Remove(stage); err != nil {
-				return err
-			}
-			if err := pt.fill(stage); err != nil {
 				return fmt.Errorf("restoring %s: %w", pt.final, err)
 			}
 			if _, err := os.Lstat(pt.final); err == nil {
