@@ -1,14 +1,6 @@
 package machine
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
-
 	"github.com/man8s/mbctl/internal/format/man8env"
 )
 
@@ -19,20 +11,5 @@ import (
 // machine that is not running, has no ports to watch, or whose
 // man8s-init does not publish it (an older one) or has not yet.
 func (pr Prober) Reachability(st State) (*man8env.Reachability, error) {
-	if !st.Running || st.Leader <= 0 {
-		return nil, nil
-	}
-	path := filepath.Join(pr.proc(), strconv.Itoa(st.Leader), "root", man8env.ForwardPath)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the ports' reachability at %s: %w", path, err)
-	}
-	var r man8env.Reachability
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("reading the ports' reachability at %s: %w", path, err)
-	}
-	return &r, nil
+	return readPublished[man8env.Reachability](pr, st, man8env.ForwardPath, "the ports' reachability")
 }

@@ -18,22 +18,29 @@ import (
 // whose man8s-init does not publish it (exec-pid1 mode, an older
 // man8s-init) or has not yet.
 func (pr Prober) Health(st State) (*man8env.Health, error) {
+	return readPublished[man8env.Health](pr, st, man8env.HealthPath, "the app's health")
+}
+
+// readPublished reads the JSON file that man8s-init publishes at path in
+// a running machine, through its leader's root (/proc/LEADER/root): nil
+// when the machine is not running or the file is not there (yet).
+func readPublished[T any](pr Prober, st State, path, what string) (*T, error) {
 	if !st.Running || st.Leader <= 0 {
 		return nil, nil
 	}
-	path := filepath.Join(pr.proc(), strconv.Itoa(st.Leader), "root", man8env.HealthPath)
-	data, err := os.ReadFile(path)
+	full := filepath.Join(pr.proc(), strconv.Itoa(st.Leader), "root", path)
+	data, err := os.ReadFile(full)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the app's health at %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s at %s: %w", what, full, err)
 	}
-	var h man8env.Health
-	if err := json.Unmarshal(data, &h); err != nil {
-		return nil, fmt.Errorf("reading the app's health at %s: %w", path, err)
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("reading %s at %s: %w", what, full, err)
 	}
-	return &h, nil
+	return &v, nil
 }
 
 // HealthString is the HEALTH column of machines list: the status, or ""
