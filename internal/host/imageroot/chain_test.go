@@ -13,6 +13,7 @@ import (
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/loopfs"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/pushed"
 	tbregistry "github.com/man8s/mbctl/internal/testbed/registry"
 )
 
@@ -39,19 +40,7 @@ func TestChainReuse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref := reg.Addr() + "/t/chain:" + tag
-		if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
-			t.Fatal(err)
-		}
-		r, err := registry.ParseReference(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := registry.Resolve(t.Context(), r, registry.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return im
+		return pushed.ImageT(t, img, reg.Addr()+"/t/chain:"+tag)
 	}
 	v1, v2 := push("1", base, mid, top1), push("2", base, mid, top2)
 

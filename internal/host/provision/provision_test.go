@@ -26,6 +26,7 @@ import (
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/pushed"
 	tbregistry "github.com/man8s/mbctl/internal/testbed/registry"
 	"github.com/man8s/mbctl/internal/testbed/tree"
 )
@@ -58,19 +59,7 @@ func appImage(t *testing.T) *registry.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := reg.Addr() + "/test/app:1"
-	if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
-		t.Fatal(err)
-	}
-	r, err := registry.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := registry.Resolve(t.Context(), r, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return im
+	return pushed.ImageT(t, img, reg.Addr()+"/test/app:1")
 }
 
 func testOptions(t *testing.T, im *registry.Image) (Options, string) {

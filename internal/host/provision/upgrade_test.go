@@ -16,6 +16,7 @@ import (
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/pushed"
 	tbregistry "github.com/man8s/mbctl/internal/testbed/registry"
 	"github.com/man8s/mbctl/internal/testbed/tree"
 )
@@ -47,19 +48,7 @@ func versionImages(t *testing.T) (v1, v2 *registry.Image) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref := reg.Addr() + "/test/up:" + tag
-		if _, err := ociimage.Push(t.Context(), img, ref); err != nil {
-			t.Fatal(err)
-		}
-		r, err := registry.ParseReference(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := registry.Resolve(t.Context(), r, registry.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return im
+		return pushed.ImageT(t, img, reg.Addr()+"/test/up:"+tag)
 	}
 	v1 = push("1", ociimage.AppConfig{Entrypoint: []string{"/bin/app"}, Env: []string{ociimage.DefaultPath, "APP_MODE=prod", "APP_LEVEL=1"},
 		Volumes: []string{"/var/lib/app"}}, base)

@@ -17,6 +17,7 @@ import (
 	"github.com/man8s/mbctl/internal/image/registry"
 	"github.com/man8s/mbctl/internal/image/unpack"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/pushed"
 	testregistry "github.com/man8s/mbctl/internal/testbed/registry"
 )
 
@@ -40,20 +41,7 @@ func newFixture(t *testing.T, img v1.Image) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{reg: reg, im: resolve(t, ref), cache: c, dir: dir}
-}
-
-func resolve(t *testing.T, ref string) *registry.Image {
-	t.Helper()
-	r, err := registry.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := registry.Resolve(t.Context(), r, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return im
+	return &fixture{reg: reg, im: pushed.ResolveT(t, ref), cache: c, dir: dir}
 }
 
 func threeLayers(t *testing.T) v1.Image {
