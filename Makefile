@@ -105,7 +105,7 @@ bench-startup: build ## startup benchmark only: nspawn start → app on its ygg 
 	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 
-bench-forward: ## forwarder benchmark only: throughput, connection rate and RSS of man8s-init's forwarder vs a direct IPv6 connection (loopback)
+bench-forward: ## forwarder benchmark only: throughput, connection rate and RSS of man8s-init's forwarder vs a direct IPv6 connection and HAProxy (loopback, then across a veth)
 	$(GO) run ./test/bench/forward $(FORWARDFLAGS)
 
 bench-go: ## the packages' Go micro-benchmarks (unpack, cache)

@@ -35,6 +35,7 @@ if [ "${1:-}" = bench ]; then
 		debootstrap       # builds the benchmark's Debian layer (once)
 		e2fsprogs mount   # a fresh ext4 file system for the measurements
 		procps            # sysctl, used by the startup benchmark
+		haproxy           # the forwarder benchmark's reference proxy (splicing, TCP mode)
 	)
 fi
 

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -16,13 +15,13 @@ import (
 // whatever it holds, and a machine's root is an unprivileged host user:
 // past 32 connections, idle or not, new pipes would shrink to a page or
 // two. So the forwarder takes a pipe from a small pool only while a
-// chunk is in flight, and copies through a small buffer of its own when
-// none is free (which also keeps two connections from waiting on each
-// other's pipes).
+// burst is in flight, and copies through a small buffer of its own what
+// comes in small pieces or when no pipe is free (which also keeps two
+// connections from waiting on each other's pipes).
 const (
 	pipeSize  = 256 << 10 // 64 pages
 	poolPipes = 64        // 16 MiB of pipes: a quarter of the soft limit
-	copyBuf   = 16 << 10  // a chunk's buffer when no pipe is free
+	copyBuf   = 16 << 10  // a chunk read before splicing, or when no pipe is free
 )
 
 type kpipe struct{ r, w int }
@@ -89,6 +88,15 @@ func (pp *pipePool) close() {
 }
 
 // copy moves src to dst until src's EOF (nil) or an error.
+//
+// What comes in small pieces (requests, replies) is read into a small
+// buffer, taken only once src is readable, and written on: one read and
+// one write, fewer system calls than through a pipe. A read that fills
+// the buffer starts a burst: the rest is spliced through a pipe from the
+// pool while src has more at once, and while the bursts stay large, the
+// next turn waits for src and splices again without the copy. An idle
+// connection holds neither a buffer nor a pipe. HAProxy's splice-auto
+// chooses alike.
 func (pp *pipePool) copy(dst, src *net.TCPConn) error {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
@@ -98,24 +106,30 @@ func (pp *pipePool) copy(dst, src *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
+	bulk := false
 	for {
-		// Wait for data before taking a pipe: an idle connection holds none.
-		eof, err := readable(srcRC)
-		if err != nil || eof {
-			return err
+		if bulk {
+			if eof, err := readable(srcRC); err != nil || eof {
+				return err
+			}
+		} else {
+			full, eof, err := pp.copyChunk(dst, srcRC)
+			if err != nil || eof {
+				return err
+			}
+			if !full {
+				continue
+			}
 		}
 		p, ok := pp.get()
 		if !ok {
-			if eof, err := pp.copyChunk(dst, src); err != nil || eof {
-				return err
-			}
+			bulk = false // the next chunk goes through a buffer
 			continue
 		}
-		// Keep the pipe while src has more at once (a burst); give it
-		// back when src would block.
-		wait := true
+		var moved int64
 		for {
-			eof, more, err := spliceChunk(dstRC, srcRC, p, wait)
+			n, eof, err := spliceChunk(dstRC, srcRC, p)
+			moved += n
 			if err != nil {
 				pp.drop(p) // it may hold what could not be written
 				return err
@@ -124,12 +138,12 @@ func (pp *pipePool) copy(dst, src *net.TCPConn) error {
 				pp.put(p)
 				return nil
 			}
-			if !more {
+			if n == 0 {
 				break
 			}
-			wait = false
 		}
 		pp.put(p)
+		bulk = moved >= copyBuf
 	}
 }
 
@@ -156,32 +170,66 @@ func readable(src syscall.RawConn) (eof bool, err error) {
 	return eof, errors.Join(err, wrap("recv", serr))
 }
 
-// spliceChunk splices what src holds (up to a pipe's size) into p and on
-// into dst; eof when src had ended. With wait false it does not wait for
-// src: more is false when src had nothing.
-func spliceChunk(dst, src syscall.RawConn, p kpipe, wait bool) (eof, more bool, err error) {
-	var n int64
+// copyChunk waits until src is readable, reads what it holds into a
+// pooled buffer and writes that to dst. full says the buffer was filled;
+// eof that src has ended.
+func (pp *pipePool) copyChunk(dst *net.TCPConn, src syscall.RawConn) (full, eof bool, err error) {
+	var bp *[]byte
+	var n int
 	var serr error
 	err = src.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = pp.bufs.Get().(*[]byte)
+		}
 		for {
-			n, serr = unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+			n, serr = unix.Read(int(fd), *bp)
 			switch serr {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				return !wait
+				pp.bufs.Put(bp) // wait for data without a buffer
+				bp = nil
+				return false
 			}
 			return true
 		}
 	})
-	if serr == unix.EAGAIN { // only without wait
-		return false, false, err
+	if bp != nil {
+		defer pp.bufs.Put(bp)
 	}
-	if err := errors.Join(err, wrap("splice", serr)); err != nil {
+	if err := errors.Join(err, wrap("read", serr)); err != nil {
 		return false, false, err
 	}
 	if n == 0 {
-		return true, false, nil
+		return false, true, nil
+	}
+	if _, err := dst.Write((*bp)[:n]); err != nil {
+		return false, false, err
+	}
+	return n == len(*bp), false, nil
+}
+
+// spliceChunk splices what src holds now (up to a pipe's size) into p and
+// on into dst, without waiting for src: n is 0 when src had nothing, eof
+// when src had ended.
+func spliceChunk(dst, src syscall.RawConn, p kpipe) (n int64, eof bool, err error) {
+	var serr error
+	err = src.Read(func(fd uintptr) bool {
+		for {
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+			if serr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	if serr == unix.EAGAIN {
+		return 0, false, err
+	}
+	if err := errors.Join(err, wrap("splice", serr)); err != nil {
+		return 0, false, err
+	}
+	if n == 0 {
+		return 0, true, nil
 	}
 	left := n
 	err = dst.Write(func(fd uintptr) bool {
@@ -201,23 +249,7 @@ func spliceChunk(dst, src syscall.RawConn, p kpipe, wait bool) (eof, more bool, 
 		}
 		return true
 	})
-	return false, true, errors.Join(err, wrap("splice", serr))
-}
-
-// copyChunk copies one read's worth through a pooled buffer.
-func (pp *pipePool) copyChunk(dst, src *net.TCPConn) (eof bool, err error) {
-	bp := pp.bufs.Get().(*[]byte)
-	defer pp.bufs.Put(bp)
-	n, err := src.Read(*bp)
-	if n > 0 {
-		if _, werr := dst.Write((*bp)[:n]); werr != nil {
-			return false, werr
-		}
-	}
-	if err == io.EOF {
-		return true, nil
-	}
-	return false, err
+	return n, false, errors.Join(err, wrap("splice", serr))
 }
 
 func wrap(op string, err error) error {

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -183,9 +186,70 @@ func linkMachineRole(ctx context.Context, in *bufio.Reader) error {
 	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", linkMachine, v4.port()), 10*time.Second); err != nil {
 		return fmt.Errorf("the forwarder never listened: %w", err)
 	}
-	fmt.Printf("ready %d %d\n", v4.port(), v6.port())
+	refPort, stopRef, err := startReferenceProxy(ctx, v4.port())
+	if err != nil {
+		return err
+	}
+	defer stopRef()
+	fmt.Printf("ready %d %d %d\n", v4.port(), v6.port(), refPort)
 	io.Copy(io.Discard, in) // until the bench ends
 	return nil
+}
+
+// startReferenceProxy runs HAProxy, if installed, as the reference
+// user-space proxy: TCP mode, splicing (option splice-auto), one thread per
+// CPU, from [linkMachine]:port to the IPv4-only app. It returns the port,
+// 0 without HAProxy, and how to stop it.
+func startReferenceProxy(ctx context.Context, appPort int) (int, func(), error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "forward bench: no haproxy on PATH (scripts/install-deps.sh bench installs it): no reference proxy")
+		return 0, func() {}, nil
+	}
+	ln, err := net.Listen("tcp6", "["+linkMachine+"]:0")
+	if err != nil {
+		return 0, nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir, err := os.MkdirTemp("", "mbctl-bench-haproxy-")
+	if err != nil {
+		return 0, nil, err
+	}
+	conf := fmt.Sprintf(`global
+	maxconn 4000
+defaults
+	mode tcp
+	option splice-auto
+	timeout connect 5s
+	timeout client 5m
+	timeout server 5m
+listen reference
+	bind [%s]:%d
+	server app 127.0.0.1:%d
+`, linkMachine, port, appPort)
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return 0, nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "-db", "-f", cfg)
+	cmd.Stderr = os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return 0, nil, fmt.Errorf("starting haproxy: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", linkMachine, port), 10*time.Second); err != nil {
+		stop()
+		return 0, nil, fmt.Errorf("haproxy never listened on port %d: %w", port, err)
+	}
+	return port, stop, nil
 }
 
 func linkClientRole(ctx context.Context, in *bufio.Reader, rounds int, d time.Duration, streams int) error {
@@ -194,37 +258,48 @@ func linkClientRole(ctx context.Context, in *bufio.Reader, rounds int, d time.Du
 		return err
 	}
 	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != "ready" {
+	if len(f) != 4 || f[0] != "ready" {
 		return fmt.Errorf("the machine said %q", line)
 	}
-	fwdAddr := "[" + linkMachine + "]:" + f[1]
-	directAddr := "[" + linkMachine + "]:" + f[2]
-	if err := waitDial(ctx, directAddr, 10*time.Second); err != nil {
+	targets := []struct{ name, addr string }{
+		{"direct", "[" + linkMachine + "]:" + f[2]},
+		{"forwarded", "[" + linkMachine + "]:" + f[1]},
+	}
+	if f[3] != "0" {
+		targets = append(targets, struct{ name, addr string }{"haproxy", "[" + linkMachine + "]:" + f[3]})
+	}
+	if err := waitDial(ctx, targets[0].addr, 10*time.Second); err != nil {
 		return err
 	}
-	fmt.Printf("across a veth pair (client %s, machine %s): forwarded %s, direct %s\n", linkClient, linkMachine, fwdAddr, directAddr)
-	var thr, rate [2][]float64
+	fmt.Printf("across a veth pair (client %s, machine %s): forwarded %s, direct %s", linkClient, linkMachine, targets[1].addr, targets[0].addr)
+	if len(targets) > 2 {
+		fmt.Printf(", reference proxy (HAProxy, splicing) %s", targets[2].addr)
+	}
+	fmt.Println()
+	thr, rate := make([][]float64, len(targets)), make([][]float64, len(targets))
 	for r := range rounds {
-		for i, addr := range []string{directAddr, fwdAddr} {
-			if r%2 == 1 {
-				i = 1 - i
-				addr = []string{directAddr, fwdAddr}[i]
-			}
-			bps, _, err := throughput(ctx, addr, nil, streams, d)
+		for k := range targets {
+			i := (k + r) % len(targets) // rotate who goes first
+			bps, _, err := throughput(ctx, targets[i].addr, nil, streams, d)
 			if err != nil {
 				return err
 			}
-			cps, err := connRate(ctx, addr, d)
+			cps, err := connRate(ctx, targets[i].addr, d)
 			if err != nil {
 				return err
 			}
 			thr[i], rate[i] = append(thr[i], bps), append(rate[i], cps)
-			fmt.Printf("link round %d %-9s throughput %8.0f MB/s   connections %7.0f /s\n", r+1, []string{"direct", "forwarded"}[i], bps/1e6, cps)
+			fmt.Printf("link round %d %-9s throughput %8.0f MB/s   connections %7.0f /s\n", r+1, targets[i].name, bps/1e6, cps)
 		}
 	}
 	td, tf, cd, cf := median(thr[0]), median(thr[1]), median(rate[0]), median(rate[1])
 	fmt.Printf("link median throughput %.0f MB/s direct, %.0f MB/s forwarded: %.2f\n", td/1e6, tf/1e6, tf/td)
 	fmt.Printf("link median connection rate %.0f /s direct, %.0f /s forwarded: %.2f\n", cd, cf, cf/cd)
+	if len(targets) > 2 {
+		th, ch := median(thr[2]), median(rate[2])
+		fmt.Printf("link median reference proxy (HAProxy): throughput %.0f MB/s, %.2f of direct (forwarder/HAProxy %.2f); connection rate %.0f /s, %.2f of direct (forwarder/HAProxy %.2f)\n",
+			th/1e6, th/td, tf/th, ch, ch/cd, cf/ch)
+	}
 	verdict := "met"
 	if tf/td < 0.8 {
 		verdict = "NOT met"

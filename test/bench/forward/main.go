@@ -27,7 +27,8 @@
 // It prints each case's median and the ratios forwarded/direct; the goal
 // is a throughput ratio of at least 0.8. Traffic stays on loopback; with
 // -link (the default) the throughput and rate cases run once more across
-// a veth pair between two new network namespaces (link.go).
+// a veth pair between two new network namespaces (link.go), where HAProxy
+// (if installed) forwards too, as the reference user-space proxy.
 package main
 
 import (
