@@ -21,6 +21,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/registry"
+	"github.com/man8s/mbctl/test/bench/hostload"
 )
 
 // ggcrModule is the module crane is built from.
@@ -821,7 +822,7 @@ func (f *Fixture) bySize() []int {
 // by r, so no case always comes first or last. A case that fails is not run
 // again; it is reported as n/a with its error.
 func (b *bench) measure(ctx context.Context, cases []*benchCase) *Report {
-	b.loadStart = loadAvg()
+	b.loadStart = hostload.Average()
 	for _, c := range cases {
 		c.res = &CaseResult{ID: c.ID, Title: c.Title, Command: c.Cmd}
 		if why := b.unavailable(c); why != "" {
@@ -912,23 +913,10 @@ func (b *bench) close() error {
 	return errors.Join(errs...)
 }
 
-// loadAvg returns the three load averages of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // hostInfo describes the machine; loadStart is the load average taken
 // before the measurements.
 func hostInfo(loadStart string) Host {
-	h := Host{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: loadStart, LoadEnd: loadAvg()}
+	h := Host{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), LoadStart: loadStart, LoadEnd: hostload.Average()}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])

@@ -43,6 +43,7 @@ import (
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/proc"
 	"github.com/man8s/mbctl/internal/testbed/registry"
+	"github.com/man8s/mbctl/test/bench/hostload"
 )
 
 // options are the flags.
@@ -170,7 +171,7 @@ func run(ctx context.Context, o options) (err error) {
 	logf("testbed %s; %d strict machines of %s pulled in %s (untimed)", h.Name, o.n, ref, secs(time.Since(start)))
 	defer func() { err = errors.Join(err, b.stopAll()) }()
 
-	res := results{Machines: o.n, Mbctl: strings.TrimSpace(string(version)), Image: ref, Load: []string{loadAvg()}}
+	res := results{Machines: o.n, Mbctl: strings.TrimSpace(string(version)), Image: ref, Load: []string{hostload.Average()}}
 	for r := range o.rounds {
 		var rr round
 		// Alternate the order so that neither phase always runs on a
@@ -189,7 +190,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 		res.Rounds = append(res.Rounds, rr)
 	}
-	res.Load = append(res.Load, loadAvg())
+	res.Load = append(res.Load, hostload.Average())
 	report(os.Stdout, &res)
 	if o.jsonPath != "" {
 		data, err := json.MarshalIndent(&res, "", "  ")
@@ -528,16 +529,4 @@ func tail(s string) string {
 		lines = lines[len(lines)-20:]
 	}
 	return strings.Join(lines, "")
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
