@@ -19,54 +19,20 @@ import (
 // the forwarder (127.0.0.1) as the client, and man8s-init's log says
 // that it forwards and that the port is reachable through the forwarder.
 func TestIPv4OnlyAppAcrossHosts(t *testing.T) {
-	testbed.RequireT(t, "systemd-nspawn", "nsenter", "unshare", busybox)
-	a, b := testbed.NewPairT(t, testbed.Options{}, testbed.Options{})
-	ma, mb := wrapMachineHost(t, a), wrapMachineHost(t, b)
-	reg := registry.StartT(t, registry.Options{})
-
-	web, err := ociimage.Layer(ociimage.File("www/cgi-bin/whoami", []byte(whoamiCGI), 0o755))
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+	x := startAcrossHosts(t, "web4", "client4", ociimage.AppConfig{
 		Entrypoint:   []string{"httpd", "-f", "-p", "0.0.0.0:80", "-h", "/www"},
 		ExposedPorts: []string{"80/tcp"},
-	}, web)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pushT(t, server, reg.Addr()+"/demo/web4:1")
-	bAddr, err := yggaddr.Address(b.Ygg.Subnet, "web4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fetch := fmt.Sprintf(`until printf 'GET /cgi-bin/whoami HTTP/1.0\r\n\r\n' | nc -w 2 %s 80 >/tmp/page && grep -q seen-from /tmp/page; do sleep 0.2; done; cat /tmp/page; exec sleep 1000`, bAddr)
-	client, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{Entrypoint: []string{"/bin/sh", "-c", fetch}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pushT(t, client, reg.Addr()+"/demo/client4:1")
-
-	mb.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/web4:1", "web4")
-	if env := mb.mustMbctl(t, "machines", "show", "web4"); !strings.Contains(env, "MAN8S_EXPOSED_PORTS=80/tcp") {
+	})
+	if env := x.b.mustMbctl(t, "machines", "show", "web4"); !strings.Contains(env, "MAN8S_EXPOSED_PORTS=80/tcp") {
 		t.Errorf("the pull did not record the exposed port:\n%s", env)
 	}
-	ma.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/client4:1", "client4")
-	runB := mb.startRun(t, "web4")
-	runA := ma.startRun(t, "client4")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("machine web4 on B:\n%s\nmachine client4 on A:\n%s", runB.output(), runA.output())
-		}
-	})
-	waitFor(t, "the client on A to fetch the page from B's IPv4-only app", func() bool { return strings.Contains(runA.output(), "\nseen-from ") })
-	if want := "seen-from 127.0.0.1"; !strings.Contains(runA.output(), want) {
-		t.Errorf("the app saw another client address; want %q (the forwarder, no PROXY protocol):\n%s", want, runA.output())
+	if want := "seen-from 127.0.0.1"; !strings.Contains(x.client.output(), want) {
+		t.Errorf("the app saw another client address; want %q (the forwarder, no PROXY protocol):\n%s", want, x.client.output())
 	}
-	out := runB.output()
+	out := x.web.output()
 	for _, p := range []string{
 		`man8s-init: forward: watching 80/tcp`,
-		`man8s-init: forward: 80/tcp: forwarding \[` + regexp.QuoteMeta(bAddr.String()) + `\]:80 to 127\.0\.0\.1:80 \(the app listens on IPv4 only\)`,
+		`man8s-init: forward: 80/tcp: forwarding \[` + regexp.QuoteMeta(x.webAddr.String()) + `\]:80 to 127\.0\.0\.1:80 \(the app listens on IPv4 only\)`,
 		`man8s-init: forward: 80/tcp: reachable on the ygg address through the forwarder`,
 	} {
 		if !regexp.MustCompile(p).MatchString(out) {

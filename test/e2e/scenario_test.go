@@ -90,48 +90,64 @@ printf 'Content-Type: text/plain\r\n\r\nseen-from %s\n' "$REMOTE_ADDR"
 // B-machine's ygg address, and B sees A-machine's ygg address as the
 // source: the mesh is the fabric between Man8S hosts.
 func TestScenarioTwoHosts(t *testing.T) {
+	x := startAcrossHosts(t, "web", "client", ociimage.AppConfig{Entrypoint: []string{"httpd", "-f", "-p", "[::]:80", "-h", "/www"}})
+	want := "seen-from [" + x.clientAddr.String() + "]"
+	if !strings.Contains(x.client.output(), want) {
+		t.Errorf("B saw the request from another address; want %q:\n%s", want, x.client.output())
+	}
+}
+
+// acrossHosts is a pair of testbed hosts with a web machine on B, serving
+// whoamiCGI, and a client machine on A that has fetched its page over the
+// mesh, from the web machine's ygg address.
+type acrossHosts struct {
+	a, b                *machineHost
+	webAddr, clientAddr netip.Addr
+	web, client         *runningMachine
+}
+
+// startAcrossHosts pulls and starts the two machines, the web one from an
+// image of busybox with whoamiCGI and cfg, and waits until the client has
+// the page.
+func startAcrossHosts(t *testing.T, web, client string, cfg ociimage.AppConfig) acrossHosts {
+	t.Helper()
 	testbed.RequireT(t, "systemd-nspawn", "nsenter", "unshare", busybox)
 	a, b := testbed.NewPairT(t, testbed.Options{}, testbed.Options{})
-	ma, mb := wrapMachineHost(t, a), wrapMachineHost(t, b)
+	x := acrossHosts{a: wrapMachineHost(t, a), b: wrapMachineHost(t, b)}
 	reg := registry.StartT(t, registry.Options{})
 
-	web, err := ociimage.Layer(ociimage.File("www/cgi-bin/whoami", []byte(whoamiCGI), 0o755))
+	cgi, err := ociimage.Layer(ociimage.File("www/cgi-bin/whoami", []byte(whoamiCGI), 0o755))
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{Entrypoint: []string{"httpd", "-f", "-p", "[::]:80", "-h", "/www"}}, web)
+	server, err := ociimage.BusyboxApp(busybox, cfg, cgi)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pushT(t, server, reg.Addr()+"/demo/web:1")
-	bAddr, err := yggaddr.Address(b.Ygg.Subnet, "web")
-	if err != nil {
+	pushT(t, server, reg.Addr()+"/demo/"+web+":1")
+	if x.webAddr, err = yggaddr.Address(b.Ygg.Subnet, web); err != nil {
 		t.Fatal(err)
 	}
-	aAddr, err := yggaddr.Address(a.Ygg.Subnet, "client")
-	if err != nil {
+	if x.clientAddr, err = yggaddr.Address(a.Ygg.Subnet, client); err != nil {
 		t.Fatal(err)
 	}
 	// busybox nc, not wget: Debian's static busybox wget crashes.
-	fetch := fmt.Sprintf(`until printf 'GET /cgi-bin/whoami HTTP/1.0\r\n\r\n' | nc -w 2 %s 80 >/tmp/page && grep -q seen-from /tmp/page; do sleep 0.2; done; cat /tmp/page; exec sleep 1000`, bAddr)
-	client, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{Entrypoint: []string{"/bin/sh", "-c", fetch}})
+	fetch := fmt.Sprintf(`until printf 'GET /cgi-bin/whoami HTTP/1.0\r\n\r\n' | nc -w 2 %s 80 >/tmp/page && grep -q seen-from /tmp/page; do sleep 0.2; done; cat /tmp/page; exec sleep 1000`, x.webAddr)
+	fetcher, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{Entrypoint: []string{"/bin/sh", "-c", fetch}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pushT(t, client, reg.Addr()+"/demo/client:1")
+	pushT(t, fetcher, reg.Addr()+"/demo/"+client+":1")
 
-	mb.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/web:1", "web")
-	ma.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/client:1", "client")
-	runB := mb.startRun(t, "web")
-	runA := ma.startRun(t, "client")
+	x.b.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/"+web+":1", web)
+	x.a.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/"+client+":1", client)
+	x.web = x.b.startRun(t, web)
+	x.client = x.a.startRun(t, client)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("machine web on B:\n%s\nmachine client on A:\n%s", runB.output(), runA.output())
+			t.Logf("machine %s on B:\n%s\nmachine %s on A:\n%s", web, x.web.output(), client, x.client.output())
 		}
 	})
-	want := "seen-from [" + aAddr.String() + "]"
-	waitFor(t, "the client on A to fetch the page from B", func() bool { return strings.Contains(runA.output(), "\nseen-from [") })
-	if !strings.Contains(runA.output(), want) {
-		t.Errorf("B saw the request from another address; want %q:\n%s", want, runA.output())
-	}
+	waitFor(t, "the client on A to fetch the page from B", func() bool { return strings.Contains(x.client.output(), "\nseen-from ") })
+	return x
 }
