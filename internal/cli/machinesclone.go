@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
@@ -99,6 +101,14 @@ func machinesCloneRun(ctx context.Context, opts *MachinesCloneOptions) error {
 	po.Image, po.Pin = ref, digest
 	po.Template = valueOrEmpty(env, man8env.KeyTemplate)
 	po.InitMode = valueOrEmpty(env, man8env.KeyInitMode)
+	if t, _ := man8env.ParseTemplate(po.Template); t == man8env.TemplateMacvlan && po.Uplink == "" {
+		// On the uplink of SRC.
+		if s, err := unitfile.ReadFile(src.Settings); err == nil {
+			if v, _ := s.Get("Network", "MACVLAN"); len(strings.Fields(v)) > 0 {
+				po.Uplink = strings.Fields(v)[0]
+			}
+		}
+	}
 	po.Strict = valueOrEmpty(env, man8env.KeyStrict) == "yes"
 	own, err := provision.UserEnv(src)
 	if err != nil {
