@@ -14,7 +14,7 @@ import (
 func TestParseSettings(t *testing.T) {
 	def := Settings{
 		Template: man8env.TemplateNetworkIsolated,
-		Check: CheckWarn, IPv6: IPv6Required, YggTable: 199, YggRulePriority: 100,
+		Check:    CheckWarn, IPv6: IPv6Required, YggTable: 199, YggRulePriority: 100,
 		DHCPTimeout: 30 * time.Second, IPv6Timeout: 30 * time.Second, ResolvConf: "/etc/resolv.conf",
 	}
 	with := func(f func(*Settings)) Settings { s := def; f(&s); return s }
