@@ -99,6 +99,10 @@ func TestTemplateMacvlan(t *testing.T) {
 		}
 	}
 
+	if out := m.mustMbctl(t, "machines", "check", "lanweb"); !strings.Contains(out, "macvlan uplink "+lan.Uplink) {
+		t.Errorf("machines check does not check the uplink:\n%s", out)
+	}
+
 	run := m.startRun(t, "lanweb")
 	waitFor(t, "the app to start", func() bool { return strings.Contains(run.output(), "man8s-init: app: starting") })
 	console := run.output()
