@@ -102,12 +102,7 @@ func machinesCloneRun(ctx context.Context, opts *MachinesCloneOptions) error {
 	po.Template = valueOrEmpty(env, man8env.KeyTemplate)
 	po.InitMode = valueOrEmpty(env, man8env.KeyInitMode)
 	if t, _ := man8env.ParseTemplate(po.Template); t == man8env.TemplateMacvlan && po.Uplink == "" {
-		// On the uplink of SRC.
-		if s, err := unitfile.ReadFile(src.Settings); err == nil {
-			if v, _ := s.Get("Network", "MACVLAN"); len(strings.Fields(v)) > 0 {
-				po.Uplink = strings.Fields(v)[0]
-			}
-		}
+		po.Uplink = settingsUplink(src.Settings) // on the uplink of SRC
 	}
 	po.Strict = valueOrEmpty(env, man8env.KeyStrict) == "yes"
 	own, err := provision.UserEnv(src)
@@ -128,4 +123,19 @@ func machinesCloneRun(ctx context.Context, opts *MachinesCloneOptions) error {
 	}
 	po.Log.Debug("cloning", "src", opts.Src, "image", pinned(ref, digest), "config", filepath.Dir(src.Env))
 	return machinesPullRun(ctx, po)
+}
+
+// settingsUplink is the first interface that the MACVLAN= of the settings
+// file at path names, or "" (no file, no MACVLAN=).
+func settingsUplink(path string) string {
+	s, err := unitfile.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, v := range s.GetAll("Network", "MACVLAN") {
+		if f := strings.Fields(v); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
 }

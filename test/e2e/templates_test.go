@@ -146,6 +146,22 @@ func TestTemplateMacvlan(t *testing.T) {
 			t.Errorf("ip %s default routes:\n%s", family, routes)
 		}
 	}
+	// The host's end of the LAN took nothing from the LAN's router.
+	if err := h.InNetns(func() error {
+		ifc, err := net.InterfaceByName(lan.Uplink)
+		if err != nil {
+			return err
+		}
+		addrs, err := ifc.Addrs()
+		for _, a := range addrs {
+			if p, perr := netip.ParsePrefix(a.String()); perr == nil && !p.Addr().IsLinkLocalUnicast() {
+				t.Errorf("the host's %s has %s", lan.Uplink, p)
+			}
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
 	if code := run.stop(t); code != 0 {
 		t.Errorf("machines run after SIGTERM: status %d\n%s", code, run.output())
 	}
