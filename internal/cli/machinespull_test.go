@@ -558,3 +558,14 @@ func TestMachinesPullHelpListsTemplates(t *testing.T) {
 		}
 	}
 }
+
+// A host_network machine has no address: --json claims none.
+func TestPullReportWithoutAddress(t *testing.T) {
+	b, err := json.Marshal(machinesPullReport{Name: "agent", Template: man8env.TemplateHostNetwork})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "ygg_address") {
+		t.Errorf("report of a host_network machine: %s", b)
+	}
+}
