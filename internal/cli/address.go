@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
+	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
@@ -83,6 +85,11 @@ func addressGetRun(ctx context.Context, opts *AddressOptions) error {
 	cfg, _, err := opts.Config()
 	if err != nil {
 		return err
+	}
+	if env, err := envfile.ReadFile(machine.PathsFor(cfg.Paths, opts.Name).Env); err == nil {
+		if t, _ := man8env.ParseTemplate(valueOrEmpty(env, man8env.KeyTemplate)); !man8env.HasOwnNetwork(t) {
+			return fmt.Errorf("machine %s (template %s) has no address of its own: it uses the host's addresses", opts.Name, t)
+		}
 	}
 	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
@@ -302,10 +303,14 @@ func printShow(w io.Writer, s machineShow) error {
 	case s.State.Nspawn != 0:
 		state += fmt.Sprintf(" (systemd-nspawn PID %d, starting)", s.State.Nspawn)
 	}
+	ygg := s.YggAddress
+	if t, _ := man8env.ParseTemplate(s.Template); ygg == "" && s.Template != "" && !man8env.HasOwnNetwork(t) {
+		ygg = "none (" + t + ": the host's addresses)"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
-		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
+		{"Ygg address", ygg}, {"Template", s.Template}, {"Init mode", s.InitMode},
 		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 		{"Depends on", describeDeps(s.DependsOn, func(d unit.Dependency) string { return d.On })},
 		{"Needed by", describeDeps(s.Dependants, func(d unit.Dependency) string { return d.Machine })},

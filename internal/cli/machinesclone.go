@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
@@ -99,6 +101,9 @@ func machinesCloneRun(ctx context.Context, opts *MachinesCloneOptions) error {
 	po.Image, po.Pin = ref, digest
 	po.Template = valueOrEmpty(env, man8env.KeyTemplate)
 	po.InitMode = valueOrEmpty(env, man8env.KeyInitMode)
+	if t, _ := man8env.ParseTemplate(po.Template); t == man8env.TemplateMacvlan && po.Uplink == "" {
+		po.Uplink = settingsUplink(src.Settings) // on the uplink of SRC
+	}
 	po.Strict = valueOrEmpty(env, man8env.KeyStrict) == "yes"
 	own, err := provision.UserEnv(src)
 	if err != nil {
@@ -118,4 +123,19 @@ func machinesCloneRun(ctx context.Context, opts *MachinesCloneOptions) error {
 	}
 	po.Log.Debug("cloning", "src", opts.Src, "image", pinned(ref, digest), "config", filepath.Dir(src.Env))
 	return machinesPullRun(ctx, po)
+}
+
+// settingsUplink is the first interface that the MACVLAN= of the settings
+// file at path names, or "" (no file, no MACVLAN=).
+func settingsUplink(path string) string {
+	s, err := unitfile.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, v := range s.GetAll("Network", "MACVLAN") {
+		if f := strings.Fields(v); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,5 +31,25 @@ func TestMachinesCloneRunNeedsSource(t *testing.T) {
 	err := machinesCloneRun(t.Context(), &MachinesCloneOptions{Src: "gone", Pull: MachinesPullOptions{IO: d.IO, Config: d.Config, Log: d.Log, Name: "new"}})
 	if err == nil || !strings.Contains(err.Error(), "machine gone cannot be cloned without its environment file") {
 		t.Fatalf("clone of a missing machine: %v", err)
+	}
+}
+
+func TestSettingsUplink(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ content, want string }{
+		{"[Network]\nMACVLAN=enp3s0\nVirtualEthernet=yes\n", "enp3s0"},
+		{"[Network]\nMACVLAN=\nMACVLAN=eth1 eth2\n", "eth1"},
+		{"[Network]\nVirtualEthernet=yes\n", ""},
+	} {
+		path := filepath.Join(dir, "c.nspawn")
+		if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := settingsUplink(path); got != tt.want {
+			t.Errorf("settingsUplink(%q) = %q, want %q", tt.content, got, tt.want)
+		}
+	}
+	if got := settingsUplink(filepath.Join(dir, "absent")); got != "" {
+		t.Errorf("settingsUplink of no file = %q", got)
 	}
 }

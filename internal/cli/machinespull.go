@@ -46,7 +46,10 @@ type MachinesPullOptions struct {
 
 	Image, Name string
 	Template    string
-	Volumes     []string
+	// Uplink is --uplink, the macvlan template's host interface ("":
+	// network.uplink).
+	Uplink  string
+	Volumes []string
 	// Env are the --env KEY=VALUE flags, EnvFiles the --env-file files, in
 	// the order given.
 	Env, EnvFiles []string
@@ -122,6 +125,17 @@ serves several roles. The words are quoted as for a shell; nothing is
 expanded. It lands in MAN8S_APPLICATION_ARGS and counts as your edit:
 upgrades keep it.
 
+Templates (--template, default machines.default_template) say how the
+machine is attached to the network:
+` + templateHelp() + `
+macvlan needs the host's interface on the LAN: --uplink IFACE or
+network.uplink. Its machine is a host of its own on the LAN (its MAC address
+is derived from its name, so its DHCP lease stays), and keeps its Yggdrasil
+address on a second link to the bridge, which is also the only way the host
+itself reaches it. A host_network machine has no address of its own: it
+listens on the host's, and as its root is not the host's root it cannot
+listen on ports below 1024.
+
 Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
@@ -162,6 +176,11 @@ created is removed again.`,
   mbctl machines pull --yes nginx:1.27 web
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
 
+  # a machine of its own on the LAN (DHCP and SLAAC from the LAN's router)
+  mbctl machines pull --yes --template macvlan --uplink enp3s0 pihole/pihole dns
+  # a tool that must see the host's interfaces
+  mbctl machines pull --yes --template host_network prom/node-exporter node-exporter
+
   # a SeaweedFS cluster: roles of one image chosen by arguments, sharing its
   # read-only root; the volume servers reach the master on its Yggdrasil address
   mbctl machines pull --yes --strict chrislusf/seaweedfs sw-master --cmd 'master -mdir=/data' --volume /data=data
@@ -186,7 +205,8 @@ created is removed again.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Template, "template", "", "settings template: network_isolated (alias netns-init) (default machines.default_template)")
+	fl.StringVar(&opts.Template, "template", "", "how the machine is attached to the network (default machines.default_template):\n"+templateHelp())
+	fl.StringVar(&opts.Uplink, "uplink", "", "the host's interface on the LAN that a macvlan machine gets its macvlan of, as `IFACE` (default network.uplink)")
 	fl.StringArrayVar(&opts.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
 	fl.StringArrayVarP(&opts.Env, "env", "e", nil, "set a variable of the app to a literal value: `KEY=VALUE` (repeatable; wins over --env-file and the image)")
 	fl.StringArrayVar(&opts.EnvFiles, "env-file", nil, "set the app's variables from `FILE`, KEY=VALUE lines read as man8env.env (repeatable)")
@@ -218,8 +238,9 @@ created is removed again.`,
 
 // machinesPullReport is the --json form of `machines pull`.
 type machinesPullReport struct {
-	Name       string           `json:"name"`
-	YggAddress netip.Addr       `json:"ygg_address"`
+	Name string `json:"name"`
+	// YggAddress is the zero address (omitted) for a host_network machine.
+	YggAddress netip.Addr       `json:"ygg_address,omitzero"`
 	Template   string           `json:"template"`
 	Image      imageReport      `json:"image"`
 	Init       pulledInitReport `json:"init"`
@@ -288,7 +309,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg, _, err := opts.Config()
+	cfg, origin, err := opts.Config()
 	if err != nil {
 		return err
 	}
@@ -304,6 +325,22 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 			return fmt.Errorf("machines.default_template in the configuration: %w (or pass --template)", err)
 		}
 		return usagef("--template: %v", err)
+	}
+	uplink := opts.Uplink
+	if uplink == "" {
+		uplink = cfg.Network.Uplink
+	}
+	if tmpl == man8env.TemplateMacvlan {
+		switch {
+		case uplink == "":
+			return usagef("--template macvlan needs the host's interface on the LAN: pass --uplink IFACE or set network.uplink in %s", origin.Path)
+		case opts.Uplink != "":
+			if err := config.ValidateIfName(uplink); err != nil {
+				return usagef("--uplink: %v", err)
+			}
+		}
+	} else if opts.Uplink != "" {
+		return usagef("--uplink is for --template %s only (this machine's template is %s)", man8env.TemplateMacvlan, tmpl)
 	}
 	mode, err := imageinit.ParseMode(opts.InitMode)
 	if err != nil {
@@ -332,11 +369,14 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	} else if err := p.CheckFree(); err != nil {
 		return err
 	}
-	subnet, source, err := yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix)
-	if err != nil {
-		return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", opts.Name, err)
+	var subnet netip.Prefix
+	if man8env.HasOwnNetwork(tmpl) {
+		var source string
+		if subnet, source, err = yggadmin.HostSubnet(ctx, cfg.Network.YggAdmin, cfg.Network.YggPrefix); err != nil {
+			return fmt.Errorf("machine %s needs this host's Yggdrasil subnet for its address: %w", opts.Name, err)
+		}
+		opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
 	}
-	opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
 	src, err := locateInit(cfg, opts.Getenv, opts.Log)
 	if err != nil {
 		return err
@@ -370,7 +410,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		}
 	}
 	res, err := provision.Create(ctx, provision.Options{
-		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Template: tmpl,
+		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Uplink: uplink, Template: tmpl,
 		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt, Strict: opts.Strict,
@@ -737,7 +777,11 @@ func printCreated(w io.Writer, res *provision.Created, im *registry.Image, envKe
 		fmt.Fprintln(w, "The image has no /usr: made an empty one, without which systemd-nspawn refuses the tree.")
 	}
 	fmt.Fprintf(w, "\nMachine %s created from %s@%s in %.1fs.\n", p.Name, registry.DisplayName(im.Ref), im.Digest, took.Seconds())
-	fmt.Fprintf(w, "  Yggdrasil address  %s\n", res.YggAddress)
+	if res.YggAddress.IsValid() {
+		fmt.Fprintf(w, "  Yggdrasil address  %s\n", res.YggAddress)
+	} else {
+		fmt.Fprintf(w, "  Yggdrasil address  none (template %s: the machine uses the host's addresses)\n", man8env.TemplateHostNetwork)
+	}
 	switch {
 	case res.Root != nil && res.Strict:
 		fmt.Fprintf(w, "  root file system   %s -> %s (strict: the image's root, shared and read-only; state lives in volumes)\n", p.Rootfs, res.Root.Path)
@@ -793,4 +837,13 @@ func initModeNames() []string {
 		out = append(out, string(m))
 	}
 	return out
+}
+
+// templateHelp lists the templates, one line each.
+func templateHelp() string {
+	var b strings.Builder
+	for _, t := range man8env.Templates() {
+		fmt.Fprintf(&b, "  %-17s %s\n", t, man8env.TemplateSummary(t))
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
@@ -116,6 +117,11 @@ func TestMachinesPullRunRefuses(t *testing.T) {
 		{"unknown template", conf, MachinesPullOptions{Name: "app", Template: "nope"}, true, `--template: unknown template "nope"`},
 		{"bad configured template", ociTestConfig(t, func(c *config.Config) { c.Machines.DefaultTemplate = "nope" }),
 			MachinesPullOptions{Name: "app"}, false, "machines.default_template in the configuration"},
+		{"macvlan without uplink", conf, MachinesPullOptions{Name: "app", Template: "macvlan"}, true, "pass --uplink IFACE or set network.uplink in"},
+		{"bad uplink", conf, MachinesPullOptions{Name: "app", Template: "macvlan", Uplink: "eth 0"}, true, `--uplink: interface name "eth 0"`},
+		{"uplink without macvlan", conf, MachinesPullOptions{Name: "app", Uplink: "eth0"}, true, "--uplink is for --template macvlan only"},
+		{"host_network needs no yggdrasil", ociTestConfig(t, func(c *config.Config) { c.Network.YggPrefix = ""; c.Machines.Init = "/nonexistent/man8s-init" }),
+			MachinesPullOptions{Name: "app", Template: "host_network"}, false, "/nonexistent/man8s-init"},
 		{"unknown init mode", conf, MachinesPullOptions{Name: "app", InitMode: "pid3"}, true, "--init-mode"},
 		{"bad volume", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data"}}, true, `--volume "/data": want PATH=config`},
 		{"volume twice", conf, MachinesPullOptions{Name: "app", Volumes: []string{"/data=data", "/data/=skip"}}, true, "--volume /data given twice"},
@@ -539,5 +545,27 @@ func TestCommandFlags(t *testing.T) {
 		if err != nil || !slices.Equal(ep, tt.wantEP) || !slices.Equal(args, tt.wantArgs) || (ep == nil) != (tt.wantEP == nil) || (args == nil) != (tt.wantArgs == nil) {
 			t.Errorf("commandFlags(%v, %v) = %q, %q, %v; want %q, %q", tt.ep, tt.cmd, ep, args, err, tt.wantEP, tt.wantArgs)
 		}
+	}
+}
+
+// --help lists every template with its line.
+func TestMachinesPullHelpListsTemplates(t *testing.T) {
+	cmd := NewCmdMachinesPull(testFactory(t), nil)
+	usage := cmd.Flags().Lookup("template").Usage
+	for _, tmpl := range man8env.Templates() {
+		if !strings.Contains(usage, tmpl+" ") || !strings.Contains(usage, man8env.TemplateSummary(tmpl)) || !strings.Contains(cmd.Long, tmpl) {
+			t.Errorf("--template's help does not list %s with its summary:\n%s", tmpl, usage)
+		}
+	}
+}
+
+// A host_network machine has no address: --json claims none.
+func TestPullReportWithoutAddress(t *testing.T) {
+	b, err := json.Marshal(machinesPullReport{Name: "agent", Template: man8env.TemplateHostNetwork})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "ygg_address") {
+		t.Errorf("report of a host_network machine: %s", b)
 	}
 }

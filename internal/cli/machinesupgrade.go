@@ -226,7 +226,7 @@ func upgradeMachine(ctx context.Context, opts *MachinesUpgradeOptions) (*upgrade
 		return &upgraded{report: rep, running: st.Running}, nil
 	}
 	uo := provision.UpgradeOptions{
-		Name: p.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Image: im, Ref: ref, Mode: mode,
+		Name: p.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Uplink: cfg.Network.Uplink, Image: im, Ref: ref, Mode: mode,
 		Version: buildinfo.Get().Version, Log: opts.Log, DryRun: opts.DryRun, Adopt: opts.adopt,
 		BeforeStep: faultPause(ctx, opts.Getenv, opts.IO.ErrOut),
 	}

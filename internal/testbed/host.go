@@ -1,7 +1,8 @@
 // Package testbed builds sandboxed Man8S hosts for end-to-end tests and the
 // demo: a network namespace running the real systemd-networkd with the
 // bridge from systemd-configs/ and the real yggdrasil, optionally two such
-// hosts peered over a veth link.
+// hosts peered over a veth link, and a test LAN beside a host (lan.go: its
+// own networkd as the LAN's DHCP server and router, for macvlan machines).
 //
 // Nothing is added to the caller's network namespace. Every process the
 // testbed starts is stopped by its PID in Close, and state left behind by a

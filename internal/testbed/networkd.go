@@ -2,12 +2,15 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 
@@ -54,19 +57,12 @@ func (h *Host) startNetworkd(ctx context.Context, opts Options) error {
 	if h.BusAddress != "" {
 		busDir = filepath.Join(h.Dir, busDirName)
 	}
-	cmd := h.Command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", h.NetworkDir, networkdPath, busDir)
-	// networkd finds the bus at /run/dbus (see networkdScript), not at
-	// BusAddress, which lies in a dir that only root may enter.
-	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=debug")
 	logPath := filepath.Join(h.Dir, "networkd.log")
-	p, err := proc.Start("systemd-networkd", cmd, logPath)
+	p, err := launchNetworkd(ctx, h.Command, h.Name, h.NetworkDir, busDir, logPath)
 	if err != nil {
 		return err
 	}
 	h.networkd = p
-	if err := recordPID(h.Name, p.Pid()); err != nil {
-		return err
-	}
 	waitCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
@@ -88,6 +84,25 @@ func (h *Host) startNetworkd(ctx context.Context, opts Options) error {
 	}
 	h.log.Debug("networkd configured the bridge", "bridge", h.Bridge, "addrs", want)
 	return nil
+}
+
+// launchNetworkd starts systemd-networkd in the network namespace that
+// command enters (recorded as testbed nsName's, for the sweep), reading
+// networkDir as /etc/systemd/network, logging to logPath; busDir, if not
+// empty, is the dir of a private system bus socket.
+func launchNetworkd(ctx context.Context, command func(context.Context, string, ...string) *exec.Cmd, nsName, networkDir, busDir, logPath string) (*proc.Proc, error) {
+	cmd := command(context.WithoutCancel(ctx), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", networkdScript, "sh", networkDir, networkdPath, busDir)
+	// networkd finds the bus at /run/dbus (see networkdScript), not at
+	// BusAddress, which lies in a dir that only root may enter.
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=debug")
+	p, err := proc.Start("systemd-networkd", cmd, logPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := recordPID(nsName, p.Pid()); err != nil {
+		return nil, errors.Join(err, p.Stop(5*time.Second))
+	}
+	return p, nil
 }
 
 // WaitAddrs waits until link ifname of the host holds every address in

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
@@ -25,9 +26,18 @@ import (
 // Proof (issue 3, generated files): systemd-nspawn accepts the generated
 // container.nspawn as it is, comments included, and the machine runs the
 // image's argv with its environment, working directory and volumes, also
-// where host paths hold ':' and spaces (escaped in Bind=).
+// where host paths hold ':' and spaces (escaped in Bind=). The files of
+// every template are run, with --private-network in place of their
+// [Network] (TestTemplateMacvlan and TestTemplateHostNetwork run them
+// with it).
 func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	testbed.RequireT(t, "systemd-nspawn", busybox)
+	for _, tmpl := range man8env.Templates() {
+		t.Run(tmpl, func(t *testing.T) { generatedFilesRun(t, tmpl) })
+	}
+}
+
+func generatedFilesRun(t *testing.T, tmpl string) {
 	const name = "m8s-gen-e2e"
 	work := t.TempDir()
 	rootfs := filepath.Join(work, "rootfs")
@@ -56,7 +66,7 @@ func TestGeneratedFilesRunUnderNspawn(t *testing.T) {
 	}
 	mode, _ := imageinit.Choose(imageinit.Auto, d, nil)
 	p := machinefiles.Params{
-		Name: name, Template: "netns-init", Bridge: "m8s-absent0",
+		Name: name, Template: tmpl, Bridge: "m8s-absent0", Uplink: "m8s-absent1",
 		YggAddress: netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d"),
 		ImageRef:   "example.com/app:1", ImageDigest: "sha256:0123",
 		Image: img, Mode: mode, KillSignal: imageinit.KillSignal(mode, d),

@@ -22,19 +22,53 @@ const (
 // InitModes lists the modes in the order they are documented.
 func InitModes() []InitMode { return []InitMode{InitSupervise, InitExecPID1} }
 
-// TemplateNetworkIsolated is the template of a machine in its own network
-// namespace, attached to the host's bridge by a veth pair
-// (MAN8S_CONTAINER_TEMPLATE).
-const TemplateNetworkIsolated = "network_isolated"
+// The settings templates (MAN8S_CONTAINER_TEMPLATE): how a machine is
+// attached to the network.
+const (
+	// TemplateNetworkIsolated is a machine in its own network namespace,
+	// attached to the host's bridge by a veth pair.
+	TemplateNetworkIsolated = "network_isolated"
+	// TemplateMacvlan is a machine in its own network namespace on a
+	// macvlan of a host uplink (IPv4 by the LAN's DHCP, IPv6 by SLAAC from
+	// the LAN's router), plus a veth to the host's bridge that carries only
+	// its Yggdrasil address.
+	TemplateMacvlan = "macvlan"
+	// TemplateHostNetwork is a machine without network isolation: it shares
+	// the host's network namespace, and man8s-init sets up nothing.
+	TemplateHostNetwork = "host_network"
+)
 
 // templateAliases maps accepted template names to canonical ones.
 var templateAliases = map[string]string{
 	TemplateNetworkIsolated: TemplateNetworkIsolated,
 	"netns-init":            TemplateNetworkIsolated,
+	TemplateMacvlan:         TemplateMacvlan,
+	TemplateHostNetwork:     TemplateHostNetwork,
 }
 
 // Templates lists the canonical template names.
-func Templates() []string { return []string{TemplateNetworkIsolated} }
+func Templates() []string {
+	return []string{TemplateNetworkIsolated, TemplateMacvlan, TemplateHostNetwork}
+}
+
+// TemplateSummary is one line on what template t (canonical) gives a
+// machine, for --help and the manual.
+func TemplateSummary(t string) string {
+	switch t {
+	case TemplateNetworkIsolated:
+		return "own network namespace on the bridge: DHCP, SLAAC, Yggdrasil (alias netns-init)"
+	case TemplateMacvlan:
+		return "own MAC on the LAN by the uplink: the LAN's DHCP and SLAAC; Yggdrasil by the bridge"
+	case TemplateHostNetwork:
+		return "no isolation: the host's interfaces and addresses; no network setup"
+	}
+	return ""
+}
+
+// HasOwnNetwork reports whether machines of template t (canonical) have a
+// network namespace of their own that man8s-init configures (all but
+// host_network).
+func HasOwnNetwork(t string) bool { return t != TemplateHostNetwork }
 
 // ParseTemplate returns the canonical name of the template named s (a
 // canonical name or an alias).

@@ -11,6 +11,17 @@ func TestParseTemplate(t *testing.T) {
 			t.Errorf("ParseTemplate(%q) = %q, %v", in, got, err)
 		}
 	}
+	for _, tmpl := range Templates() {
+		if got, err := ParseTemplate(tmpl); err != nil || got != tmpl {
+			t.Errorf("ParseTemplate(%q) = %q, %v", tmpl, got, err)
+		}
+		if TemplateSummary(tmpl) == "" {
+			t.Errorf("template %s has no summary", tmpl)
+		}
+	}
+	if HasOwnNetwork(TemplateHostNetwork) || !HasOwnNetwork(TemplateMacvlan) || !HasOwnNetwork(TemplateNetworkIsolated) {
+		t.Error("HasOwnNetwork: only host_network shares the host's network")
+	}
 	_, err := ParseTemplate("bridge")
 	if err == nil || !strings.Contains(err.Error(), "network_isolated") || !strings.Contains(err.Error(), "netns-init") {
 		t.Errorf("ParseTemplate(bridge) = %v, want an error listing the templates and aliases", err)

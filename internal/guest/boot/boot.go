@@ -191,6 +191,11 @@ func setupNetwork(ctx context.Context, opts Options, vars map[string]string, ste
 		step("network", "%v", err)
 		return nil, false
 	}
+	if !man8env.HasOwnNetwork(settings.Template) {
+		// No network: no lease to keep, no forwarder, no checks.
+		step("network", "skipped: template %s shares the host's network (%s); no addresses, routes or checks", settings.Template, man8env.KeyTemplate)
+		return nil, true
+	}
 	setup := opts.Network
 	if setup == nil {
 		if pid := os.Getpid(); pid > 2 {

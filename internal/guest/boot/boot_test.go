@@ -201,3 +201,31 @@ func TestRunWarnsAboutEnvLines(t *testing.T) {
 		}
 	}
 }
+
+// A host_network machine has no network of its own: the setup is not
+// called (and so no lease renewer or forwarder starts), in both modes,
+// and one line says why.
+func TestRunHostNetworkSkipsNetwork(t *testing.T) {
+	for _, mode := range []string{"supervise", "exec-pid1"} {
+		t.Run(mode, func(t *testing.T) {
+			root := t.TempDir()
+			writeEnv(t, root, map[string]string{man8env.KeyArgs: "/bin/true", man8env.KeyTemplate: man8env.TemplateHostNetwork,
+				man8env.KeyInitMode: mode, man8env.KeyExposedPorts: "80/tcp", man8env.KeyCheck: "strict"})
+			var log bytes.Buffer
+			setup := func(context.Context, netinit.Settings, netinit.Options) (*netinit.Network, error) {
+				t.Error("network setup called for a host_network machine")
+				return nil, errors.New("called")
+			}
+			Run(t.Context(), Options{Root: root, Log: &log, Network: setup})
+			out := log.String()
+			if !strings.Contains(out, "man8s-init: network: skipped: template host_network shares the host's network") {
+				t.Errorf("log lacks the skip line:\n%s", out)
+			}
+			for _, bad := range []string{"man8s-init: forward:", "lease renewer", "man8s-init: check:"} {
+				if strings.Contains(out, bad) {
+					t.Errorf("log has %q:\n%s", bad, out)
+				}
+			}
+		})
+	}
+}

@@ -4,6 +4,13 @@
 // advertisement's default route, and adds the Yggdrasil address with its
 // own routing table and rule, then checks the result.
 //
+// A machine of the macvlan template has two links: the macvlan of the
+// host's uplink (mv-UPLINK), which gets IPv4 and IPv6 from the LAN, and
+// host0, a veth to the host's bridge that carries only the Yggdrasil
+// address (router advertisements off, so that the bridge gives it no
+// second default route). host_network machines share the host's network:
+// there is nothing to set up (the caller skips Setup).
+//
 // The three run at once once the link has a carrier. Nothing sleeps on a
 // fixed timer: waits are netlink subscriptions with deadlines. Nothing waits
 // out duplicate address detection needlessly: SLAAC addresses are used while
@@ -52,13 +59,15 @@ type Timings struct {
 
 // Network is a configured link: its lease is kept by Keep.
 type Network struct {
-	Link     string
-	Lease    *dhcp4.Lease
-	Timings  Timings
-	settings Settings
-	opts     Options
-	link     netlink.Link
-	mu       sync.Mutex
+	// Link is the link of IPv4 and IPv6; YggLink that of the Yggdrasil
+	// address: the same link, except on a macvlan machine (host0).
+	Link, YggLink string
+	Lease         *dhcp4.Lease
+	Timings       Timings
+	settings      Settings
+	opts          Options
+	link, yggLink netlink.Link
+	mu            sync.Mutex
 }
 
 func (o *Options) log(step string) *slog.Logger {
@@ -82,22 +91,43 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 	if opts.Root == "" {
 		opts.Root = "/"
 	}
-	link, err := pickLink(s.Link)
-	if err != nil {
-		return nil, err
+	link, yggLink, yggLinkErr := pickLinks(s)
+	if link == nil {
+		return nil, yggLinkErr
 	}
 	name := link.Attrs().Name
-	n := &Network{Link: name, settings: s, opts: opts, link: link}
+	n := &Network{Link: name, YggLink: name, settings: s, opts: opts, link: link, yggLink: link}
 	logLink := opts.log("link")
+	separate := yggLink != nil && yggLink.Attrs().Index != link.Attrs().Index
+	if separate {
+		n.YggLink = yggLink.Attrs().Name
+		// Before it is up: no SLAAC and no default route from the bridge.
+		if err := disableRA(n.YggLink); err != nil {
+			logLink.Warn(err.Error())
+		}
+	}
 
 	optimistic := enableOptimisticDAD(name)
-	link, err = upWithCarrier(ctx, link, max(s.DHCPTimeout, s.IPv6Timeout))
+	wait := max(s.DHCPTimeout, s.IPv6Timeout)
+	link, err := upWithCarrier(ctx, link, wait)
 	if err != nil {
 		return n, err
 	}
 	n.link = link
 	n.Timings.Carrier = time.Since(start)
 	logLink.Info(fmt.Sprintf("%s up, carrier after %s", name, ms(n.Timings.Carrier)), "mac", link.Attrs().HardwareAddr, "optimistic_dad", optimistic)
+	switch {
+	case separate:
+		if n.yggLink, err = upWithCarrier(ctx, yggLink, wait); err != nil {
+			n.yggLink, yggLinkErr = nil, err
+		} else {
+			logLink.Info(fmt.Sprintf("%s up for the Yggdrasil address only (accept_ra=0, no DHCP)", n.YggLink))
+		}
+	case yggLinkErr == nil:
+		n.yggLink = link
+	default:
+		n.yggLink = nil
+	}
 
 	var (
 		wg                   sync.WaitGroup
@@ -106,7 +136,12 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 	wg.Go(func() { dhcpErr = n.setupIPv4(ctx, start) })
 	wg.Go(func() { v6Err = n.setupIPv6(ctx, start, optimistic) })
 	if s.YggAddress.IsValid() {
-		wg.Go(func() { yErr = n.setupYgg(ctx, start) })
+		if n.yggLink == nil {
+			yErr = yggLinkErr
+			n.YggLink = ""
+		} else {
+			wg.Go(func() { yErr = n.setupYgg(ctx, start) })
+		}
 	}
 	wg.Wait()
 	errs := []error{dhcpErr, v6Err, yErr}
@@ -127,6 +162,57 @@ func Setup(ctx context.Context, s Settings, opts Options) (*Network, error) {
 // ms formats d in milliseconds for the step lines (the benchmark reads them).
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + "ms"
+}
+
+// pickLinks returns the link of IPv4 and IPv6 and that of the Yggdrasil
+// address as s.Template has them. Without the first, link is nil and err
+// says why; without the second (a macvlan machine without host0), err
+// says why and link is still returned.
+func pickLinks(s Settings) (link, ygg netlink.Link, err error) {
+	if s.Template != man8env.TemplateMacvlan {
+		link, err = pickLink(s.Link)
+		return link, link, err
+	}
+	if link, err = pickMacvlan(s.Link); err != nil {
+		return nil, nil, err
+	}
+	ygg, err = netlink.LinkByName(defaultLinkName)
+	if err != nil {
+		return link, nil, fmt.Errorf("no %s for the Yggdrasil address (VirtualEthernet=yes and Bridge= in the machine's settings give it): %w", defaultLinkName, err)
+	}
+	return link, ygg, nil
+}
+
+// pickMacvlan returns the named link, or the first macvlan (nspawn's
+// mv-UPLINK), or ErrNoLink when the machine has no link but loopback.
+func pickMacvlan(name string) (netlink.Link, error) {
+	if name != "" {
+		return pickLink(name)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	others := false
+	for _, l := range links {
+		if l.Type() == "macvlan" || strings.HasPrefix(l.Attrs().Name, "mv-") {
+			return l, nil
+		}
+		others = others || l.Attrs().Flags&net.FlagLoopback == 0
+	}
+	if !others {
+		return nil, ErrNoLink
+	}
+	return nil, fmt.Errorf("template %s: no macvlan link (mv-UPLINK) in the machine: its settings need MACVLAN=UPLINK, or %s names the LAN link", man8env.TemplateMacvlan, man8env.KeyLink)
+}
+
+// disableRA makes link ignore router advertisements.
+func disableRA(link string) error {
+	p := filepath.Join("/proc/sys/net/ipv6/conf", link, "accept_ra")
+	if err := os.WriteFile(p, []byte("0\n"), 0o644); err != nil {
+		return fmt.Errorf("turning off router advertisements on %s: %w", link, err)
+	}
+	return nil
 }
 
 // pickLink returns the named link, or host0, or the first link that is
@@ -288,24 +374,28 @@ func (n *Network) setupYgg(ctx context.Context, start time.Time) error {
 		return err
 	}
 	defer w.Close()
-	if err := p.applyAddr(n.link); err != nil {
+	if err := p.applyAddr(n.yggLink); err != nil {
 		return err
 	}
 	// Without DAD the address is usable as soon as the link is ready;
 	// wait for the kernel to say so rather than assume it.
-	ctx, cancel := context.WithTimeoutCause(ctx, 5*time.Second, fmt.Errorf("address %s still tentative on %s", p.Addr, n.Link))
+	ctx, cancel := context.WithTimeoutCause(ctx, 5*time.Second, fmt.Errorf("address %s still tentative on %s", p.Addr, n.YggLink))
 	defer cancel()
 	if _, err := until(ctx, w, func() (struct{}, bool, error) {
-		f, ok, err := addrState(n.link, p.Addr.Addr())
+		f, ok, err := addrState(n.yggLink, p.Addr.Addr())
 		return struct{}{}, ok && f&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0, err
 	}); err != nil {
 		return err
 	}
-	if err := p.applyRoutes(n.link); err != nil {
+	if err := p.applyRoutes(n.yggLink); err != nil {
 		return err
 	}
 	n.Timings.Ygg = time.Since(start)
-	n.opts.log("ygg").Info(fmt.Sprintf("%s after %s", p, ms(n.Timings.Ygg)))
+	on := ""
+	if n.YggLink != n.Link {
+		on = " on " + n.YggLink
+	}
+	n.opts.log("ygg").Info(fmt.Sprintf("%s%s after %s", p, on, ms(n.Timings.Ygg)))
 	return nil
 }
 
@@ -436,6 +526,13 @@ func (n *Network) check(ctx context.Context) error {
 	log := n.opts.log("check")
 	var errs, notes []string
 	var all []error
+	// Each result names its link when the machine has two (macvlan).
+	on := func(link string) string {
+		if n.YggLink == n.Link || n.YggLink == "" {
+			return ""
+		}
+		return " on " + link
+	}
 	fail := func(what string, err error) {
 		errs = append(errs, what)
 		all = append(all, fmt.Errorf("check %s: %w", what, err))
@@ -444,23 +541,28 @@ func (n *Network) check(ctx context.Context) error {
 	if err := checkIPv4(n.link); err != nil {
 		fail("ipv4", err)
 	} else {
-		notes = append(notes, "ipv4 ok")
+		notes = append(notes, "ipv4 ok"+on(n.Link))
 	}
 	if _, ok, err := n.slaacState(true); err != nil || !ok {
 		if n.settings.IPv6 == IPv6Optional && err == nil {
-			notes = append(notes, "ipv6 absent (optional)")
+			notes = append(notes, "ipv6 absent"+on(n.Link)+" (optional)")
 		} else {
 			fail("ipv6", errors.Join(err, fmt.Errorf("no global IPv6 address with a default route on %s", n.Link)))
 		}
 	} else {
-		notes = append(notes, "ipv6 ok")
+		notes = append(notes, "ipv6 ok"+on(n.Link))
 	}
 	if n.settings.YggAddress.IsValid() {
 		p := PlanYgg(n.settings.YggAddress, n.settings.YggTable, n.settings.YggRulePriority)
-		if err := p.check(n.link); err != nil {
-			fail("ygg", err)
-		} else {
-			notes = append(notes, "ygg ok")
+		switch {
+		case n.yggLink == nil:
+			fail("ygg", fmt.Errorf("no link for address %s", p.Addr))
+		default:
+			if err := p.check(n.yggLink); err != nil {
+				fail("ygg", err)
+			} else {
+				notes = append(notes, "ygg ok"+on(n.YggLink))
+			}
 		}
 	}
 	if name := n.settings.CheckDNS; name != "" {
@@ -510,8 +612,8 @@ func Resume(s Settings, opts Options, l *dhcp4.Lease) (*Network, error) {
 	if opts.Root == "" {
 		opts.Root = "/"
 	}
-	link, err := pickLink(s.Link)
-	if err != nil {
+	link, _, err := pickLinks(s)
+	if link == nil {
 		return nil, err
 	}
 	return &Network{Link: link.Attrs().Name, Lease: l, settings: s, opts: opts, link: link}, nil

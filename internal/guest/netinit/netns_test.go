@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/testbed/ci"
 
 	"github.com/vishvananda/netlink"
@@ -76,7 +78,7 @@ func TestYggApplyIdempotent(t *testing.T) {
 			return err
 		}
 		p := PlanYgg(netip.MustParseAddr("300:2e98:a4b0:1789:1d44:bc13:a177:c4d"), 199, 100)
-		n := &Network{Link: "host0", link: link, settings: Settings{YggAddress: p.Addr.Addr(), YggTable: 199, YggRulePriority: 100}}
+		n := &Network{Link: "host0", YggLink: "host0", link: link, yggLink: link, settings: Settings{YggAddress: p.Addr.Addr(), YggTable: 199, YggRulePriority: 100}}
 		for i := range 2 {
 			if err := n.setupYgg(context.Background(), time.Now()); err != nil {
 				return fmt.Errorf("apply %d: %w", i+1, err)
@@ -151,6 +153,52 @@ func TestLeaseApplyAndDrop(t *testing.T) {
 		}
 		if err := checkIPv4(link); err == nil {
 			return errors.New("IPv4 still configured after the drop")
+		}
+		return nil
+	})
+}
+
+// The links by template: a macvlan machine's IPv4 and IPv6 go on its
+// macvlan and the Yggdrasil address on host0, whose router advertisements
+// can be turned off; without a macvlan the error says what to change, and
+// with only loopback there is no link at all.
+func TestPickLinks(t *testing.T) {
+	inNewNetns(t, func() error {
+		macvlan := Settings{Template: man8env.TemplateMacvlan}
+		if _, _, err := pickLinks(macvlan); !errors.Is(err, ErrNoLink) {
+			return fmt.Errorf("only loopback: %v, want ErrNoLink", err)
+		}
+		if _, err := vethHost0(); err != nil {
+			return err
+		}
+		if l, _, err := pickLinks(macvlan); l != nil || err == nil || !strings.Contains(err.Error(), "MACVLAN=UPLINK") {
+			return fmt.Errorf("no macvlan: %v, %v; want an error naming MACVLAN=", l, err)
+		}
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}, PeerName: "lanpeer0"}); err != nil {
+			return err
+		}
+		lan, err := netlink.LinkByName("lan0")
+		if err != nil {
+			return err
+		}
+		// Named as nspawn names it, and not: the kind decides.
+		mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "lanlink", ParentIndex: lan.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+		if err := netlink.LinkAdd(mv); err != nil {
+			return fmt.Errorf("adding a macvlan: %w", err)
+		}
+		l, y, err := pickLinks(macvlan)
+		if err != nil || l.Attrs().Name != "lanlink" || y.Attrs().Name != "host0" {
+			return fmt.Errorf("macvlan template: links %v and %v, %v; want lanlink and host0", l, y, err)
+		}
+		l, y, err = pickLinks(Settings{Template: man8env.TemplateNetworkIsolated})
+		if err != nil || l.Attrs().Name != "host0" || y.Attrs().Name != "host0" {
+			return fmt.Errorf("network_isolated: links %v and %v, %v; want host0 for both", l, y, err)
+		}
+		if err := disableRA("host0"); err != nil {
+			return err
+		}
+		if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/host0/accept_ra"); err != nil || strings.TrimSpace(string(b)) != "0" {
+			return errors.Join(err, fmt.Errorf("accept_ra of host0 = %q, want 0", b))
 		}
 		return nil
 	})

@@ -51,8 +51,14 @@ const (
 
 // Settings are the network steps' settings from the environment file.
 type Settings struct {
+	// Template is the machine's template (MAN8S_CONTAINER_TEMPLATE,
+	// canonical; default network_isolated). host_network machines have no
+	// network of their own to set up; macvlan machines get IPv4 and IPv6 on
+	// the macvlan and only the Yggdrasil address on host0.
+	Template string
 	// Link is the link to configure; empty means host0, or the first
-	// non-loopback link when there is no host0.
+	// non-loopback link when there is no host0 (macvlan: the macvlan,
+	// mv-UPLINK).
 	Link string
 	// Check is MAN8S_NETWORK_CHECK (default CheckWarn).
 	Check CheckMode
@@ -82,6 +88,7 @@ type Settings struct {
 // name the key.
 func ParseSettings(vars map[string]string) (Settings, error) {
 	s := Settings{
+		Template:        man8env.TemplateNetworkIsolated,
 		Link:            strings.TrimSpace(vars[man8env.KeyLink]),
 		Check:           CheckWarn,
 		IPv6:            IPv6Required,
@@ -90,6 +97,13 @@ func ParseSettings(vars map[string]string) (Settings, error) {
 		CheckDNS:        strings.TrimSpace(vars[man8env.KeyCheckDNS]),
 		DHCPTimeout:     DefaultDHCPTimeout,
 		ResolvConf:      DefaultResolvConf,
+	}
+	if v := strings.TrimSpace(vars[man8env.KeyTemplate]); v != "" {
+		t, err := man8env.ParseTemplate(v)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", man8env.KeyTemplate, err)
+		}
+		s.Template = t
 	}
 	if v := strings.ToLower(strings.TrimSpace(vars[man8env.KeyCheck])); v != "" {
 		switch m := CheckMode(v); m {

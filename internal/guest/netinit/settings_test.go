@@ -13,7 +13,8 @@ import (
 
 func TestParseSettings(t *testing.T) {
 	def := Settings{
-		Check: CheckWarn, IPv6: IPv6Required, YggTable: 199, YggRulePriority: 100,
+		Template: man8env.TemplateNetworkIsolated,
+		Check:    CheckWarn, IPv6: IPv6Required, YggTable: 199, YggRulePriority: 100,
 		DHCPTimeout: 30 * time.Second, IPv6Timeout: 30 * time.Second, ResolvConf: "/etc/resolv.conf",
 	}
 	with := func(f func(*Settings)) Settings { s := def; f(&s); return s }
@@ -39,6 +40,10 @@ func TestParseSettings(t *testing.T) {
 		{name: "dns, link, resolv.conf", vars: map[string]string{man8env.KeyCheckDNS: "example.org", man8env.KeyLink: "eth1", man8env.KeyResolvConf: "/run/resolv.conf"},
 			want: with(func(s *Settings) { s.CheckDNS, s.Link, s.ResolvConf = "example.org", "eth1", "/run/resolv.conf" })},
 
+		{name: "template alias", vars: map[string]string{man8env.KeyTemplate: "netns-init"}, want: def},
+		{name: "macvlan", vars: map[string]string{man8env.KeyTemplate: " macvlan "}, want: with(func(s *Settings) { s.Template = man8env.TemplateMacvlan })},
+		{name: "host network", vars: map[string]string{man8env.KeyTemplate: "host_network"}, want: with(func(s *Settings) { s.Template = man8env.TemplateHostNetwork })},
+		{name: "bad template", vars: map[string]string{man8env.KeyTemplate: "bridge"}, wantErr: man8env.KeyTemplate + `: unknown template "bridge"`},
 		{name: "bad check", vars: map[string]string{man8env.KeyCheck: "loud"}, wantErr: man8env.KeyCheck},
 		{name: "bad ipv6", vars: map[string]string{man8env.KeyIPv6: "maybe"}, wantErr: man8env.KeyIPv6},
 		{name: "ygg address not IPv6", vars: map[string]string{man8env.KeyYggAddress: "198.18.1.5"}, wantErr: man8env.KeyYggAddress},

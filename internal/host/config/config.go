@@ -59,13 +59,14 @@ type Paths struct {
 // Network configures the host side of the machines' network.
 type Network struct {
 	Bridge    string `toml:"bridge" comment:"bridge the machines are attached to"`
+	Uplink    string `toml:"uplink" comment:"host interface on the LAN whose macvlans the macvlan template's machines get (pull --uplink overrides it; empty: none)"`
 	YggAdmin  string `toml:"ygg_admin" comment:"Yggdrasil admin endpoint: unix:///path or tcp://host:port"`
 	YggPrefix string `toml:"ygg_prefix" comment:"fixed Yggdrasil subnet, used when the admin endpoint is unreachable (e.g. 300:1234::/64)"`
 }
 
 // Machines holds defaults for new machines.
 type Machines struct {
-	DefaultTemplate string `toml:"default_template" comment:"template for new machines"`
+	DefaultTemplate string `toml:"default_template" comment:"template for new machines: network_isolated (own network namespace on the bridge), macvlan (own MAC on the LAN through network.uplink, Yggdrasil through the bridge) or host_network (the host's network, no isolation)"`
 	Busybox         string `toml:"busybox" comment:"static busybox installed into machines as a debug shell (also searched on PATH)"`
 	Init            string `toml:"init" comment:"man8s-init binary installed into machines ($MBCTL_INIT overrides it); if empty: man8s-init beside mbctl, else PREFIX/lib/man8s/man8s-init, else mbctl itself as a multi-call binary"`
 }
@@ -310,6 +311,11 @@ func (c Config) validate() error {
 	}
 	if err := ValidateIfName(c.Network.Bridge); err != nil {
 		bad("network.bridge", "%w", err)
+	}
+	if c.Network.Uplink != "" {
+		if err := ValidateIfName(c.Network.Uplink); err != nil {
+			bad("network.uplink", "%w", err)
+		}
 	}
 	if _, _, err := yggadmin.ParseEndpoint(c.Network.YggAdmin); err != nil {
 		bad("network.ygg_admin", "%w", err)

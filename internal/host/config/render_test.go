@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/man8s/mbctl/internal/format/man8env"
 )
 
 // renderedComment returns the comment line above key in out.
@@ -114,7 +115,7 @@ func TestEntries(t *testing.T) {
 	}
 	want := []string{
 		"paths.machines", "paths.images", "paths.configs", "paths.storage", "paths.nspawn", "paths.machinectl", "paths.cache", "paths.scratch", "paths.networkd", "paths.sysctl", "paths.systemd_units",
-		"network.bridge", "network.ygg_admin", "network.ygg_prefix",
+		"network.bridge", "network.uplink", "network.ygg_admin", "network.ygg_prefix",
 		"machines.default_template", "machines.busybox", "machines.init",
 		"registries.mirrors", "registries.insecure", "registries.ca_file",
 		"registries.attempts", "registries.header_timeout", "registries.idle_timeout",
@@ -135,4 +136,20 @@ func TestEntries(t *testing.T) {
 	if byKey["paths.cache"] != "/var/cache/man8s" {
 		t.Errorf("paths.cache = %#v", byKey["paths.cache"])
 	}
+}
+
+// config show names every template in default_template's comment.
+func TestDefaultTemplateListsTemplates(t *testing.T) {
+	for _, e := range Entries(Default(), Origin{}) {
+		if e.Dotted() != "machines.default_template" {
+			continue
+		}
+		for _, tmpl := range man8env.Templates() {
+			if !strings.Contains(e.Description, tmpl) {
+				t.Errorf("machines.default_template's comment %q does not name template %s", e.Description, tmpl)
+			}
+		}
+		return
+	}
+	t.Fatal("no machines.default_template")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -126,6 +127,28 @@ func checkYgg(cfg config.Config, subnet netip.Prefix, source string, err error) 
 		return warn(name, fixYgg, "node at %s unreachable; using network.ygg_prefix %s", cfg.Network.YggAdmin, subnet)
 	}
 	return ok(name, "subnet %s (from %s)", subnet, cfg.Network.YggAdmin)
+}
+
+// checkUplink checks network.uplink, the macvlan template's interface on
+// the LAN: it must exist, and be up for the machines to reach the LAN.
+func checkUplink(uplink string, links Links) Result {
+	name := "uplink " + uplink
+	const fix = "set network.uplink to the host's interface on the LAN ('ip link' lists them), or leave it empty without macvlan machines"
+	link, err := links.LinkByName(uplink)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return fail(name, fix, "%s does not exist", uplink)
+		}
+		return fail(name, "", "reading link %s: %v", uplink, err)
+	}
+	if t := link.Type(); t == "bridge" || t == "macvlan" {
+		return warn(name, fix, "%s is a %s: macvlan machines need the Ethernet interface itself", uplink, t)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return warn(name, "ip link set "+uplink+" up", "%s is down: macvlan machines on it reach nothing", uplink)
+	}
+	return ok(name, "%s (%s) for macvlan machines", uplink, link.Type())
 }
 
 func checkBridge(bridge string, subnet netip.Prefix, subnetErr error, links Links) Result {

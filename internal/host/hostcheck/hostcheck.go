@@ -92,7 +92,7 @@ type Probes struct {
 // returns one result per check.
 func Run(ctx context.Context, cfg config.Config, p Probes) []Result {
 	subnet, source, subnetErr := p.Subnet(ctx)
-	return []Result{
+	results := []Result{
 		checkNspawn(ctx, p),
 		checkUserns(ctx, p),
 		checkIdmap(ctx, cfg, p),
@@ -104,6 +104,10 @@ func Run(ctx context.Context, cfg config.Config, p Probes) []Result {
 		checkGzip(gunzip.Engine, gunzip.Fast),
 		checkDirs(cfg.Paths),
 	}
+	if cfg.Network.Uplink != "" {
+		results = append(results, checkUplink(cfg.Network.Uplink, p.Links))
+	}
+	return results
 }
 
 // Failed counts the results with status Fail.

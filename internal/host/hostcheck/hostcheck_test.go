@@ -33,6 +33,9 @@ func (f fakeLinks) LinkByName(name string) (netlink.Link, error) {
 		return nil, netlink.LinkNotFoundError{}
 	}
 	attrs := netlink.LinkAttrs{Name: name}
+	if kind, up := strings.CutSuffix(l.kind, "+up"); up {
+		l.kind, attrs.Flags = kind, net.FlagUp
+	}
 	if l.kind == "bridge" {
 		return &netlink.Bridge{LinkAttrs: attrs}, nil
 	}
@@ -200,6 +203,27 @@ func TestRun(t *testing.T) {
 		{"other bridge name", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
 			cfg.Network.Bridge = "br9"
 		}, "bridge br9", "br9 does not exist", "mbctl host setup", Fail},
+		{"uplink ok", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
+			cfg.Network.Uplink = "enp3s0"
+			l := goodLinks()
+			l["enp3s0"] = struct {
+				kind  string
+				addrs []string
+			}{"dummy+up", nil}
+			p.Links = l
+		}, "uplink enp3s0", "enp3s0 (dummy) for macvlan machines", "", OK},
+		{"uplink missing", func(t *testing.T, cfg *config.Config, _ *Probes, _ map[string]string) {
+			cfg.Network.Uplink = "enp3s0"
+		}, "uplink enp3s0", "enp3s0 does not exist", "network.uplink", Fail},
+		{"uplink down", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
+			cfg.Network.Uplink = "enp3s0"
+			l := goodLinks()
+			l["enp3s0"] = struct {
+				kind  string
+				addrs []string
+			}{"dummy", nil}
+			p.Links = l
+		}, "uplink enp3s0", "enp3s0 is down", "ip link set enp3s0 up", Warn},
 		{"forwarding ok", nil, "forwarding", "net.ipv6.conf.all.forwarding, net.ipv4.ip_forward = 1", "", OK},
 		{"ipv6 forwarding off", func(t *testing.T, _ *config.Config, _ *Probes, proc map[string]string) {
 			proc["sys/net/ipv6/conf/all/forwarding"] = "0\n"

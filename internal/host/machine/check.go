@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -73,6 +74,7 @@ func Check(p Paths) []CheckResult {
 	add(checkLink("machinectl image link", p.ImageLink, p.Rootfs))
 	if settings != nil {
 		out = append(out, checkBinds(settings)...)
+		out = append(out, checkMacvlan(settings)...)
 	}
 	out = append(out, checkEnv(p)...)
 	return out
@@ -174,6 +176,23 @@ func checkBinds(f *unitfile.File) []CheckResult {
 				} else if err != nil {
 					r.Status, r.Detail = CheckFail, err.Error()
 				}
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkMacvlan checks that the uplinks MACVLAN= names exist on the host
+// (the macvlan template): nspawn refuses to start without them.
+func checkMacvlan(f *unitfile.File) []CheckResult {
+	var out []CheckResult
+	for _, v := range f.GetAll("Network", "MACVLAN") {
+		for _, name := range strings.Fields(v) {
+			r := CheckResult{What: "macvlan uplink " + name, Status: CheckOK}
+			if _, err := net.InterfaceByName(name); err != nil {
+				r.Status, r.Detail = CheckFail, fmt.Sprintf("the host has no interface %s: %v", name, err)
+				r.Fix = "set MACVLAN= in container.nspawn to the host's interface on the LAN ('ip link' lists them)"
 			}
 			out = append(out, r)
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 )
 
@@ -76,5 +77,17 @@ func TestCheckEnvReadiness(t *testing.T) {
 	if got == nil || got.Status != CheckFail || !strings.Contains(got.Detail, "MAN8S_READY") || !strings.Contains(got.Detail, "want none, restart or stop") ||
 		!strings.Contains(got.Detail, "needs /bin/sh") || strings.Contains(got.Detail, "\n") {
 		t.Errorf("check: %+v", got)
+	}
+}
+
+// MACVLAN= must name interfaces the host has.
+func TestCheckMacvlan(t *testing.T) {
+	f, err := unitfile.Parse(strings.NewReader("[Network]\nMACVLAN=lo m8s-absent0\nVirtualEthernet=yes\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := checkMacvlan(f)
+	if len(rs) != 2 || rs[0].Status != CheckOK || rs[1].Status != CheckFail || !strings.Contains(rs[1].Fix, "MACVLAN=") {
+		t.Errorf("checkMacvlan = %+v, want lo ok and m8s-absent0 failed with a fix naming MACVLAN=", rs)
 	}
 }

@@ -46,6 +46,9 @@ func ProbeInput(rootfs string, p machinefiles.Params) (probe.Input, error) {
 	}
 	p.Mode, p.KillSignal = imageinit.ExecPID1, "SIGTERM"
 	p.Bridge, p.EnvFile, p.Binds = "probe0", man8env.EnvPath, nil
+	if p.Uplink == "" {
+		p.Uplink = "probe0" // the probe has no network: any name will do
+	}
 	p.Env = append(append([]machinefiles.EnvVar{}, p.Env...), probeOverrides...)
 	env, err := machinefiles.Env(p)
 	if err != nil {

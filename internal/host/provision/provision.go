@@ -46,6 +46,8 @@ type Options struct {
 	Dirs config.Paths
 	// Bridge is the host bridge the machine is attached to.
 	Bridge string
+	// Uplink is the host interface of the macvlan template.
+	Uplink string
 	// Template is the settings template (machinefiles.ParseTemplate).
 	Template string
 	// Image is the resolved image (config fetched, layers not yet); Ref is
@@ -204,8 +206,12 @@ func Create(ctx context.Context, o Options) (res *Created, err error) {
 	}
 	c := &creation{o: o, p: machine.PathsFor(o.Dirs, o.Name)}
 	c.res = &Created{Paths: c.p}
-	if c.res.YggAddress, err = yggaddr.Address(o.Subnet, o.Name); err != nil {
-		return nil, err
+	// A host_network machine has no address of its own (and the pull
+	// needs no Yggdrasil subnet for it).
+	if tmpl, _ := man8env.ParseTemplate(o.Template); man8env.HasOwnNetwork(tmpl) || o.Subnet.IsValid() {
+		if c.res.YggAddress, err = yggaddr.Address(o.Subnet, o.Name); err != nil {
+			return nil, err
+		}
 	}
 	if c.res.Volumes, err = placeVolumes(o.Volumes, c.p); err != nil {
 		return nil, err
@@ -476,7 +482,7 @@ func (c *creation) copyVolumes(context.Context) error {
 func (c *creation) writeFiles(context.Context) error {
 	o, res, p := c.o, c.res, c.p
 	params := machinefiles.Params{
-		Name: o.Name, Template: o.Template, Bridge: o.Bridge, YggAddress: res.YggAddress,
+		Name: o.Name, Template: o.Template, Bridge: o.Bridge, Uplink: o.Uplink, YggAddress: res.YggAddress,
 		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: c.appConfig(),
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
 		EnvFile: p.Env, Env: o.Env, Version: o.Version, Created: o.Now,

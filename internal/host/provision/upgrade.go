@@ -119,6 +119,9 @@ type UpgradeOptions struct {
 	Name   string
 	Dirs   config.Paths
 	Bridge string
+	// Uplink is the macvlan template's host interface (network.uplink),
+	// used when the machine's settings do not name one (MACVLAN=).
+	Uplink string
 	// Image is the resolved new image; Ref the reference to record.
 	Image *registry.Image
 	Ref   string
@@ -484,6 +487,13 @@ func (u *upgrade) params(im *registry.Image, binds []machinefiles.Bind, mode ima
 	if u.o.Subnet.IsValid() {
 		addr, err = yggaddr.Address(u.o.Subnet, u.p.Name)
 	}
+	tmpl := get(man8env.KeyTemplate)
+	if tmpl == "" {
+		tmpl = man8env.TemplateNetworkIsolated
+	}
+	if t, _ := man8env.ParseTemplate(tmpl); !man8env.HasOwnNetwork(t) {
+		addr, err = netip.Addr{}, nil // none of its own
+	}
 	if err != nil {
 		return machinefiles.Params{}, fmt.Errorf("machine %s: its Yggdrasil address: %w", u.p.Name, err)
 	}
@@ -491,16 +501,26 @@ func (u *upgrade) params(im *registry.Image, binds []machinefiles.Bind, mode ima
 	if err != nil {
 		created = u.o.Now
 	}
-	tmpl := get(man8env.KeyTemplate)
-	if tmpl == "" {
-		tmpl = man8env.TemplateNetworkIsolated
-	}
 	return machinefiles.Params{
-		Name: u.p.Name, Template: tmpl, Bridge: u.o.Bridge, YggAddress: addr,
+		Name: u.p.Name, Template: tmpl, Bridge: u.o.Bridge, Uplink: u.uplink(), YggAddress: addr,
 		ImageRef: u.o.Ref, ImageDigest: im.Digest.String(), Image: im.Config.Config,
 		Mode: mode, KillSignal: imageinit.KillSignal(mode, det),
 		EnvFile: u.p.Env, Binds: binds, Version: u.o.Version, Created: created,
 	}, nil
+}
+
+// uplink is the macvlan template's uplink: the one mbctl wrote (the base
+// settings'), else the user's MACVLAN=, else the configured one.
+func (u *upgrade) uplink() string {
+	for _, f := range []*unitfile.File{u.baseSettings, u.userSettings} {
+		if f == nil {
+			continue
+		}
+		if v, ok := f.Get("Network", "MACVLAN"); ok && strings.TrimSpace(v) != "" {
+			return strings.Fields(v)[0]
+		}
+	}
+	return u.o.Uplink
 }
 
 // merge generates the files for the new image and merges them into the

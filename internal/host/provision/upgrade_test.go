@@ -2,6 +2,7 @@ package provision
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -437,4 +438,52 @@ func TestAdopt(t *testing.T) {
 			t.Errorf("left: %q", next)
 		}
 	})
+}
+
+// An upgrade keeps the machine's template: a macvlan machine stays on the
+// uplink it was pulled with (network.uplink changed since), and a
+// host_network machine, made without a Yggdrasil subnet, gets no address.
+func TestUpgradeKeepsTemplate(t *testing.T) {
+	v1, v2 := versionImages(t)
+	for _, tt := range []struct {
+		tmpl     string
+		want     []string
+		wantNone string
+	}{
+		{man8env.TemplateMacvlan, []string{"MACVLAN=enp3s0\n", "Bridge=srvgrp0\n"}, "MACVLAN=other0"},
+		{man8env.TemplateHostNetwork, []string{"VirtualEthernet=no\n"}, "Bridge="},
+	} {
+		t.Run(tt.tmpl, func(t *testing.T) {
+			o, _ := testOptions(t, v1)
+			o.Template, o.Uplink = tt.tmpl, "enp3s0"
+			o.Volumes = []machine.Volume{{Path: "/var/lib/app", Kind: machine.VolumeData}}
+			if tt.tmpl == man8env.TemplateHostNetwork {
+				o.Subnet, o.Uplink = netip.Prefix{}, ""
+			}
+			created, err := Create(t.Context(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			uo := upgradeOptions(o, v2)
+			uo.Uplink = "other0"
+			if _, err := Upgrade(t.Context(), uo); err != nil {
+				t.Fatal(err)
+			}
+			settings, env := readFile(t, created.Paths.Settings), readFile(t, created.Paths.Env)
+			for _, w := range tt.want {
+				if !strings.Contains(settings, w) {
+					t.Errorf("upgraded settings lack %q:\n%s", w, settings)
+				}
+			}
+			if strings.Contains(settings, tt.wantNone) {
+				t.Errorf("upgraded settings have %q:\n%s", tt.wantNone, settings)
+			}
+			if !strings.Contains(env, man8env.KeyTemplate+"="+tt.tmpl+"\n") {
+				t.Errorf("upgraded env lost the template:\n%s", env)
+			}
+			if hasAddr := strings.Contains(env, man8env.KeyYggAddress); hasAddr != man8env.HasOwnNetwork(tt.tmpl) {
+				t.Errorf("upgraded env has %s: %v\n%s", man8env.KeyYggAddress, hasAddr, env)
+			}
+		})
+	}
 }

@@ -45,12 +45,16 @@ type EnvVar struct {
 type Params struct {
 	// Name is the machine name.
 	Name string
-	// Template is "network_isolated" (or an alias of it).
+	// Template is one of man8env.Templates (or an alias of one).
 	Template string
 	// Bridge is the host bridge the machine is attached to
-	// (config network.bridge).
+	// (config network.bridge); the macvlan template's Yggdrasil link too.
 	Bridge string
-	// YggAddress is the machine's Yggdrasil address.
+	// Uplink is the host interface the macvlan template's machine gets a
+	// macvlan of (config network.uplink, pull --uplink).
+	Uplink string
+	// YggAddress is the machine's Yggdrasil address; host_network
+	// machines have none (the field is ignored).
 	YggAddress netip.Addr
 	// ImageRef is the reference the user pulled; ImageDigest the manifest
 	// digest ("sha256:...").
@@ -143,17 +147,18 @@ func imageEnv(c v1.Config) ([]string, map[string]string, error) {
 
 // Settings returns the machine's container.nspawn.
 func Settings(p Params) (*unitfile.File, error) {
-	if _, err := p.check(); err != nil {
+	tmpl, err := p.check()
+	if err != nil {
 		return nil, fmt.Errorf("generating settings: %w", err)
 	}
-	f, err := settings(p)
+	f, err := settings(p, tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("generating settings of machine %s: %w", p.Name, err)
 	}
 	return f, nil
 }
 
-func settings(p Params) (*unitfile.File, error) {
+func settings(p Params, tmpl string) (*unitfile.File, error) {
 	var b strings.Builder
 	var errs []error
 	line := func(key, value string) {
@@ -189,11 +194,20 @@ func settings(p Params) (*unitfile.File, error) {
 	comment("Sent to PID 1 when the machine is stopped; without it nspawn sends SIGKILL.")
 	line("KillSignal", kill)
 	line("Parameters", man8env.InitPath)
-	if p.Strict {
+	switch {
+	case p.Strict && tmpl == man8env.TemplateHostNetwork:
+		comment("Strict: the root is read-only; the host's /etc/resolv.conf is bound, read-only.")
+		line("ResolvConf", "off")
+		line("Timezone", "off")
+	case p.Strict:
 		comment("Strict: the root is read-only; /etc/resolv.conf is bound from the config dir.")
 		line("ResolvConf", "off")
 		line("Timezone", "off")
-	} else {
+	case tmpl == man8env.TemplateHostNetwork:
+		comment("The host's network: its resolver configuration works as it is.")
+		line("ResolvConf", "copy-host")
+		line("Timezone", "copy")
+	default:
 		line("ResolvConf", "copy-stub")
 		line("Timezone", "copy")
 	}
@@ -227,12 +241,9 @@ func settings(p Params) (*unitfile.File, error) {
 	line("WorkingDirectory", wd)
 
 	b.WriteString("\n[Network]\n")
-	if err := config.ValidateIfName(p.Bridge); err != nil {
-		return nil, fmt.Errorf("bridge: %w", err)
+	if err := network(&b, p, tmpl, line, comment); err != nil {
+		return nil, err
 	}
-	comment("A veth pair whose host side joins the machines' bridge; man8s-init configures host0.")
-	line("VirtualEthernet", "yes")
-	line("Bridge", p.Bridge)
 
 	b.WriteString("\n[Files]\n")
 	if p.Strict {
@@ -247,7 +258,13 @@ func settings(p Params) (*unitfile.File, error) {
 		return nil, fmt.Errorf("env file: %w", err)
 	}
 	line("Bind", envBind)
-	if p.Strict {
+	if p.Strict && tmpl == man8env.TemplateHostNetwork {
+		v, err := bindValue(Bind{Host: HostResolvConf, Container: "/etc/resolv.conf"})
+		if err != nil {
+			return nil, fmt.Errorf("resolv.conf: %w", err)
+		}
+		line("BindReadOnly", strings.TrimSuffix(v, ":idmap"))
+	} else if p.Strict {
 		if p.ResolvFile == "" {
 			return nil, errors.New("strict machine: no resolv.conf file to bind")
 		}
@@ -275,6 +292,53 @@ func settings(p Params) (*unitfile.File, error) {
 		return nil, fmt.Errorf("parsing the generated file: %w", err)
 	}
 	return f, nil
+}
+
+// HostResolvConf is the host's resolver file, bound read-only into a strict
+// host_network machine.
+const HostResolvConf = "/etc/resolv.conf"
+
+// network writes the [Network] section of template tmpl.
+func network(b *strings.Builder, p Params, tmpl string, line func(k, v string), comment func(string)) error {
+	bridge := func() error {
+		if err := config.ValidateIfName(p.Bridge); err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+		return nil
+	}
+	switch tmpl {
+	case man8env.TemplateMacvlan:
+		if p.Uplink == "" {
+			return errors.New("the macvlan template needs the host's uplink interface: set network.uplink in the configuration or pass --uplink IFACE")
+		}
+		if err := config.ValidateIfName(p.Uplink); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+		if err := bridge(); err != nil {
+			return err
+		}
+		comment("Template macvlan: the machine's own MAC address on the host's uplink; man8s-init")
+		comment("takes IPv4 (DHCP) and IPv6 (SLAAC) from the LAN on mv-" + p.Uplink + ".")
+		line("MACVLAN", p.Uplink)
+		comment("A veth pair to the machines' bridge that carries only the Yggdrasil address (host0,")
+		comment("no DHCP, no router advertisements); it is also how the host reaches the machine,")
+		comment("which a macvlan's own host cannot.")
+		line("VirtualEthernet", "yes")
+		line("Bridge", p.Bridge)
+	case man8env.TemplateHostNetwork:
+		comment("Template host_network: no network isolation; the machine sees the host's interfaces")
+		comment("and addresses, and man8s-init sets up nothing. \"no\" also overrides the")
+		comment("--network-veth of systemd-nspawn@.service.")
+		line("VirtualEthernet", "no")
+	default:
+		if err := bridge(); err != nil {
+			return err
+		}
+		comment("A veth pair whose host side joins the machines' bridge; man8s-init configures host0.")
+		line("VirtualEthernet", "yes")
+		line("Bridge", p.Bridge)
+	}
+	return nil
 }
 
 // normalSignal returns the systemd name of the signal named s.
@@ -327,7 +391,8 @@ func Env(p Params) (*envfile.File, error) {
 }
 
 func env(p Params, tmpl string) (*envfile.File, error) {
-	if !p.YggAddress.IsValid() {
+	ownNet := man8env.HasOwnNetwork(tmpl)
+	if ownNet && !p.YggAddress.IsValid() {
 		return nil, fmt.Errorf("no Yggdrasil address")
 	}
 	args, err := applicationArgs(p.Image)
@@ -364,11 +429,17 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 	fixed := []struct{ k, v string }{
 		{man8env.KeyName, p.Name},
 		{man8env.KeyTemplate, tmpl},
-		{man8env.KeyYggAddress, p.YggAddress.String()},
+	}
+	if ownNet {
+		// A host_network machine has no address of its own: it uses the
+		// host's, so the file claims none.
+		fixed = append(fixed, struct{ k, v string }{man8env.KeyYggAddress, p.YggAddress.String()})
+	}
+	fixed = append(fixed, []struct{ k, v string }{
 		{man8env.KeyImageURL, p.ImageRef},
 		{man8env.KeyDigest, p.ImageDigest},
 		{man8env.KeyArgs, args},
-	}
+	}...)
 	if p.Image.User != "" {
 		fixed = append(fixed, struct{ k, v string }{man8env.KeyUser, p.Image.User})
 	}

@@ -65,8 +65,27 @@ func cases() map[string]Params {
 		{"MAN8S_STOP_SIGNAL", "SIGINT"},
 		{"POSTGRES_INITDB_ARGS", "--data-checksums"},
 	}
+	// A DNS server on the LAN, on a macvlan of the host's uplink.
+	macvlan := params("dns", "example.com/dns:1", v1.Config{
+		Env:          []string{"PATH=/usr/bin:/bin"},
+		Entrypoint:   []string{"/usr/sbin/dnsd"},
+		ExposedPorts: map[string]struct{}{"53/udp": {}},
+	}, imageinit.Supervise, imageinit.None)
+	macvlan.Template, macvlan.Uplink = "macvlan", "enp3s0"
+	// A monitoring agent that must see the host's interfaces; no address
+	// of its own (YggAddress is ignored).
+	hostNet := params("agent", "example.com/agent:1", v1.Config{
+		Env:        []string{"PATH=/usr/bin:/bin"},
+		Entrypoint: []string{"/agent", "--listen=:9100"},
+	}, imageinit.Supervise, imageinit.None)
+	hostNet.Template = "host_network"
+	hostNetStrict := hostNet
+	hostNetStrict.Name, hostNetStrict.Strict, hostNetStrict.EnvFile = "agent2", true, "/var/lib/man8machine_configs/agent2/man8env.env"
 	return map[string]Params{
-		"postgres": postgres,
+		"macvlan":             macvlan,
+		"host_network":        hostNet,
+		"host_network_strict": hostNetStrict,
+		"postgres":            postgres,
 		"nginx": params("web", "nginx:1.27", v1.Config{
 			Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
 			Entrypoint: []string{"/docker-entrypoint.sh"},
@@ -374,6 +393,9 @@ func TestErrors(t *testing.T) {
 		{"relative bind", func(p *Params) { p.Binds = []Bind{{Host: "data", Container: "/data"}} }, "settings", `volume 1: bind host path "data" is not absolute`},
 		{"newline in bind", func(p *Params) { p.Binds = []Bind{{Host: "/data\n", Container: "/data"}} }, "settings", "control character"},
 		{"no bridge", func(p *Params) { p.Bridge = "" }, "settings", "bridge"},
+		{"macvlan without uplink", func(p *Params) { p.Template = "macvlan" }, "settings", "set network.uplink in the configuration or pass --uplink IFACE"},
+		{"macvlan bad uplink", func(p *Params) { p.Template, p.Uplink = "macvlan", "eth0:1" }, "settings", `uplink: interface name "eth0:1"`},
+		{"macvlan without bridge", func(p *Params) { p.Template, p.Uplink, p.Bridge = "macvlan", "eth0", "" }, "settings", "bridge"},
 		{"no ygg address", func(p *Params) { p.YggAddress = netip.Addr{} }, "env", "Yggdrasil"},
 		{"no time", func(p *Params) { p.Created = time.Time{} }, "both", "creation time"},
 		{"pull env sets an mbctl key", func(p *Params) { p.Env = []EnvVar{{"A", "1"}, {"MAN8S_CONTAINER_NAME", "x"}} }, "env", "environment given at pull: MAN8S_CONTAINER_NAME is written by mbctl"},
