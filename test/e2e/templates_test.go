@@ -19,7 +19,8 @@ import (
 	"github.com/man8s/mbctl/internal/testbed/registry"
 )
 
-// fetchVia gets url over connections that dial makes.
+// fetchVia gets url over connections that dial makes (from a namespace
+// other than the test's), in 2 s at most.
 func fetchVia(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
