@@ -156,15 +156,8 @@ func (l *LAN) start(ctx context.Context, opts LANOptions) error {
 		return err
 	}
 	l.networkd = p
-	waitCtx, stop := context.WithCancelCause(ctx)
+	waitCtx, stop := whileRunning(ctx, p)
 	defer stop(nil)
-	go func() {
-		select {
-		case <-p.Done():
-			stop(p.Exited())
-		case <-waitCtx.Done():
-		}
-	}()
 	if err := waitAddrs(waitCtx, l.Name, l.RouterLink, []netip.Addr{l.IPv4.Addr(), l.IPv6.Addr()}); err != nil {
 		return fmt.Errorf("the LAN's systemd-networkd did not configure %s: %w (log: %s)", l.RouterLink, err, logPath)
 	}

@@ -63,15 +63,8 @@ func (h *Host) startNetworkd(ctx context.Context, opts Options) error {
 		return err
 	}
 	h.networkd = p
-	waitCtx, cancel := context.WithCancelCause(ctx)
+	waitCtx, cancel := whileRunning(ctx, p)
 	defer cancel(nil)
-	go func() {
-		select {
-		case <-p.Done():
-			cancel(p.Exited())
-		case <-waitCtx.Done():
-		}
-	}()
 	if !withBridge {
 		if err := h.waitBusName(waitCtx, "org.freedesktop.network1"); err != nil {
 			return fmt.Errorf("systemd-networkd: %w (log: %s)", err, logPath)
@@ -146,4 +139,18 @@ func (h *Host) renderNetworkConfig(dir string, opts Options) error {
 		}
 		return os.WriteFile(filepath.Join(dir, path), []byte(r.Replace(string(data))), 0o644)
 	})
+}
+
+// whileRunning returns a context that ends, with p's exit as the cause,
+// when p exits: a wait for what p should do stops at once if p dies.
+func whileRunning(ctx context.Context, p *proc.Proc) (context.Context, context.CancelCauseFunc) {
+	waitCtx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-p.Done():
+			cancel(p.Exited())
+		case <-waitCtx.Done():
+		}
+	}()
+	return waitCtx, cancel
 }
