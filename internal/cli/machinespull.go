@@ -237,7 +237,7 @@ type machinesPullReport struct {
 	// MAN8S_IPV6=optional.
 	IPv6Optional bool           `json:"ipv6_optional"`
 	Layers       layersReport   `json:"layers"`
-	Unpacked unpackedReport `json:"unpacked"`
+	Unpacked     unpackedReport `json:"unpacked"`
 	// Root is the image root the machine runs on or was snapshotted from.
 	Root    *imageRootReport `json:"image_root,omitempty"`
 	Seconds float64          `json:"duration_seconds"`
