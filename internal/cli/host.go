@@ -195,8 +195,9 @@ On a host without IPv6 uplink (no IPv6 default route other than onto the
 bridge, or network.ipv6_uplink = no) the bridge's router advertisements offer
 no default route (RouterLifetimeSec=0): machines still get their fc00::/64
 address by SLAAC and reach each other over it, but do not send internet-bound
-IPv6 to a host that cannot forward it. A notice says so. Run setup again when
-the host gains IPv6: it writes the default back.
+IPv6 to a host that cannot forward it. A notice says so when the bridge's
+files change. Run setup again when the host gains IPv6: it writes the default
+back.
 
 Running it again changes nothing and says so: a file is written only when its
 content differs. --dry-run prints the files and what would change.
@@ -308,14 +309,6 @@ func hostSetupRun(ctx context.Context, opts *HostSetupOptions) error {
 		return fmt.Errorf("looking for this host's IPv6 uplink (or set network.ipv6_uplink to yes or no): %w", err)
 	}
 	opts.Log.Debug("host ipv6 uplink", "present", v6.Present, "configured", v6.Configured, "route", v6.Route)
-	if !v6.Present {
-		would := ""
-		if opts.DryRun {
-			would = " would"
-		}
-		fmt.Fprintf(opts.IO.ErrOut, "notice: this host has no IPv6 uplink (%s): %s's router advertisements%s offer no default route (%s); machines still get their fc00::/64 addresses and Yggdrasil\n",
-			v6.Why(), bridge, would, hostsetup.NoDefaultRouter)
-	}
 	plan, err := hostsetup.MakePlan(hostsetup.Options{
 		Bridge:       bridge,
 		Subnet:       subnet,
@@ -326,6 +319,14 @@ func hostSetupRun(ctx context.Context, opts *HostSetupOptions) error {
 	})
 	if err != nil {
 		return err
+	}
+	if !v6.Present && plan.NetworkdChanged() {
+		would := ""
+		if opts.DryRun {
+			would = " would"
+		}
+		fmt.Fprintf(opts.IO.ErrOut, "notice: this host has no IPv6 uplink (%s): %s's router advertisements%s offer no default route (%s); machines still get their fc00::/64 addresses and Yggdrasil\n",
+			v6.Why(), bridge, would, hostsetup.NoDefaultRouter)
 	}
 	reload := !opts.NoReload
 	report := func(res hostsetup.Result, networkd string) error {
