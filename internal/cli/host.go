@@ -17,6 +17,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/hostcheck"
 	"github.com/man8s/mbctl/internal/host/hostsetup"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
@@ -58,19 +59,37 @@ func NewCmdHostCheck(f *Factory, runF func(context.Context, *HostCheckOptions) e
 		Long: `Check what Man8S machines need on this host, one line each: systemd-nspawn
 and its version, user namespaces, idmapped mounts (probed on the filesystems
 of paths.configs and paths.storage), Yggdrasil and its subnet, the bridge
-(network.bridge) with its Yggdrasil gateway and ULA addresses, IP forwarding,
-systemd-networkd, a static busybox, the gzip engine and the writable
-directories. Nothing on the host is changed.
+(network.bridge) with its Yggdrasil gateway and ULA addresses, the uplink
+(the IPv4 and the IPv6 default route, one not onto the bridge), IP
+forwarding, systemd-networkd, a static busybox, the gzip engine and the
+writable directories. Nothing on the host is changed.
 
-✓ passed, ! works but needs attention, ✗ failed; every ! and ✗ says how to
-fix it. The exit status is 1 if a check failed. Run as root: some probes
-need it.`,
+✓ ok: passed; ! warn: works but needs attention; ✗ fail: machines will not
+work until it is fixed; - absent: something optional this host does not
+have, which is no problem to fix. Every ! and ✗ says how to fix it.
+
+An IPv4-only host (no IPv6 default route, or network.ipv6_uplink = no)
+reports "ipv6 uplink" as absent: its machines still get ULA addresses
+(fc00::/64) and reach each other over them, Yggdrasil runs over IPv4, and
+'mbctl machines pull' gives new machines MAN8S_IPV6=optional. If the bridge's
+router advertisements do not fit the uplink (written by 'mbctl host setup'
+before the host gained or lost IPv6), the line is a warning: run setup
+again.
+
+The exit status is 1 if a check failed (warn and absent do not count). Run
+as root: some probes need it. --json gives each check's status as "ok",
+"warn", "fail" or "absent".`,
 		Example: `  $ sudo mbctl host check
   ✓ systemd-nspawn: /usr/bin/systemd-nspawn, systemd 252.39-1~deb12u2
   ✗ bridge srvgrp0: srvgrp0 does not exist; fix: run ` + "`mbctl host setup`" + ` ...
+  ✓ ipv4 uplink: default route via 192.0.2.1 dev eth0
+  - ipv6 uplink: no IPv6 default route (other than onto srvgrp0): no IPv6 to the internet. ...
 
   # the failed checks and their fixes
-  sudo mbctl host check --json | jq '.checks[] | select(.status == "fail")'`,
+  sudo mbctl host check --json | jq '.checks[] | select(.status == "fail")'
+
+  # does this host reach the IPv6 internet?
+  sudo mbctl host check --json | jq -r '.checks[] | select(.name == "ipv6 uplink") | .status'`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
@@ -112,7 +131,7 @@ func hostCheckRun(ctx context.Context, opts *HostCheckOptions) error {
 func printChecks(w io.Writer, results []hostcheck.Result) error {
 	var b bytes.Buffer
 	for _, r := range results {
-		mark := map[hostcheck.Status]string{hostcheck.OK: "✓", hostcheck.Warn: "!", hostcheck.Fail: "✗"}[r.Status]
+		mark := map[hostcheck.Status]string{hostcheck.OK: "✓", hostcheck.Warn: "!", hostcheck.Fail: "✗", hostcheck.Absent: "-"}[r.Status]
 		fmt.Fprintf(&b, "%s %s: %s", mark, r.Name, r.Detail)
 		if r.Fix != "" {
 			fmt.Fprintf(&b, "; fix: %s", r.Fix)
@@ -133,6 +152,9 @@ type HostSetupOptions struct {
 	// both.
 	ProcSys  string
 	Networkd hostsetup.Networkd
+	// IPv6Uplink decides whether the host has IPv6 to the internet
+	// (uplink.DecideHere); tests fake it.
+	IPv6Uplink func(mode, bridge string) (uplink.IPv6, error)
 
 	// Bridge is --bridge: "" means network.bridge.
 	Bridge   string
@@ -154,6 +176,7 @@ func NewCmdHostSetup(f *Factory, runF func(context.Context, *HostSetupOptions) e
 			},
 			Reload: networkctlReload,
 		},
+		IPv6Uplink: uplink.DecideHere,
 	}
 	cmd := &cobra.Command{
 		Use:   "setup",
@@ -168,10 +191,19 @@ systemd-networkd if it runs.
 Forwarding is turned on by writing the two keys of that drop-in to /proc/sys,
 not by 'sysctl --system', which would re-apply every drop-in of the host.
 
+On a host without IPv6 uplink (no IPv6 default route other than onto the
+bridge, or network.ipv6_uplink = no) the bridge's router advertisements offer
+no default route (RouterLifetimeSec=0): machines still get their fc00::/64
+address by SLAAC and reach each other over it, but do not send internet-bound
+IPv6 to a host that cannot forward it. A notice says so when the bridge's
+files change. Run setup again when the host gains IPv6: it writes the default
+back.
+
 Running it again changes nothing and says so: a file is written only when its
 content differs. --dry-run prints the files and what would change.
 
-With --json: the bridge and subnet, whether anything changed, each file
+With --json: the bridge and subnet, ipv6_uplink (true or false) and
+ipv6_uplink_source (probe or config), whether anything changed, each file
 (path, action create|update|unchanged, written, the new content and for an
 update the diff), each sysctl (key, action, old, new, set), and what became of
 systemd-networkd: unchanged (nothing to reload), reloaded, would_reload,
@@ -217,14 +249,19 @@ const (
 
 // hostSetupReport is the --json form of `host setup`.
 type hostSetupReport struct {
-	DryRun       bool              `json:"dry_run"`
-	Bridge       string            `json:"bridge"`
-	Subnet       string            `json:"subnet"`
-	SubnetSource string            `json:"subnet_source"`
-	Changed      bool              `json:"changed"`
-	Files        []hostSetupFile   `json:"files"`
-	Sysctls      []hostSetupSysctl `json:"sysctls"`
-	Networkd     string            `json:"networkd"`
+	DryRun       bool   `json:"dry_run"`
+	Bridge       string `json:"bridge"`
+	Subnet       string `json:"subnet"`
+	SubnetSource string `json:"subnet_source"`
+	// IPv6Uplink is whether the host has IPv6 to the internet, and
+	// IPv6UplinkSource how that was found: "probe" (its IPv6 default
+	// route) or "config" (network.ipv6_uplink).
+	IPv6Uplink       bool              `json:"ipv6_uplink"`
+	IPv6UplinkSource string            `json:"ipv6_uplink_source"`
+	Changed          bool              `json:"changed"`
+	Files            []hostSetupFile   `json:"files"`
+	Sysctls          []hostSetupSysctl `json:"sysctls"`
+	Networkd         string            `json:"networkd"`
 }
 
 type hostSetupFile struct {
@@ -267,19 +304,38 @@ func hostSetupRun(ctx context.Context, opts *HostSetupOptions) error {
 		fmt.Fprintf(opts.IO.ErrOut, "notice: yggdrasil at %s is unreachable; using network.ygg_prefix %s\n", cfg.Network.YggAdmin, subnet)
 	}
 	opts.Log.Debug("host yggdrasil subnet", "subnet", subnet, "source", source)
+	v6, err := opts.IPv6Uplink(cfg.Network.IPv6Uplink, bridge)
+	if err != nil {
+		return fmt.Errorf("looking for this host's IPv6 uplink (or set network.ipv6_uplink to yes or no): %w", err)
+	}
+	opts.Log.Debug("host ipv6 uplink", "present", v6.Present, "configured", v6.Configured, "route", v6.Route)
 	plan, err := hostsetup.MakePlan(hostsetup.Options{
-		Bridge:     bridge,
-		Subnet:     subnet,
-		NetworkDir: cfg.Paths.Networkd,
-		SysctlDir:  cfg.Paths.Sysctl,
-		ProcSys:    opts.ProcSys,
+		Bridge:       bridge,
+		Subnet:       subnet,
+		NetworkDir:   cfg.Paths.Networkd,
+		SysctlDir:    cfg.Paths.Sysctl,
+		ProcSys:      opts.ProcSys,
+		NoIPv6Uplink: !v6.Present,
 	})
 	if err != nil {
 		return err
 	}
+	if !v6.Present && plan.NetworkdChanged() {
+		would := ""
+		if opts.DryRun {
+			would = " would"
+		}
+		fmt.Fprintf(opts.IO.ErrOut, "notice: this host has no IPv6 uplink (%s): %s's router advertisements%s offer no default route (%s); machines still get their fc00::/64 addresses and Yggdrasil\n",
+			v6.Why(), bridge, would, hostsetup.NoDefaultRouter)
+	}
 	reload := !opts.NoReload
 	report := func(res hostsetup.Result, networkd string) error {
-		return writeJSON(opts.IO.Out, setupReport(plan, res, opts.DryRun, bridge, subnet.String(), source, networkd))
+		rep := setupReport(plan, res, opts.DryRun, bridge, subnet.String(), source, networkd)
+		rep.IPv6Uplink, rep.IPv6UplinkSource = v6.Present, "probe"
+		if v6.Configured {
+			rep.IPv6UplinkSource = "config"
+		}
+		return writeJSON(opts.IO.Out, rep)
 	}
 	if opts.DryRun {
 		networkd, runErr := plannedNetworkd(ctx, plan, opts.Networkd.Running, reload)

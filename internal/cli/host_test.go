@@ -21,6 +21,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/hostcheck"
 	"github.com/man8s/mbctl/internal/host/hostsetup"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
@@ -61,14 +62,103 @@ func runHostSetup(t *testing.T, env map[string]string, o HostSetupOptions) (stri
 	t.Helper()
 	ios, _, out, errOut := iostreams.Test()
 	o.IO, o.Config, o.Log = ios, envConfig(env), slog.New(slog.DiscardHandler)
+	if o.IPv6Uplink == nil {
+		o.IPv6Uplink = fakeIPv6Uplink(true)
+	}
 	err := hostSetupRun(t.Context(), &o)
 	return out.String(), errOut.String(), err
+}
+
+// fakeIPv6Uplink is a host with (present) or without an IPv6 default
+// route; network.ipv6_uplink still decides when set.
+func fakeIPv6Uplink(present bool) func(mode, bridge string) (uplink.IPv6, error) {
+	return func(mode, bridge string) (uplink.IPv6, error) {
+		return uplink.Decide(mode, func() (uplink.Uplink, error) {
+			if !present {
+				return uplink.Uplink{}, nil
+			}
+			return uplink.Uplink{IPv6: &uplink.Route{Link: "eth0", Gateway: netip.MustParseAddr("fe80::1")}}, nil
+		})
+	}
+}
+
+// On a host without IPv6 uplink the bridge's RAs offer no default route:
+// the dry run shows it, the JSON says so, and once the host has IPv6 a
+// second setup takes it out again.
+func TestHostSetupNoIPv6Uplink(t *testing.T) {
+	env, networkDir, procSys := hostEnv(t)
+	network := filepath.Join(networkDir, "80-man8s-srvgrp0.network")
+	o := HostSetupOptions{ProcSys: procSys, IPv6Uplink: fakeIPv6Uplink(false), Networkd: hostsetup.Networkd{
+		Running: func(context.Context) (bool, error) { return true, nil },
+		Reload:  func(context.Context) error { return nil },
+	}}
+	dry := o
+	dry.DryRun = true
+	out, errOut, err := runHostSetup(t, env, dry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "    [IPv6SendRA]\n    # This host has no IPv6 uplink") || !strings.Contains(out, "    RouterLifetimeSec=0\n") {
+		t.Errorf("dry run does not show RouterLifetimeSec=0:\n%s", out)
+	}
+	if want := "notice: this host has no IPv6 uplink (no IPv6 default route): srvgrp0's router advertisements would offer no default route (RouterLifetimeSec=0)"; !strings.Contains(errOut, want) {
+		t.Errorf("dry run notice %q lacks %q", errOut, want)
+	}
+	if _, _, err := runHostSetup(t, env, o); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(network); !strings.Contains(string(data), "\nRouterLifetimeSec=0\n") {
+		t.Errorf("%s without RouterLifetimeSec=0:\n%s", network, data)
+	}
+	jo := o
+	jo.JSON = true
+	out, _, err = runHostSetup(t, env, jo)
+	var rep struct {
+		IPv6Uplink       bool   `json:"ipv6_uplink"`
+		IPv6UplinkSource string `json:"ipv6_uplink_source"`
+		Changed          bool   `json:"changed"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || rep.IPv6Uplink || rep.IPv6UplinkSource != "probe" || rep.Changed {
+		t.Errorf("--json on the set-up host: %v, %+v\n%s", err, rep, out)
+	}
+
+	// The host gained IPv6: setup restores the default router.
+	o.IPv6Uplink = fakeIPv6Uplink(true)
+	dry.IPv6Uplink = o.IPv6Uplink
+	out, errOut, _ = runHostSetup(t, env, dry)
+	if !strings.Contains(out, "would update "+network+", changing:\n") || !strings.Contains(out, "    -RouterLifetimeSec=0\n") || strings.Contains(errOut, "no IPv6 uplink") {
+		t.Errorf("dry run with IPv6:\n%s\nstderr %q", out, errOut)
+	}
+	if out, _, err := runHostSetup(t, env, o); err != nil || !strings.Contains(out, "wrote "+network) {
+		t.Fatalf("setup with IPv6: %v\n%s", err, out)
+	}
+	if data, _ := os.ReadFile(network); strings.Contains(string(data), "RouterLifetimeSec") {
+		t.Errorf("%s still has RouterLifetimeSec:\n%s", network, data)
+	}
+
+	// network.ipv6_uplink = no wins over the probe.
+	conf, err := os.ReadFile(env[config.EnvVar])
+	if err != nil {
+		t.Fatal(err)
+	}
+	env2 := map[string]string{config.EnvVar: filepath.Join(t.TempDir(), "mbctl.toml")}
+	writeTestFile(t, env2[config.EnvVar], strings.Replace(string(conf), "[network]\n", "[network]\nipv6_uplink = \"no\"\n", 1))
+	jo.IPv6Uplink = o.IPv6Uplink
+	out, _, err = runHostSetup(t, env2, jo)
+	rep = struct {
+		IPv6Uplink       bool   `json:"ipv6_uplink"`
+		IPv6UplinkSource string `json:"ipv6_uplink_source"`
+		Changed          bool   `json:"changed"`
+	}{}
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || rep.IPv6Uplink || rep.IPv6UplinkSource != "config" || !rep.Changed {
+		t.Errorf("--json with ipv6_uplink = no: %v, %+v\n%s", err, rep, out)
+	}
 }
 
 func TestNewCmdHost(t *testing.T) {
 	ignore := cmp.Options{
 		cmpopts.IgnoreFields(HostCheckOptions{}, "IO", "Config", "Log", "Probes"),
-		cmpopts.IgnoreFields(HostSetupOptions{}, "IO", "Config", "Log", "ProcSys", "Networkd"),
+		cmpopts.IgnoreFields(HostSetupOptions{}, "IO", "Config", "Log", "ProcSys", "Networkd", "IPv6Uplink"),
 	}
 	for _, tt := range []struct {
 		name    string
@@ -424,14 +514,18 @@ func TestHostCheck(t *testing.T) {
 			},
 			CheckStatic: func(string) error { return nil },
 			Geteuid:     func() int { return 0 },
+			// An IPv4-only host.
+			Uplink: func() (uplink.Uplink, error) {
+				return uplink.Uplink{IPv4: &uplink.Route{Link: "eth0", Gateway: netip.MustParseAddr("198.18.9.1")}}, nil
+			},
 		}, func() error { return nil }, nil
 	}
 	for _, asJSON := range []bool{false, true} {
 		ios, _, out, _ := iostreams.Test()
 		err := hostCheckRun(t.Context(), &HostCheckOptions{IO: ios, Config: envConfig(env), Log: slog.New(slog.DiscardHandler), Probes: probes, JSON: asJSON})
 		// No bridge and no networkd in the fake host.
-		if err == nil || err.Error() != "2 of 10 checks failed" {
-			t.Errorf("json=%v: err = %v, want 2 of 10 checks failed", asJSON, err)
+		if err == nil || err.Error() != "2 of 12 checks failed" {
+			t.Errorf("json=%v: err = %v, want 2 of 12 checks failed", asJSON, err)
 		}
 		if !asJSON {
 			for _, want := range []string{
@@ -439,12 +533,14 @@ func TestHostCheck(t *testing.T) {
 				"✗ bridge srvgrp0: srvgrp0 does not exist; fix: run `mbctl host setup`",
 				"✓ static busybox: " + cfg.Machines.Busybox + "\n",
 				"✓ directories: 0 writable; missing but can be created: paths.machines, ",
+				"✓ ipv4 uplink: default route via 198.18.9.1 dev eth0\n",
+				"- ipv6 uplink: no IPv6 default route (other than onto srvgrp0): no IPv6 to the internet. Machines still get ULA addresses",
 			} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
 				}
 			}
-			if n := strings.Count(out.String(), "\n"); n != 10 {
+			if n := strings.Count(out.String(), "\n"); n != 12 {
 				t.Errorf("%d lines, want one per check:\n%s", n, out)
 			}
 			continue
@@ -457,8 +553,11 @@ func TestHostCheck(t *testing.T) {
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
-		if rep.OK || rep.Failed != 2 || len(rep.Checks) != 10 || rep.Checks[0].Status != "ok" || rep.Checks[4].Status != "fail" {
+		if rep.OK || rep.Failed != 2 || len(rep.Checks) != 12 || rep.Checks[0].Status != "ok" || rep.Checks[4].Status != "fail" {
 			t.Errorf("JSON report %+v", rep)
+		}
+		if c := rep.Checks[6]; c.Name != "ipv6 uplink" || c.Status != "absent" || c.Fix != "" {
+			t.Errorf("JSON ipv6 uplink = %+v, want absent without a fix", c)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
+	"github.com/man8s/mbctl/internal/host/uplink"
 )
 
 // MachinesCloneOptions are the inputs of `machines clone`.
@@ -25,7 +26,7 @@ type MachinesCloneOptions struct {
 // NewCmdMachinesClone builds `machines clone`; runF, if not nil, replaces
 // machinesCloneRun (tests).
 func NewCmdMachinesClone(f *Factory, runF func(context.Context, *MachinesCloneOptions) error) *cobra.Command {
-	opts := &MachinesCloneOptions{Pull: MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run}}
+	opts := &MachinesCloneOptions{Pull: MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run, IPv6Uplink: uplink.DecideHere}}
 	po := &opts.Pull
 	cmd := &cobra.Command{
 		Use:   "clone SRC NEW",

@@ -28,6 +28,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 	"github.com/man8s/mbctl/internal/image/cache"
 	"github.com/man8s/mbctl/internal/image/pull"
@@ -78,6 +79,10 @@ type MachinesPullOptions struct {
 	// Commands runs systemctl daemon-reload for it (nil: the system's).
 	Restart  string
 	Commands commands
+	// IPv6Uplink decides whether the host has IPv6 to the internet
+	// (uplink.DecideHere); without, the machine gets MAN8S_IPV6=optional.
+	// Nil: the host counts as having it (tests).
+	IPv6Uplink func(mode, bridge string) (uplink.IPv6, error)
 }
 
 // newMachinesPullCmd is `machines pull` as the machines group adds it.
@@ -86,7 +91,7 @@ func newMachinesPullCmd(f *Factory) *cobra.Command { return NewCmdMachinesPull(f
 // NewCmdMachinesPull builds `machines pull`; runF, if not nil, replaces
 // machinesPullRun (tests).
 func NewCmdMachinesPull(f *Factory, runF func(context.Context, *MachinesPullOptions) error) *cobra.Command {
-	opts := &MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run}
+	opts := &MachinesPullOptions{IO: f.IO, Config: f.Config, Log: f.Logger(), Getenv: f.Getenv, Ask: f.prompter().ask, RunProbe: probe.Run, IPv6Uplink: uplink.DecideHere}
 	cmd := &cobra.Command{
 		Use:   "pull IMAGE NAME",
 		Short: "Create machine NAME from an OCI image",
@@ -248,9 +253,12 @@ type machinesPullReport struct {
 	Volumes    []machine.Volume `json:"volumes"`
 	// EnvKeys are the keys given with --env-file and --env, in the order
 	// man8env.env sets them; their values may be secrets and are left out.
-	EnvKeys  []string       `json:"env_keys"`
-	Layers   layersReport   `json:"layers"`
-	Unpacked unpackedReport `json:"unpacked"`
+	EnvKeys []string `json:"env_keys"`
+	// IPv6Optional: the host has no IPv6 uplink, and man8env.env got
+	// MAN8S_IPV6=optional.
+	IPv6Optional bool           `json:"ipv6_optional"`
+	Layers       layersReport   `json:"layers"`
+	Unpacked     unpackedReport `json:"unpacked"`
 	// Root is the image root the machine runs on or was snapshotted from.
 	Root    *imageRootReport `json:"image_root,omitempty"`
 	Seconds float64          `json:"duration_seconds"`
@@ -381,6 +389,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if err != nil {
 		return err
 	}
+	noIPv6 := pullNoIPv6Uplink(opts, cfg, tmpl, env)
 
 	// The image's config (no layers yet) says which volumes to ask about.
 	resolveRef := opts.Image
@@ -411,7 +420,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	}
 	res, err := provision.Create(ctx, provision.Options{
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Uplink: uplink, Template: tmpl,
-		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env,
+		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env, NoIPv6Uplink: noIPv6,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt, Strict: opts.Strict,
 		Entrypoint: entrypoint, Cmd: cmdArgs,
@@ -434,12 +443,44 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if res.StopWarning != "" {
 		fmt.Fprintf(opts.IO.ErrOut, "warning: %s\n", res.StopWarning)
 	}
+	// Written unless the image sets MAN8S_IPV6 itself (machinefiles).
+	ipv6Optional := noIPv6 != "" && !slices.ContainsFunc(im.Config.Config.Env, func(kv string) bool { return strings.HasPrefix(kv, man8env.KeyIPv6+"=") })
+	if ipv6Optional {
+		fmt.Fprintf(opts.IO.ErrOut, "notice: this host has no IPv6 uplink (%s): machine %s got %s=optional in %s; its ULA address and Yggdrasil work\n",
+			noIPv6, opts.Name, man8env.KeyIPv6, res.Paths.Env)
+	}
 	if opts.JSON {
 		r := pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took)
 		r.EnvKeys = envKeys(env)
+		r.IPv6Optional = ipv6Optional
 		return writeJSON(opts.IO.Out, r)
 	}
 	return printCreated(opts.IO.Out, res, im, envKeys(env), took)
+}
+
+// pullNoIPv6Uplink says why the host has no IPv6 to the internet, or ""
+// when it has, when the variables given at pull set MAN8S_IPV6 (the
+// user's choice wins) or when it cannot tell (a warning; the machine then
+// keeps the default, required).
+func pullNoIPv6Uplink(opts *MachinesPullOptions, cfg config.Config, tmpl string, env []machinefiles.EnvVar) string {
+	// Only a machine on the bridge takes its IPv6 from the host: a macvlan
+	// one has the LAN's router, a host_network one no setup of its own.
+	if tmpl != man8env.TemplateNetworkIsolated {
+		return ""
+	}
+	if opts.IPv6Uplink == nil || slices.ContainsFunc(env, func(v machinefiles.EnvVar) bool { return v.Key == man8env.KeyIPv6 }) {
+		return ""
+	}
+	v6, err := opts.IPv6Uplink(cfg.Network.IPv6Uplink, cfg.Network.Bridge)
+	if err != nil {
+		fmt.Fprintf(opts.IO.ErrOut, "warning: cannot tell whether this host has IPv6 to the internet (set network.ipv6_uplink to yes or no): %v\n", err)
+		return ""
+	}
+	opts.Log.Debug("host ipv6 uplink", "present", v6.Present, "configured", v6.Configured, "route", v6.Route)
+	if v6.Present {
+		return ""
+	}
+	return v6.Why()
 }
 
 // overEnv returns base with each of over set in it, in place where base

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 )
 
@@ -53,7 +55,7 @@ func TestNewCmdMachinesPull(t *testing.T) {
 			if err := cmd.Execute(); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(&tt.want, got, cmpopts.IgnoreFields(MachinesPullOptions{}, "IO", "Config", "Log", "Getenv", "Ask", "RunProbe")); diff != "" {
+			if diff := cmp.Diff(&tt.want, got, cmpopts.IgnoreFields(MachinesPullOptions{}, "IO", "Config", "Log", "Getenv", "Ask", "RunProbe", "IPv6Uplink")); diff != "" {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})
@@ -445,6 +447,93 @@ func TestMachinesPullRun(t *testing.T) {
 	o, _, _ = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app2", Yes: true, JSON: true})
 	if err := machinesPullRun(t.Context(), o); err == nil || !strings.Contains(err.Error(), p.Rootfs) {
 		t.Errorf("second pull of app2: %v", err)
+	}
+}
+
+// On a host without IPv6 uplink the pulled machine gets MAN8S_IPV6=optional
+// with a comment saying why, unless --env gave MAN8S_IPV6; with an uplink
+// (or network.ipv6_uplink = yes) it gets nothing.
+func TestMachinesPullIPv6Uplink(t *testing.T) {
+	busybox := ociimage.StaticBusyboxT(t)
+	ref := ociTestImage(t)
+	vols := []string{"/var/lib/app=data", "/etc/app=config"}
+	tests := []struct {
+		name     string
+		mode     string // network.ipv6_uplink
+		present  bool   // what the probe finds
+		probeErr error
+		env      []string
+		template string
+		want     string // MAN8S_IPV6 in man8env.env
+		wantNote bool
+	}{
+		{"ipv4-only host", config.IPv6UplinkAuto, false, nil, nil, "", "optional", true},
+		{"dual-stack host", config.IPv6UplinkAuto, true, nil, nil, "", "", false},
+		{"ipv4-only host, --env says required", config.IPv6UplinkAuto, false, nil, []string{"MAN8S_IPV6=required"}, "", "required", false},
+		{"configured no", config.IPv6UplinkNo, true, nil, nil, "", "optional", true},
+		{"configured yes", config.IPv6UplinkYes, false, nil, nil, "", "", false},
+		{"probe fails", config.IPv6UplinkAuto, false, errors.New("netlink: permission denied"), nil, "", "", false},
+		// Only a machine on the bridge takes IPv6 from the host.
+		{"host_network on an ipv4-only host", config.IPv6UplinkNo, false, nil, nil, man8env.TemplateHostNetwork, "", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf := ociTestConfig(t, func(c *config.Config) {
+				c.Machines.Init, c.Machines.Busybox, c.Network.IPv6Uplink = busybox, busybox, tt.mode
+			})
+			cfg, _, _ := conf()
+			name := fmt.Sprintf("v6-%d", i)
+			o, out, errOut := pullOptsT(conf, MachinesPullOptions{Image: ref, Name: name, Volumes: vols, Env: tt.env, Template: tt.template, JSON: true, NoProbe: true})
+			probed := 0
+			o.IPv6Uplink = func(mode, bridge string) (uplink.IPv6, error) {
+				probed++
+				if bridge != cfg.Network.Bridge {
+					t.Errorf("probed for bridge %q", bridge)
+				}
+				return uplink.Decide(mode, func() (uplink.Uplink, error) {
+					if !tt.present {
+						return uplink.Uplink{}, tt.probeErr
+					}
+					return uplink.Uplink{IPv6: &uplink.Route{Link: "eth0"}}, nil
+				})
+			}
+			if err := machinesPullRun(t.Context(), o); err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			envPath := machine.PathsFor(cfg.Paths, name).Env
+			f, err := envfile.ReadFile(envPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := f.Get(man8env.KeyIPv6); got != tt.want {
+				t.Errorf("MAN8S_IPV6 = %q, want %q", got, tt.want)
+			}
+			text := string(f.Bytes())
+			if note := strings.Contains(text, "# The host had no IPv6 uplink at pull ("); note != tt.wantNote {
+				t.Errorf("comment present %v, want %v:\n%s", note, tt.wantNote, text)
+			}
+			if tt.wantNote {
+				why := "no IPv6 default route"
+				if tt.mode == config.IPv6UplinkNo {
+					why = "network.ipv6_uplink = no"
+				}
+				if !strings.Contains(text, "at pull ("+why+")") || !strings.Contains(errOut.String(), "notice: this host has no IPv6 uplink ("+why+"): machine "+name+" got MAN8S_IPV6=optional") {
+					t.Errorf("reason %q missing:\n%s\nstderr: %s", why, text, errOut)
+				}
+			}
+			var rep struct {
+				IPv6Optional bool `json:"ipv6_optional"`
+			}
+			if err := json.Unmarshal([]byte(out.String()), &rep); err != nil || rep.IPv6Optional != tt.wantNote {
+				t.Errorf("--json ipv6_optional = %v (%v), want %v", rep.IPv6Optional, err, tt.wantNote)
+			}
+			if wantProbe := len(tt.env) == 0 && tt.template == ""; (probed == 1) != wantProbe {
+				t.Errorf("probed %d times, want a probe: %v", probed, wantProbe)
+			}
+			if warned := strings.Contains(errOut.String(), "warning: cannot tell whether this host has IPv6"); warned != (tt.probeErr != nil) {
+				t.Errorf("warning %v, want %v: %s", warned, tt.probeErr != nil, errOut)
+			}
+		})
 	}
 }
 

@@ -53,6 +53,9 @@ type Options struct {
 	// reloads networkd with `networkctl reload`. For that the host gets a
 	// private system bus (BusAddress) that networkd and every Command use.
 	NoBridge bool
+	// Uplink gives the host default routes to "the internet" (see Uplink,
+	// AddUplink). Default: none.
+	Uplink Uplink
 
 	// yggListen and yggPeers are set by NewPair.
 	yggListen []string
@@ -196,6 +199,9 @@ func (h *Host) start(ctx context.Context, opts Options) error {
 		h.IPv4 = netip.MustParsePrefix("198.18.1.1/24")
 	}
 	h.ULA = netip.MustParsePrefix("fc00::f:e:d:c/64")
+	if err := h.addUplinkIf(opts.Uplink); err != nil {
+		return err
+	}
 	if err := h.startYggdrasil(ctx, opts.yggListen, opts.yggPeers); err != nil {
 		return err
 	}

@@ -40,9 +40,15 @@ type Mbctl struct {
 }
 
 // NewMbctl writes the configuration for mbctl on h under dir (extra TOML
-// appended).
+// appended, into [network] unless it starts a table). It sets
+// network.ipv6_uplink = "yes" unless extra sets it: Command runs a pull in
+// the caller's network namespace, whose uplink must not decide whether the
+// testbed's machines get MAN8S_IPV6=optional.
 func NewMbctl(h *Host, bin, dir, extra string) (*Mbctl, error) {
 	m := &Mbctl{Host: h, Bin: bin, Dir: dir, Config: filepath.Join(dir, "mbctl.toml")}
+	if !strings.Contains(extra, "ipv6_uplink") {
+		extra = "ipv6_uplink = \"yes\"\n" + extra
+	}
 	conf := MbctlConfig(dir, settingsDir, fmt.Sprintf("\n[network]\nygg_admin = %q\n%s", h.YggAdmin, extra))
 	if err := os.MkdirAll(filepath.Join(dir, "nspawn"), 0o755); err != nil {
 		return nil, err

@@ -99,7 +99,7 @@ var userKeyDocs = map[string]string{
 	man8env.KeyWaitTimeout:            "How long man8s-init waits for MAN8S_WAIT_FOR (300 s).",
 	man8env.KeyLink:                   "The interface man8s-init takes IPv4 and IPv6 on (host0; on a `macvlan` machine its macvlan, mv-UPLINK).",
 	man8env.KeyCheck:                  "`warn`, `strict` or `off` (warn): what a failed network check does.",
-	man8env.KeyIPv6:                   "`required` or `optional` (required): whether the machine must get IPv6.",
+	man8env.KeyIPv6:                   "`required` or `optional` (required): whether the machine must get IPv6, a SLAAC address with a default route. With `optional` its absence is no failure: man8s-init waits briefly, takes an address without default route at once, and its check reports `ipv6 absent (optional)`. `mbctl machines pull` writes `optional`, below a comment saying why, on a host without IPv6 uplink (no IPv6 default route, or `network.ipv6_uplink = no`), unless `--env` gives MAN8S_IPV6; there the machine still has its ULA address and Yggdrasil.",
 	man8env.KeyYggTable:               "The routing table of the Yggdrasil route (199).",
 	man8env.KeyYggPriority:            "The priority of the Yggdrasil routing rule (100).",
 	man8env.KeyCheckDNS:               "A name that must resolve before the app starts.",

@@ -485,7 +485,15 @@ func (n *Network) setupIPv6(ctx context.Context, start time.Time, optimistic boo
 				solicited = time.Since(start)
 			}
 		}
-		return n.slaacState(optimistic)
+		st, ok, err := n.slaacState(optimistic)
+		if !ok && err == nil && n.settings.IPv6 == IPv6Optional && st.addr.IsValid() {
+			// The RA that gave the address offers no default route (a
+			// host without IPv6 uplink, see `mbctl host setup`): the
+			// kernel takes the RA's router before its prefixes, so
+			// waiting brings none.
+			return st, true, nil
+		}
+		return st, ok, err
 	})
 	n.Timings.SLAAC = time.Since(start)
 	if err != nil {
@@ -494,6 +502,10 @@ func (n *Network) setupIPv6(ctx context.Context, start time.Time, optimistic boo
 			return nil
 		}
 		return err
+	}
+	if !st.router.IsValid() {
+		log.Info(fmt.Sprintf("%s (%s), no default route: the router offers none (%s=optional) after %s (router solicited after %s)", st.addr, addrFlags(st.flags), man8env.KeyIPv6, ms(n.Timings.SLAAC), ms(solicited)))
+		return nil
 	}
 	log.Info(fmt.Sprintf("%s (%s) default via %s after %s (router solicited after %s)", st.addr, addrFlags(st.flags), st.router, ms(n.Timings.SLAAC), ms(solicited)))
 	return nil

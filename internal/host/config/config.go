@@ -62,7 +62,16 @@ type Network struct {
 	Uplink    string `toml:"uplink" comment:"host interface on the LAN whose macvlans the macvlan template's machines get (pull --uplink overrides it; empty: none)"`
 	YggAdmin  string `toml:"ygg_admin" comment:"Yggdrasil admin endpoint: unix:///path or tcp://host:port"`
 	YggPrefix string `toml:"ygg_prefix" comment:"fixed Yggdrasil subnet, used when the admin endpoint is unreachable (e.g. 300:1234::/64)"`
+	// IPv6Uplink is IPv6UplinkAuto, IPv6UplinkYes or IPv6UplinkNo.
+	IPv6Uplink string `toml:"ipv6_uplink" comment:"does this host reach the IPv6 internet? auto (look for an IPv6 default route), yes or no; without, the bridge advertises no IPv6 default route and new machines get MAN8S_IPV6=optional"`
 }
+
+// Values of network.ipv6_uplink.
+const (
+	IPv6UplinkAuto = "auto"
+	IPv6UplinkYes  = "yes"
+	IPv6UplinkNo   = "no"
+)
 
 // Machines holds defaults for new machines.
 type Machines struct {
@@ -122,8 +131,9 @@ func Default() Config {
 			SystemdUnits: "/etc/systemd/system",
 		},
 		Network: Network{
-			Bridge:   "srvgrp0",
-			YggAdmin: "unix:///var/run/yggdrasil.sock",
+			Bridge:     "srvgrp0",
+			YggAdmin:   "unix:///var/run/yggdrasil.sock",
+			IPv6Uplink: IPv6UplinkAuto,
 		},
 		Machines: Machines{
 			DefaultTemplate: man8env.TemplateNetworkIsolated,
@@ -324,6 +334,11 @@ func (c Config) validate() error {
 		if _, err := c.YggPrefix(); err != nil {
 			bad("network.ygg_prefix", "%w", err)
 		}
+	}
+	switch c.Network.IPv6Uplink {
+	case IPv6UplinkAuto, IPv6UplinkYes, IPv6UplinkNo:
+	default:
+		bad("network.ipv6_uplink", "%q: want auto, yes or no", c.Network.IPv6Uplink)
 	}
 	if _, err := man8env.ParseTemplate(c.Machines.DefaultTemplate); err != nil {
 		bad("machines.default_template", "%w", err)

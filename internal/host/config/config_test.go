@@ -75,6 +75,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad prefix", "[network]\nygg_prefix = \"300::zz/64\"\n", []string{"t.toml:2", "network.ygg_prefix"}},
 		{"ipv4 prefix", "[network]\nygg_prefix = \"10.0.0.0/8\"\n", []string{"network.ygg_prefix", "not an IPv6 prefix"}},
 		{"bad endpoint", "[network]\nygg_admin = \"/run/ygg.sock\"\n", []string{"t.toml:2", "network.ygg_admin", "unix:///"}},
+		{"bad ipv6 uplink", "[network]\nipv6_uplink = \"maybe\"\n", []string{"t.toml:2", "network.ipv6_uplink", "want auto, yes or no"}},
 		{"long bridge", "[network]\nbridge = \"a-very-long-bridge-name\"\n", []string{"network.bridge", "1 to 15"}},
 		{"bad uplink", "[network]\nuplink = \"eth0:1\"\n", []string{"t.toml:2", "network.uplink", "must not contain"}},
 		{"wrong type", "[paths]\ncache = 3\n", []string{"t.toml:2", "paths.cache"}},

@@ -129,9 +129,9 @@ func checkYgg(cfg config.Config, subnet netip.Prefix, source string, err error) 
 	return ok(name, "subnet %s (from %s)", subnet, cfg.Network.YggAdmin)
 }
 
-// checkUplink checks network.uplink, the macvlan template's interface on
+// checkMacvlanUplink checks network.uplink, the macvlan template's interface on
 // the LAN: it must exist, and be up for the machines to reach the LAN.
-func checkUplink(uplink string, links Links) Result {
+func checkMacvlanUplink(uplink string, links Links) Result {
 	name := "uplink " + uplink
 	const fix = "set network.uplink to the host's interface on the LAN ('ip link' lists them), or leave it empty without macvlan machines"
 	link, err := links.LinkByName(uplink)

@@ -1,7 +1,8 @@
 // Package hostcheck checks that a host has what Man8S machines need:
 // systemd-nspawn, user namespaces and idmapped mounts, the machines' bridge
-// with its addresses, forwarding, Yggdrasil, a static busybox, a running
-// systemd-networkd and writable directories.
+// with its addresses, the uplink's IPv4 and IPv6 default routes,
+// forwarding, Yggdrasil, a static busybox, a running systemd-networkd and
+// writable directories.
 //
 // Every probe of the host goes through Probes, so tests run the checks
 // against fakes. The probes never change anything persistent: the idmap
@@ -18,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/image/gunzip"
 )
 
@@ -31,6 +33,10 @@ const (
 	Warn
 	// Fail: machines will not work until this is fixed.
 	Fail
+	// Absent: something optional the host does not have, such as IPv6 to
+	// the internet; machines work without it, and the detail says what
+	// they lack. Not a problem to fix.
+	Absent
 )
 
 func (s Status) String() string {
@@ -39,11 +45,13 @@ func (s Status) String() string {
 		return "ok"
 	case Warn:
 		return "warn"
+	case Absent:
+		return "absent"
 	}
 	return "fail"
 }
 
-// MarshalText makes the status "ok", "warn" or "fail" in JSON.
+// MarshalText makes the status "ok", "warn", "fail" or "absent" in JSON.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Result is one checked prerequisite.
@@ -86,6 +94,8 @@ type Probes struct {
 	// Geteuid is the effective user id; probes that need root are skipped
 	// (with a warning) otherwise.
 	Geteuid func() int
+	// Uplink reads the host's default routes (uplink.Probe).
+	Uplink func() (uplink.Uplink, error)
 }
 
 // Run checks every prerequisite of cfg's host, in a fixed order, and
@@ -98,16 +108,18 @@ func Run(ctx context.Context, cfg config.Config, p Probes) []Result {
 		checkIdmap(ctx, cfg, p),
 		checkYgg(cfg, subnet, source, subnetErr),
 		checkBridge(cfg.Network.Bridge, subnet, subnetErr, p.Links),
+	}
+	results = append(results, checkUplink(cfg, p.Uplink)...)
+	if cfg.Network.Uplink != "" {
+		results = append(results, checkMacvlanUplink(cfg.Network.Uplink, p.Links))
+	}
+	return append(results,
 		checkForwarding(p.Proc),
 		checkNetworkd(p.Proc),
 		checkBusybox(cfg.Machines.Busybox, p),
 		checkGzip(gunzip.Engine, gunzip.Fast),
 		checkDirs(cfg.Paths),
-	}
-	if cfg.Network.Uplink != "" {
-		results = append(results, checkUplink(cfg.Network.Uplink, p.Links))
-	}
-	return results
+	)
 }
 
 // Failed counts the results with status Fail.
@@ -127,6 +139,10 @@ func ok(name, format string, args ...any) Result {
 
 func warn(name, fix, format string, args ...any) Result {
 	return Result{Name: name, Status: Warn, Detail: fmt.Sprintf(format, args...), Fix: fix}
+}
+
+func absent(name, format string, args ...any) Result {
+	return Result{Name: name, Status: Absent, Detail: fmt.Sprintf(format, args...)}
 }
 
 func fail(name, fix, format string, args ...any) Result {

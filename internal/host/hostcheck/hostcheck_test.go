@@ -2,6 +2,7 @@ package hostcheck
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/man8s/mbctl/internal/host/config"
+	"github.com/man8s/mbctl/internal/host/hostsetup"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
@@ -116,6 +119,36 @@ func goodProbes(t *testing.T, proc map[string]string) Probes {
 		Idmap:       func(context.Context, string) error { return nil },
 		CheckStatic: func(string) error { return nil },
 		Geteuid:     func() int { return 0 },
+		Uplink:      func() (uplink.Uplink, error) { return dualStack(), nil },
+	}
+}
+
+func dualStack() uplink.Uplink {
+	return uplink.Uplink{
+		IPv4: &uplink.Route{Link: "eth0", Gateway: netip.MustParseAddr("198.18.9.1")},
+		IPv6: &uplink.Route{Link: "eth0", Gateway: netip.MustParseAddr("fe80::1")},
+	}
+}
+
+// ipv4Only makes p's host one without IPv6 default route.
+func ipv4Only(p *Probes) {
+	u := dualStack()
+	u.IPv6 = nil
+	p.Uplink = func() (uplink.Uplink, error) { return u, nil }
+}
+
+// writeNetwork writes the bridge's .network as `host setup` does, with or
+// without an IPv6 uplink.
+func writeNetwork(t *testing.T, cfg config.Config, ipv6Uplink bool) {
+	files, err := hostsetup.RenderFor(cfg.Network.Bridge, subnet, ipv6Uplink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.Paths.Networkd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Paths.Networkd, files[1].Name), files[1].Content, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -224,6 +257,38 @@ func TestRun(t *testing.T) {
 			}{"dummy", nil}
 			p.Links = l
 		}, "uplink enp3s0", "enp3s0 is down", "ip link set enp3s0 up", Warn},
+		{"ipv4 uplink ok", nil, "ipv4 uplink", "default route via 198.18.9.1 dev eth0", "", OK},
+		{"no ipv4 uplink", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
+			p.Uplink = func() (uplink.Uplink, error) { return uplink.Uplink{IPv6: dualStack().IPv6}, nil }
+		}, "ipv4 uplink", "no IPv4 default route", "default route", Warn},
+		{"uplink unreadable", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
+			p.Uplink = func() (uplink.Uplink, error) { return uplink.Uplink{}, errors.New("netlink: permission denied") }
+		}, "ipv6 uplink", "permission denied", "", Warn},
+		{"ipv6 uplink ok", nil, "ipv6 uplink", "default route via fe80::1 dev eth0", "", OK},
+		{"ipv6 uplink ok, bridge set up for it", func(t *testing.T, cfg *config.Config, _ *Probes, _ map[string]string) {
+			writeNetwork(t, *cfg, true)
+		}, "ipv6 uplink", "default route via fe80::1 dev eth0", "", OK},
+		{"ipv6 uplink, bridge set up without", func(t *testing.T, cfg *config.Config, _ *Probes, _ map[string]string) {
+			writeNetwork(t, *cfg, false)
+		}, "ipv6 uplink", "offer the machines no default route (RouterLifetimeSec=0", "mbctl host setup", Warn},
+		{"ipv4-only host", func(t *testing.T, _ *config.Config, p *Probes, _ map[string]string) {
+			ipv4Only(p)
+		}, "ipv6 uplink", "no IPv6 default route (other than onto srvgrp0): no IPv6 to the internet. Machines still get ULA addresses in fc00::/64", "", Absent},
+		{"ipv4-only host, set up for it", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
+			ipv4Only(p)
+			writeNetwork(t, *cfg, false)
+		}, "ipv6 uplink", "Yggdrasil runs over IPv4, and `machines pull` gives new machines MAN8S_IPV6=optional", "", Absent},
+		{"ipv4-only host, bridge set up for IPv6", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
+			ipv4Only(p)
+			writeNetwork(t, *cfg, true)
+		}, "ipv6 uplink", "still offer a default route", "mbctl host setup", Warn},
+		{"ipv6 uplink configured no", func(t *testing.T, cfg *config.Config, _ *Probes, _ map[string]string) {
+			cfg.Network.IPv6Uplink = config.IPv6UplinkNo
+		}, "ipv6 uplink", "network.ipv6_uplink = no: no IPv6 to the internet", "", Absent},
+		{"ipv6 uplink configured yes", func(t *testing.T, cfg *config.Config, p *Probes, _ map[string]string) {
+			cfg.Network.IPv6Uplink = config.IPv6UplinkYes
+			ipv4Only(p)
+		}, "ipv6 uplink", "network.ipv6_uplink = yes", "", OK},
 		{"forwarding ok", nil, "forwarding", "net.ipv6.conf.all.forwarding, net.ipv4.ip_forward = 1", "", OK},
 		{"ipv6 forwarding off", func(t *testing.T, _ *config.Config, _ *Probes, proc map[string]string) {
 			proc["sys/net/ipv6/conf/all/forwarding"] = "0\n"
@@ -299,8 +364,16 @@ func TestRun(t *testing.T) {
 }
 
 func TestFailed(t *testing.T) {
-	if n := Failed([]Result{{Status: OK}, {Status: Warn}, {Status: Fail}, {Status: Fail}}); n != 2 {
+	if n := Failed([]Result{{Status: OK}, {Status: Warn}, {Status: Fail}, {Status: Absent}, {Status: Fail}}); n != 2 {
 		t.Errorf("Failed = %d, want 2", n)
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	for s, want := range map[Status]string{OK: "ok", Warn: "warn", Fail: "fail", Absent: "absent"} {
+		if b, err := json.Marshal(s); err != nil || string(b) != `"`+want+`"` {
+			t.Errorf("json.Marshal(%v) = %s, %v; want %q", int(s), b, err, want)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/provision/initinstall"
+	"github.com/man8s/mbctl/internal/host/uplink"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 )
 
@@ -45,6 +46,7 @@ func Default(cfg config.Config) (p Probes, close func() error, err error) {
 		Idmap:       ProbeIdmap,
 		CheckStatic: initinstall.CheckStatic,
 		Geteuid:     os.Geteuid,
+		Uplink:      func() (uplink.Uplink, error) { return uplink.Probe(h, cfg.Network.Bridge) },
 	}
 	return p, func() error { h.Close(); return nil }, nil
 }

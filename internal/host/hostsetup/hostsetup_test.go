@@ -42,6 +42,47 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
+// On a host without IPv6 uplink only the .network differs: its RAs offer
+// no default route.
+func TestRenderNoIPv6UplinkGolden(t *testing.T) {
+	with, err := Render("srvgrp0", subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := RenderFor("srvgrp0", subnet, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range without {
+		if f.Name != "80-man8s-srvgrp0.network" {
+			if string(f.Content) != string(with[i].Content) {
+				t.Errorf("%s differs without IPv6 uplink", f.Name)
+			}
+			continue
+		}
+		golden := filepath.Join("testdata", "80-man8s-srvgrp0-no-ipv6-uplink.network.golden")
+		if *update {
+			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run go test -update to create it)", err)
+		}
+		if d := cmp.Diff(string(want), string(f.Content)); d != "" {
+			t.Errorf("%s differs from %s (-want +got):\n%s", f.Name, golden, d)
+		}
+		if !strings.Contains(string(f.Content), "[IPv6SendRA]\n# This host has no IPv6 uplink") || strings.Count(string(f.Content), NoDefaultRouter+"\n") != 1 {
+			t.Errorf("no %s right below [IPv6SendRA]:\n%s", NoDefaultRouter, f.Content)
+		}
+		if strings.Contains(string(with[i].Content), NoDefaultRouter) {
+			t.Errorf("with an IPv6 uplink the .network has %s", NoDefaultRouter)
+		}
+	}
+}
+
 func TestRender(t *testing.T) {
 	files, err := Render("br-test", netip.MustParsePrefix("301:aa::/64"))
 	if err != nil {
@@ -228,6 +269,29 @@ func TestPlanApply(t *testing.T) {
 			prepare: func(t *testing.T, o *Options) {
 				o2 := *o
 				o2.Subnet = netip.MustParsePrefix("301::/64")
+				applyT(t, o2)
+			},
+			nd: fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:unchanged", "80-man8s-srvgrp0.network:update", "99-man8s-forwarding.conf:unchanged",
+				"net.ipv4.ip_forward:unchanged", "net.ipv6.conf.all.forwarding:unchanged"},
+			wantReloads: 1,
+		},
+		{
+			name: "host lost its IPv6 uplink",
+			prepare: func(t *testing.T, o *Options) {
+				applyT(t, *o)
+				o.NoIPv6Uplink = true
+			},
+			nd: fakeNetworkd{running: true},
+			wantActions: []string{"80-man8s-srvgrp0.netdev:unchanged", "80-man8s-srvgrp0.network:update", "99-man8s-forwarding.conf:unchanged",
+				"net.ipv4.ip_forward:unchanged", "net.ipv6.conf.all.forwarding:unchanged"},
+			wantReloads: 1,
+		},
+		{
+			name: "host gained an IPv6 uplink",
+			prepare: func(t *testing.T, o *Options) {
+				o2 := *o
+				o2.NoIPv6Uplink = true
 				applyT(t, o2)
 			},
 			nd: fakeNetworkd{running: true},

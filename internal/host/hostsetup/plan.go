@@ -26,6 +26,9 @@ type Options struct {
 	// ProcSys is where the running sysctls are read and written.
 	// Default /proc/sys.
 	ProcSys string
+	// NoIPv6Uplink: the host has no IPv6 to the internet, and the bridge's
+	// router advertisements offer no default route (NoDefaultRouter).
+	NoIPv6Uplink bool
 }
 
 // Action is what happens to one file or sysctl.
@@ -113,7 +116,7 @@ func MakePlan(opts Options) (*Plan, error) {
 			return nil, fmt.Errorf("%s %q is not an absolute path", d.key, d.dir)
 		}
 	}
-	files, err := Render(opts.Bridge, opts.Subnet)
+	files, err := RenderFor(opts.Bridge, opts.Subnet, !opts.NoIPv6Uplink)
 	if err != nil {
 		return nil, err
 	}

@@ -58,8 +58,30 @@ const header = "# Written by `mbctl host setup`; running it again rewrites this 
 
 // Render returns the bridge's .netdev and .network for bridge, with the
 // machines' Yggdrasil gateway <subnet>::1 of this host's subnet, and the
-// forwarding sysctl drop-in. The output depends only on its arguments.
+// forwarding sysctl drop-in, for a host with an IPv6 uplink. The output
+// depends only on its arguments.
 func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
+	return RenderFor(bridge, subnet, true)
+}
+
+// NoDefaultRouter is the line of the bridge's [IPv6SendRA] on a host
+// without IPv6 uplink: its router advertisements offer no default route.
+const NoDefaultRouter = "RouterLifetimeSec=0"
+
+// noUplinkRA goes right below [IPv6SendRA] on a host without IPv6 uplink.
+const noUplinkRA = "# This host has no IPv6 uplink (`mbctl host setup` found no IPv6 default\n" +
+	"# route, or network.ipv6_uplink = no in mbctl.toml): the advertisements\n" +
+	"# offer no default route, so machines do not send internet-bound IPv6\n" +
+	"# here, where it has nowhere to go. They still get their fc00::/64\n" +
+	"# address by SLAAC, and the prefix stays on-link, so they reach each\n" +
+	"# other over it; Yggdrasil has its own route. Run `mbctl host setup`\n" +
+	"# again once the host has IPv6: it removes these lines.\n" +
+	NoDefaultRouter + "\n"
+
+// RenderFor is Render for a host with (ipv6Uplink) or without an IPv6
+// uplink: without, the bridge's router advertisements say that it is no
+// default router (NoDefaultRouter).
+func RenderFor(bridge string, subnet netip.Prefix, ipv6Uplink bool) ([]Rendered, error) {
 	gw, err := yggaddr.Gateway(subnet)
 	if err != nil {
 		return nil, err
@@ -87,6 +109,13 @@ func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
 			s = strings.ReplaceAll(s, systemdconfigs.YggGateway, gwPrefix)
 			s = strings.ReplaceAll(s, systemdconfigs.YggSubnet, subnet.Masked().String())
 			s = strings.ReplaceAll(s, systemdconfigs.BridgeName, bridge)
+			if !ipv6Uplink && f.shipped == shippedNetwork {
+				const section = "\n[IPv6SendRA]\n"
+				if !strings.Contains(s, section) {
+					return nil, fmt.Errorf("shipped %s has no [IPv6SendRA] section", f.shipped)
+				}
+				s = strings.Replace(s, section, section+noUplinkRA, 1)
+			}
 		}
 		out = append(out, Rendered{Name: f.name, Kind: f.kind, Content: []byte(header + s)})
 	}

@@ -67,6 +67,9 @@ type Options struct {
 	// Env are variables for man8env.env given at pull, in order (later
 	// wins), over the image's own; see machinefiles.Params.Env.
 	Env []machinefiles.EnvVar
+	// NoIPv6Uplink, if set, says why the host has no IPv6 to the internet:
+	// the machine gets MAN8S_IPV6=optional (machinefiles.Params).
+	NoIPv6Uplink string
 	// Init is what gets installed at /man8s-init.
 	Init initinstall.Sources
 	// Probe, if set, probes how the image's entrypoint behaves as PID 1
@@ -485,7 +488,7 @@ func (c *creation) writeFiles(context.Context) error {
 		Name: o.Name, Template: o.Template, Bridge: o.Bridge, Uplink: o.Uplink, YggAddress: res.YggAddress,
 		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: c.appConfig(),
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
-		EnvFile: p.Env, Env: o.Env, Version: o.Version, Created: o.Now,
+		EnvFile: p.Env, Env: o.Env, NoIPv6Uplink: o.NoIPv6Uplink, Version: o.Version, Created: o.Now,
 	}
 	if o.Strict {
 		params.Strict, params.ResolvFile = true, filepath.Join(p.ConfigDir, machine.ResolvFile)

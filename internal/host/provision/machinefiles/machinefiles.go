@@ -80,6 +80,11 @@ type Params struct {
 	// its place, any other is added at the end. A key must pass
 	// man8env.CheckUserKey.
 	Env []EnvVar
+	// NoIPv6Uplink, if set, says why the host has no IPv6 to the internet
+	// ("no IPv6 default route"): man8env.env then gets
+	// MAN8S_IPV6=optional below a comment that says so, unless the image
+	// or Env sets MAN8S_IPV6.
+	NoIPv6Uplink string
 	// Version is mbctl's version; Created when the files were made.
 	Version string
 	Created time.Time
@@ -485,12 +490,22 @@ func env(p Params, tmpl string) (*envfile.File, error) {
 		line(k, vals[k])
 		written[k] = true
 	}
-	added := false
+	added, givenIPv6 := false, false
 	for _, v := range p.Env {
 		if err := man8env.CheckUserKey(v.Key); err != nil {
 			return nil, fmt.Errorf("environment given at pull: %w", err)
 		}
 		added = added || !written[v.Key]
+		givenIPv6 = givenIPv6 || v.Key == man8env.KeyIPv6
+	}
+	if p.NoIPv6Uplink != "" && !written[man8env.KeyIPv6] && !givenIPv6 {
+		if strings.ContainsAny(p.NoIPv6Uplink, "\n\r\x00") {
+			return nil, fmt.Errorf("the reason for no IPv6 uplink %q holds a line break or NUL", p.NoIPv6Uplink)
+		}
+		fmt.Fprintf(&b, "\n# The host had no IPv6 uplink at pull (%s): the machine has no IPv6\n", p.NoIPv6Uplink)
+		b.WriteString("# to the internet, and optional makes that no failure. Its ULA address and\n# Yggdrasil still work. Set required once the host has IPv6.\n")
+		fmt.Fprintf(&b, "%s=optional\n", man8env.KeyIPv6)
+		written[man8env.KeyIPv6] = true
 	}
 	if added {
 		b.WriteString("\n# Given at pull (--env-file, then --env).\n")

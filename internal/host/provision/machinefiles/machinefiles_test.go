@@ -314,6 +314,59 @@ func TestEnvGivenAtPull(t *testing.T) {
 	}
 }
 
+// On a host without IPv6 uplink the env file gets MAN8S_IPV6=optional
+// with a comment saying why, unless the image or the user set MAN8S_IPV6.
+func TestEnvNoIPv6Uplink(t *testing.T) {
+	const comment = "\n# The host had no IPv6 uplink at pull (no IPv6 default route): the machine has no IPv6\n# to the internet"
+	tests := []struct {
+		name      string
+		change    func(p *Params)
+		want      string // MAN8S_IPV6's value
+		wantNote  bool
+		wantCount int
+	}{
+		{"with uplink", func(p *Params) {}, "", false, 0},
+		{"without uplink", func(p *Params) { p.NoIPv6Uplink = "no IPv6 default route" }, "optional", true, 1},
+		{"user said required", func(p *Params) {
+			p.NoIPv6Uplink = "no IPv6 default route"
+			p.Env = []EnvVar{{"A", "1"}, {"MAN8S_IPV6", "required"}}
+		}, "required", false, 1},
+		{"user said optional", func(p *Params) {
+			p.NoIPv6Uplink = "no IPv6 default route"
+			p.Env = []EnvVar{{"MAN8S_IPV6", "optional"}}
+		}, "optional", false, 1},
+		{"image said required", func(p *Params) {
+			p.NoIPv6Uplink = "no IPv6 default route"
+			p.Image.Env = append(slices.Clone(p.Image.Env), "MAN8S_IPV6=required")
+		}, "required", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := cases()["nginx"]
+			tt.change(&p)
+			e, err := Env(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(e.Bytes())
+			if got, _ := e.Get("MAN8S_IPV6"); got != tt.want {
+				t.Errorf("MAN8S_IPV6 = %q, want %q:\n%s", got, tt.want, text)
+			}
+			if strings.Contains(text, comment) != tt.wantNote || strings.Count(text, "MAN8S_IPV6=") != tt.wantCount {
+				t.Errorf("comment %v (want %v), %d MAN8S_IPV6 lines (want %d):\n%s", !tt.wantNote, tt.wantNote, strings.Count(text, "MAN8S_IPV6="), tt.wantCount, text)
+			}
+			if tt.wantNote && !strings.Contains(text, comment+", and optional makes that no failure. Its ULA address and\n# Yggdrasil still work. Set required once the host has IPv6.\nMAN8S_IPV6=optional\n") {
+				t.Errorf("the comment is not right above the line:\n%s", text)
+			}
+		})
+	}
+	p := cases()["nginx"]
+	p.NoIPv6Uplink = "a\nb"
+	if _, err := Env(p); err == nil {
+		t.Error("a reason with a line break: no error")
+	}
+}
+
 // awkwardArgv are argvs that are hard to quote for a shell.
 var awkwardArgv = [][]string{
 	{"/app", "two words", "", "it's", `say "hi"`, "$HOME", "${PATH}", "$(id)", "`id`", "*", "?", "[a]", "~", "a\\b", "tab\there", "#", ";", "&&", "|", "-", "--", "=x", "%n"},
