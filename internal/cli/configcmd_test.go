@@ -97,8 +97,8 @@ func TestConfigShowRun(t *testing.T) {
 			t.Errorf("sources[%s] = %q, want %q", key, got, want)
 		}
 	}
-	if len(rep.Sources) != 25 || len(rep.Values) != 4 {
-		t.Errorf("%d sources in %d sections, want 25 in 4:\n%s", len(rep.Sources), len(rep.Values), out)
+	if len(rep.Sources) != 26 || len(rep.Values) != 4 {
+		t.Errorf("%d sources in %d sections, want 26 in 4:\n%s", len(rep.Sources), len(rep.Values), out)
 	}
 	if diff := cmp.Diff(map[string]any{
 		"default_template": "network_isolated", "busybox": "/usr/bin/busybox", "init": "",

@@ -309,9 +309,14 @@ func hostSetupRun(ctx context.Context, opts *HostSetupOptions) error {
 		return fmt.Errorf("looking for this host's IPv6 uplink (or set network.ipv6_uplink to yes or no): %w", err)
 	}
 	opts.Log.Debug("host ipv6 uplink", "present", v6.Present, "configured", v6.Configured, "route", v6.Route)
+	ipv4, err := cfg.BridgeIPv4()
+	if err != nil {
+		return fmt.Errorf("network.ipv4 in %s: %w", origin.Path, err)
+	}
 	plan, err := hostsetup.MakePlan(hostsetup.Options{
 		Bridge:       bridge,
 		Subnet:       subnet,
+		IPv4:         ipv4,
 		NetworkDir:   cfg.Paths.Networkd,
 		SysctlDir:    cfg.Paths.Sysctl,
 		ProcSys:      opts.ProcSys,

@@ -52,7 +52,7 @@ func TestHostSetupThenCheck(t *testing.T) {
 	h := testbed.NewHostT(t, testbed.Options{NoBridge: true})
 	dir := t.TempDir()
 	sysctlDir := filepath.Join(dir, "sysctl.d")
-	conf := writeConfig(t, dir, fmt.Sprintf("networkd = %q\nsysctl = %q\n[network]\nygg_admin = %q\n", h.NetworkDir, sysctlDir, h.YggAdmin))
+	conf := writeConfig(t, dir, fmt.Sprintf("networkd = %q\nsysctl = %q\n[network]\nygg_admin = %q\nipv4 = %q\n", h.NetworkDir, sysctlDir, h.YggAdmin, h.IPv4))
 	gw := netip.PrefixFrom(h.YggGateway(), 128)
 
 	code, out := mbctlIn(t, h, "--config", conf, "host", "check")
@@ -90,7 +90,7 @@ func TestHostSetupThenCheck(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := h.WaitAddrs(ctx, "srvgrp0", gw.Addr(), h.ULA.Addr()); err != nil {
+	if err := h.WaitAddrs(ctx, "srvgrp0", h.IPv4.Addr(), gw.Addr(), h.ULA.Addr()); err != nil { // network.ipv4 too
 		t.Fatalf("after host setup: %v", err)
 	}
 

@@ -211,7 +211,7 @@ func newV4Host(t *testing.T, h *testbed.Host, registry string) *v4Host {
 	work := t.TempDir()
 	v := &v4Host{sysctlDir: filepath.Join(work, "sysctl.d")}
 	conf := filepath.Join(work, "mbctl.toml")
-	extra := fmt.Sprintf("networkd = %q\nsysctl = %q\n[network]\nygg_admin = %q\nipv6_uplink = \"auto\"\n", h.NetworkDir, v.sysctlDir, h.YggAdmin)
+	extra := fmt.Sprintf("networkd = %q\nsysctl = %q\n[network]\nygg_admin = %q\nipv4 = %q\nipv6_uplink = \"auto\"\n", h.NetworkDir, v.sysctlDir, h.YggAdmin, h.IPv4)
 	if err := os.WriteFile(conf, []byte(testbed.MbctlConfig(work, "/run/systemd/nspawn", extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -240,29 +240,21 @@ func (v *v4Host) mbctlOut(t *testing.T, args ...string) (int, string) {
 	return 0, ""
 }
 
-// setup runs `host setup`, with the bridge's IPv4 subnet the testbed's
-// (the shipped one is not a test subnet), and waits for the bridge.
+// setup runs `host setup` (the bridge's IPv4 subnet is the testbed's,
+// by network.ipv4) and waits for the bridge.
 func (v *v4Host) setup(t *testing.T) {
 	t.Helper()
-	code, out := v.mbctlOut(t, "host", "setup", "--no-reload")
+	code, out := v.mbctlOut(t, "host", "setup")
 	t.Logf("host setup:\n%s", out)
 	if code != 0 {
 		t.Fatalf("host setup: exit status %d", code)
 	}
 	network := filepath.Join(v.NetworkDir, "80-man8s-srvgrp0.network")
-	data := readFileT(t, network)
-	if !strings.Contains(data, "Address=192.168.77.1/24\n") {
-		t.Fatalf("%s has not the shipped IPv4 address:\n%s", network, data)
-	}
-	data = strings.Replace(data, "Address=192.168.77.1/24\n", "Address="+v.IPv4.String()+"\n", 1)
-	if err := os.WriteFile(network, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
+	if data := readFileT(t, network); !strings.Contains(data, "\nAddress="+v.IPv4.String()+"\n") {
+		t.Fatalf("%s lacks network.ipv4 %s:\n%s", network, v.IPv4, data)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if out, err := v.Command(ctx, "networkctl", "reload").CombinedOutput(); err != nil {
-		t.Fatalf("networkctl reload: %v\n%s", err, out)
-	}
 	if err := v.WaitAddrs(ctx, v.Bridge, v.IPv4.Addr(), v.ULA.Addr(), v.YggGateway()); err != nil {
 		t.Fatalf("after host setup: %v", err)
 	}

@@ -7,6 +7,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,6 +23,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/man8env"
 	"github.com/man8s/mbctl/internal/host/yggadmin"
 	"github.com/man8s/mbctl/internal/image/registry"
+	systemdconfigs "github.com/man8s/mbctl/systemd-configs"
 )
 
 // DefaultPath is where mbctl looks for its configuration file when neither
@@ -59,6 +61,7 @@ type Paths struct {
 // Network configures the host side of the machines' network.
 type Network struct {
 	Bridge    string `toml:"bridge" comment:"bridge the machines are attached to"`
+	IPv4      string `toml:"ipv4" comment:"the bridge's IPv4 address and the machines' subnet, e.g. 192.168.77.1/24: host setup gives the bridge this address and its DHCP server hands out the subnet (pick one no LAN of the host uses)"`
 	Uplink    string `toml:"uplink" comment:"host interface on the LAN whose macvlans the macvlan template's machines get (pull --uplink overrides it; empty: none)"`
 	YggAdmin  string `toml:"ygg_admin" comment:"Yggdrasil admin endpoint: unix:///path or tcp://host:port"`
 	YggPrefix string `toml:"ygg_prefix" comment:"fixed Yggdrasil subnet, used when the admin endpoint is unreachable (e.g. 300:1234::/64)"`
@@ -132,6 +135,7 @@ func Default() Config {
 		},
 		Network: Network{
 			Bridge:     "srvgrp0",
+			IPv4:       systemdconfigs.BridgeIPv4,
 			YggAdmin:   "unix:///var/run/yggdrasil.sock",
 			IPv6Uplink: IPv6UplinkAuto,
 		},
@@ -322,6 +326,9 @@ func (c Config) validate() error {
 	if err := ValidateIfName(c.Network.Bridge); err != nil {
 		bad("network.bridge", "%w", err)
 	}
+	if _, err := c.BridgeIPv4(); err != nil {
+		bad("network.ipv4", "%w", err)
+	}
 	if c.Network.Uplink != "" {
 		if err := ValidateIfName(c.Network.Uplink); err != nil {
 			bad("network.uplink", "%w", err)
@@ -393,4 +400,31 @@ func ValidateIfName(name string) error {
 		return fmt.Errorf("interface name %q must not contain '/', ':' or spaces", name)
 	}
 	return nil
+}
+
+// BridgeIPv4 returns network.ipv4: the bridge's IPv4 address with the
+// machines' subnet as its prefix. It must be an IPv4 host address of a
+// subnet of 4 to 2^24 addresses (/8 to /30), neither its network nor its
+// broadcast address.
+func (c Config) BridgeIPv4() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c.Network.IPv4)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not ADDRESS/PREFIX (e.g. 192.168.77.1/24)", c.Network.IPv4)
+	}
+	a := p.Addr()
+	if !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv4 address", p)
+	}
+	if p.Bits() < 8 || p.Bits() > 30 {
+		return netip.Prefix{}, fmt.Errorf("%s: the prefix must be /8 to /30", p)
+	}
+	b := a.As4()
+	host := binary.BigEndian.Uint32(b[:]) & (1<<(32-p.Bits()) - 1)
+	if host == 0 || host == 1<<(32-p.Bits())-1 {
+		return netip.Prefix{}, fmt.Errorf("%s is the subnet's network or broadcast address: give the bridge a host address, e.g. %s", p, p.Masked().Addr().Next())
+	}
+	if a.IsLoopback() || a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() {
+		return netip.Prefix{}, fmt.Errorf("%s is not a unicast address for a LAN", p)
+	}
+	return p, nil
 }

@@ -115,7 +115,7 @@ func TestEntries(t *testing.T) {
 	}
 	want := []string{
 		"paths.machines", "paths.images", "paths.configs", "paths.storage", "paths.nspawn", "paths.machinectl", "paths.cache", "paths.scratch", "paths.networkd", "paths.sysctl", "paths.systemd_units",
-		"network.bridge", "network.uplink", "network.ygg_admin", "network.ygg_prefix", "network.ipv6_uplink",
+		"network.bridge", "network.ipv4", "network.uplink", "network.ygg_admin", "network.ygg_prefix", "network.ipv6_uplink",
 		"machines.default_template", "machines.busybox", "machines.init",
 		"registries.mirrors", "registries.insecure", "registries.ca_file",
 		"registries.attempts", "registries.header_timeout", "registries.idle_timeout",

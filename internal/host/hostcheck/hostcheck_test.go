@@ -140,7 +140,7 @@ func ipv4Only(p *Probes) {
 // writeNetwork writes the bridge's .network as `host setup` does, with or
 // without an IPv6 uplink.
 func writeNetwork(t *testing.T, cfg config.Config, ipv6Uplink bool) {
-	files, err := hostsetup.RenderFor(cfg.Network.Bridge, subnet, ipv6Uplink)
+	files, err := hostsetup.RenderFor(hostsetup.Bridge{Name: cfg.Network.Bridge, Subnet: subnet, IPv6Uplink: ipv6Uplink})
 	if err != nil {
 		t.Fatal(err)
 	}

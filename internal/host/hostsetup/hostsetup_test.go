@@ -49,7 +49,7 @@ func TestRenderNoIPv6UplinkGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	without, err := RenderFor("srvgrp0", subnet, false)
+	without, err := RenderFor(Bridge{Name: "srvgrp0", Subnet: subnet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +106,19 @@ func TestRender(t *testing.T) {
 		if !strings.Contains(network, want) {
 			t.Errorf(".network lacks %q:\n%s", want, network)
 		}
+	}
+	if !strings.Contains(network, "\nAddress=192.168.77.1/24\n") {
+		t.Errorf(".network lacks the shipped IPv4 address:\n%s", network)
+	}
+	own, err := RenderFor(Bridge{Name: "br-test", IPv4: netip.MustParsePrefix("198.18.5.1/24"), Subnet: netip.MustParsePrefix("301:aa::/64"), IPv6Uplink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(own[1].Content); !strings.Contains(s, "\nAddress=198.18.5.1/24\n") || strings.Contains(s, "192.168.77.") {
+		t.Errorf("network.ipv4 198.18.5.1/24 is not the bridge's address:\n%s", s)
+	}
+	if _, err := RenderFor(Bridge{Name: "br-test", IPv4: netip.MustParsePrefix("fc00::1/64"), Subnet: netip.MustParsePrefix("301:aa::/64")}); err == nil {
+		t.Error("an IPv6 bridge address was rendered as its IPv4 one")
 	}
 	for _, p := range []string{"", "10.0.0.0/8", "300::1/128"} {
 		var pfx netip.Prefix

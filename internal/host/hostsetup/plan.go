@@ -19,6 +19,9 @@ type Options struct {
 	Bridge string
 	// Subnet is this host's Yggdrasil subnet; the bridge gets <subnet>::1.
 	Subnet netip.Prefix
+	// IPv4 is the bridge's IPv4 address and the machines' subnet
+	// (network.ipv4); zero: the shipped one.
+	IPv4 netip.Prefix
 	// NetworkDir receives the .netdev and .network (paths.networkd).
 	NetworkDir string
 	// SysctlDir receives the sysctl drop-in (paths.sysctl).
@@ -116,7 +119,7 @@ func MakePlan(opts Options) (*Plan, error) {
 			return nil, fmt.Errorf("%s %q is not an absolute path", d.key, d.dir)
 		}
 	}
-	files, err := RenderFor(opts.Bridge, opts.Subnet, !opts.NoIPv6Uplink)
+	files, err := RenderFor(Bridge{Name: opts.Bridge, IPv4: opts.IPv4, Subnet: opts.Subnet, IPv6Uplink: !opts.NoIPv6Uplink})
 	if err != nil {
 		return nil, err
 	}

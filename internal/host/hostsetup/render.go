@@ -61,7 +61,21 @@ const header = "# Written by `mbctl host setup`; running it again rewrites this 
 // forwarding sysctl drop-in, for a host with an IPv6 uplink. The output
 // depends only on its arguments.
 func Render(bridge string, subnet netip.Prefix) ([]Rendered, error) {
-	return RenderFor(bridge, subnet, true)
+	return RenderFor(Bridge{Name: bridge, Subnet: subnet, IPv6Uplink: true})
+}
+
+// Bridge is what the rendered files say of the machines' bridge.
+type Bridge struct {
+	// Name is the bridge's name (network.bridge).
+	Name string
+	// IPv4 is its IPv4 address and the machines' DHCP subnet
+	// (network.ipv4); zero: the shipped one.
+	IPv4 netip.Prefix
+	// Subnet is this host's Yggdrasil subnet; the bridge gets <subnet>::1.
+	Subnet netip.Prefix
+	// IPv6Uplink says the host has IPv6 to the internet; without, the
+	// router advertisements offer no default route (NoDefaultRouter).
+	IPv6Uplink bool
 }
 
 // NoDefaultRouter is the line of the bridge's [IPv6SendRA] on a host
@@ -78,10 +92,17 @@ const noUplinkRA = "# This host has no IPv6 uplink (`mbctl host setup` found no 
 	"# again once the host has IPv6: it removes these lines.\n" +
 	NoDefaultRouter + "\n"
 
-// RenderFor is Render for a host with (ipv6Uplink) or without an IPv6
-// uplink: without, the bridge's router advertisements say that it is no
-// default router (NoDefaultRouter).
-func RenderFor(bridge string, subnet netip.Prefix, ipv6Uplink bool) ([]Rendered, error) {
+// RenderFor is Render for bridge b: its name and IPv4 subnet, and a host
+// with or without an IPv6 uplink.
+func RenderFor(b Bridge) ([]Rendered, error) {
+	bridge, subnet, ipv6Uplink := b.Name, b.Subnet, b.IPv6Uplink
+	ipv4 := systemdconfigs.BridgeIPv4
+	if b.IPv4.IsValid() {
+		if !b.IPv4.Addr().Is4() {
+			return nil, fmt.Errorf("bridge address %s is not IPv4", b.IPv4)
+		}
+		ipv4 = b.IPv4.String()
+	}
 	gw, err := yggaddr.Gateway(subnet)
 	if err != nil {
 		return nil, err
@@ -109,6 +130,13 @@ func RenderFor(bridge string, subnet netip.Prefix, ipv6Uplink bool) ([]Rendered,
 			s = strings.ReplaceAll(s, systemdconfigs.YggGateway, gwPrefix)
 			s = strings.ReplaceAll(s, systemdconfigs.YggSubnet, subnet.Masked().String())
 			s = strings.ReplaceAll(s, systemdconfigs.BridgeName, bridge)
+			if f.shipped == shippedNetwork {
+				const addr = "\nAddress=" + systemdconfigs.BridgeIPv4 + "\n"
+				if !strings.Contains(s, addr) {
+					return nil, fmt.Errorf("shipped %s has no line Address=%s", f.shipped, systemdconfigs.BridgeIPv4)
+				}
+				s = strings.Replace(s, addr, "\nAddress="+ipv4+"\n", 1)
+			}
 			if !ipv6Uplink && f.shipped == shippedNetwork {
 				const section = "\n[IPv6SendRA]\n"
 				if !strings.Contains(s, section) {
