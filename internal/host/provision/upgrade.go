@@ -81,7 +81,8 @@ func WriteBase(p machine.Paths, settings *unitfile.File, env *envfile.File) erro
 // alone makes them: the merge base of the machine's first upgrade. The
 // variables given at pull are left out: they are the user's.
 func (c *creation) writeBase(params machinefiles.Params) error {
-	params.Env, params.Image = nil, c.o.Image.Config.Config // a command given at pull is the user's
+	// A command, variables and published ports given at pull are the user's.
+	params.Env, params.Ports, params.Image = nil, nil, c.o.Image.Config.Config
 	settings, err := machinefiles.Settings(params)
 	if err != nil {
 		return err

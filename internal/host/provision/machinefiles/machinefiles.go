@@ -22,6 +22,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/signals"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/config"
@@ -76,6 +77,10 @@ type Params struct {
 	// its place, any other is added at the end. A key must pass
 	// man8env.CheckUserKey.
 	Env []EnvVar
+	// Ports are published on the host (machines pull --publish): Port=
+	// lines in [Network], in order. Like Env they are the user's: the
+	// merge base (writeBase) has none, so upgrades keep them.
+	Ports []nspawnport.Port
 	// Version is mbctl's version; Created when the files were made.
 	Version string
 	Created time.Time
@@ -233,6 +238,15 @@ func settings(p Params) (*unitfile.File, error) {
 	comment("A veth pair whose host side joins the machines' bridge; man8s-init configures host0.")
 	line("VirtualEthernet", "yes")
 	line("Bridge", p.Bridge)
+	if len(p.Ports) > 0 {
+		if err := CheckPublish(p.Template); err != nil {
+			return nil, err
+		}
+		comment("Published on the host (mbctl machines publish/unpublish; applied at the machine's start).")
+	}
+	for _, port := range p.Ports {
+		line("Port", port.Value())
+	}
 
 	b.WriteString("\n[Files]\n")
 	if p.Strict {
@@ -275,6 +289,16 @@ func settings(p Params) (*unitfile.File, error) {
 		return nil, fmt.Errorf("parsing the generated file: %w", err)
 	}
 	return f, nil
+}
+
+// CheckPublish says whether a machine of template tmpl can publish ports:
+// nspawn's Port= needs the machine's own network (VirtualEthernet=),
+// which the host_network template does not have.
+func CheckPublish(tmpl string) error {
+	if strings.TrimSpace(tmpl) == "host_network" {
+		return errors.New("template host_network shares the host's network: the machine's ports are the host's already, and systemd-nspawn refuses Port= without a private network; publish only from machines of template network_isolated")
+	}
+	return nil
 }
 
 // normalSignal returns the systemd name of the signal named s.
