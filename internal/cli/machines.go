@@ -46,6 +46,8 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesAutoUpdate(f, nil),
 		NewCmdMachinesDepend(f, nil),
 		NewCmdMachinesSet(f, nil),
+		NewCmdMachinesPublish(f, nil),
+		NewCmdMachinesUnpublish(f, nil),
 		NewCmdMachinesRun(f, nil),
 		NewCmdMachinesLogs(f, nil),
 		NewCmdMachinesShell(f, nil),
@@ -306,7 +308,7 @@ func printShow(w io.Writer, s machineShow) error {
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", s.YggAddress}, {"Template", s.Template}, {"Init mode", s.InitMode},
-		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Secrets", strings.Join(s.Secrets, ", ")},
+		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Published", describePublishedList(s.Published)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 		{"Depends on", describeDeps(s.DependsOn, func(d unit.Dependency) string { return d.On })},
 		{"Needed by", describeDeps(s.Dependants, func(d unit.Dependency) string { return d.Machine })},
 		{"Restart", s.Restart},

@@ -179,6 +179,7 @@ var settingsKeys = []struct{ section, key, text string }{
 	{"Exec", "WorkingDirectory", "The image's WorkingDir (/)."},
 	{"Network", "VirtualEthernet", "`yes`: a veth pair, configured by man8s-init inside as host0."},
 	{"Network", "Bridge", "The host's bridge (`network.bridge` in mbctl.toml(5)), which `mbctl host setup` creates."},
+	{"Network", "Port", "`tcp:HOSTPORT:PORT` (or `udp:`), one line per port published on the host (`machines pull --publish`, `mbctl machines publish`, `unpublish`). When the machine starts, nspawn adds a DNAT rule on the host: connections to HOSTPORT on any of the host's addresses except loopback go to PORT of the machine, over IPv4 and IPv6. Not reachable on 127.0.0.1 or [::1]. Yours: upgrades keep the lines, `machines clone` does not copy them."},
 	{"Files", "ReadOnly", "`yes` on a strict machine."},
 	{"Files", "PrivateUsersOwnership", "`map`: files keep their owners through an idmapped mount."},
 	{"Files", "Bind", "man8env.env at " + man8env.EnvPath + ", the image's volumes (data volumes in `paths.storage`, config volumes in the config dir), and on a strict machine its resolv.conf; with the `idmap` option."},

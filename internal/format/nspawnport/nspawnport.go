@@ -140,6 +140,20 @@ func hostPart(s string) (string, bool) {
 	return "", false
 }
 
+// TemplateHostNetwork is the settings template of a machine that shares the
+// host's network (no VirtualEthernet=).
+const TemplateHostNetwork = "host_network"
+
+// CheckTemplate says whether a machine of settings template tmpl can
+// publish ports: nspawn's Port= needs the machine's own network namespace
+// (VirtualEthernet=), which a machine of template host_network has not.
+func CheckTemplate(tmpl string) error {
+	if strings.TrimSpace(tmpl) == TemplateHostNetwork {
+		return fmt.Errorf("template %s shares the host's network: the machine's ports are the host's already, and systemd-nspawn refuses Port= without a private network; only machines with their own network (network_isolated) publish ports", TemplateHostNetwork)
+	}
+	return nil
+}
+
 // parseNum reads a port number, 1 to 65535 (nspawn refuses 0). Port
 // ranges ("8000-8010") are not taken: nspawn has none.
 func parseNum(s string) (uint16, error) {

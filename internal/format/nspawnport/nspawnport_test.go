@@ -103,3 +103,12 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckTemplate(t *testing.T) {
+	if err := CheckTemplate("network_isolated"); err != nil {
+		t.Errorf("network_isolated: %v", err)
+	}
+	if err := CheckTemplate("host_network"); err == nil || !strings.Contains(err.Error(), "refuses Port= without a private network") {
+		t.Errorf("host_network: %v", err)
+	}
+}

@@ -239,7 +239,7 @@ func settings(p Params) (*unitfile.File, error) {
 	line("VirtualEthernet", "yes")
 	line("Bridge", p.Bridge)
 	if len(p.Ports) > 0 {
-		if err := CheckPublish(p.Template); err != nil {
+		if err := nspawnport.CheckTemplate(p.Template); err != nil {
 			return nil, err
 		}
 		comment("Published on the host (mbctl machines publish/unpublish; applied at the machine's start).")
@@ -289,16 +289,6 @@ func settings(p Params) (*unitfile.File, error) {
 		return nil, fmt.Errorf("parsing the generated file: %w", err)
 	}
 	return f, nil
-}
-
-// CheckPublish says whether a machine of template tmpl can publish ports:
-// nspawn's Port= needs the machine's own network (VirtualEthernet=),
-// which the host_network template does not have.
-func CheckPublish(tmpl string) error {
-	if strings.TrimSpace(tmpl) == "host_network" {
-		return errors.New("template host_network shares the host's network: the machine's ports are the host's already, and systemd-nspawn refuses Port= without a private network; publish only from machines of template network_isolated")
-	}
-	return nil
 }
 
 // normalSignal returns the systemd name of the signal named s.
