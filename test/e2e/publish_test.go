@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/man8s/mbctl/internal/format/yggaddr"
+	"github.com/man8s/mbctl/internal/testbed"
+	"github.com/man8s/mbctl/internal/testbed/ociimage"
+	"github.com/man8s/mbctl/internal/testbed/registry"
+)
+
+// fetchVia gets url with connections made by dial (a testbed namespace's
+// DialContext), bounded by a few seconds.
+func fetchVia(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return string(b), err
+}
+
+// Proof (issue 15, publishing on the host): a machine pulled with
+// --publish 8080:80 answers an outside client, a second network namespace
+// linked to the testbed host by a veth (198.18.7.2 -> 198.18.7.1:8080),
+// which nspawn's Port= DNATs to the machine; the app sees the client's
+// own address. The host itself reaches the port on its own non-loopback
+// addresses, not on 127.0.0.1. After unpublish and a restart the port is
+// closed from outside.
+func TestPublishPort(t *testing.T) {
+	m := newMachineHost(t)
+	reg := registry.StartT(t, registry.Options{})
+	web, err := ociimage.Layer(ociimage.File("www/cgi-bin/whoami", []byte(whoamiCGI), 0o755))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint: []string{"httpd", "-f", "-p", "80", "-h", "/www"},
+	}, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, server, reg.Addr()+"/demo/pubweb:1")
+	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--publish", "8080:80", reg.Addr()+"/demo/pubweb:1", "pubweb")
+	if show := m.mustMbctl(t, "machines", "show", "pubweb"); !strings.Contains(show, "Published:    8080 -> 80/tcp") || !strings.Contains(show, "Port=tcp:8080:80") {
+		t.Errorf("machines show does not list the published port:\n%s", show)
+	}
+
+	hostAddr4, clientAddr4 := netip.MustParsePrefix("198.18.7.1/30"), netip.MustParsePrefix("198.18.7.2/30")
+	// IPv6: link-local addresses, and a /112 of the ULA prefix (the only
+	// IPv6 range the tests may use besides the ygg subnet).
+	hostLL, clientLL := netip.MustParsePrefix("fe80::7:1/64"), netip.MustParsePrefix("fe80::7:2/64")
+	hostAddr6, clientAddr6 := netip.MustParsePrefix("fc00::7:1/112"), netip.MustParsePrefix("fc00::7:2/112")
+	client := testbed.NewClientT(t, m.Host, testbed.ClientOptions{
+		HostAddrs: []netip.Prefix{hostAddr4, hostLL, hostAddr6}, ClientAddrs: []netip.Prefix{clientAddr4, clientLL, clientAddr6},
+	})
+
+	run := m.startRun(t, "pubweb")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("machine pubweb:\n%s", run.output())
+			if nft, err := exec.LookPath("nft"); err == nil {
+				out, _ := m.Command(context.Background(), nft, "list", "ruleset").CombinedOutput()
+				t.Logf("nft list ruleset in the testbed host:\n%s", out)
+			}
+		}
+	})
+	page := "http://" + hostAddr4.Addr().String() + ":8080/cgi-bin/whoami"
+	var last string
+	var lastErr error
+	if !poll(60*time.Second, nil, func() bool {
+		last, lastErr = fetchVia(t.Context(), client.DialContext, page)
+		return lastErr == nil
+	}) {
+		t.Fatalf("the outside client did not get %s: %v %s", page, lastErr, last)
+	}
+	if want := clientAddr4.Addr().String() + "]"; !strings.Contains(last, want) { // [::ffff:198.18.7.2]: httpd listens on [::]
+		t.Errorf("outside client: the app saw %q, want %q (DNAT keeps the client's address)", last, want)
+	}
+	t.Logf("outside client -> %s: %q", page, strings.TrimSpace(last))
+	if nft, err := exec.LookPath("nft"); err == nil {
+		out, _ := m.Command(t.Context(), nft, "list", "ruleset").CombinedOutput()
+		t.Logf("nft list ruleset in the testbed host while the machine runs:\n%s", out)
+	}
+
+	// What the host itself and others get: logged as measured, and
+	// checked against what the README says.
+	for _, tc := range []struct {
+		what, url string
+		dial      func(context.Context, string, string) (net.Conn, error)
+		reach     bool
+	}{
+		{"host -> its bridge address", "http://" + m.IPv4.Addr().String() + ":8080/cgi-bin/whoami", m.DialContext, true},
+		{"host -> its address on the client link", "http://" + hostAddr4.Addr().String() + ":8080/cgi-bin/whoami", m.DialContext, true},
+		{"host -> 127.0.0.1", "http://127.0.0.1:8080/cgi-bin/whoami", m.DialContext, false},
+		{"host -> [::1]", "http://[::1]:8080/cgi-bin/whoami", m.DialContext, false},
+		{"host -> its ULA address", "http://[" + m.ULA.Addr().String() + "]:8080/cgi-bin/whoami", m.DialContext, true},
+		{"outside client -> the host's IPv6", "http://[" + hostAddr6.Addr().String() + "]:8080/cgi-bin/whoami", client.DialContext, true},
+		// The kernel does not forward a packet from a link-local address.
+		{"outside client -> the host's link-local IPv6", "http://[" + hostLL.Addr().String() + "%25client0]:8080/cgi-bin/whoami", client.DialContext, false},
+	} {
+		got, err := fetchVia(t.Context(), tc.dial, tc.url)
+		t.Logf("%s (%s): %q, %v", tc.what, tc.url, strings.TrimSpace(got), err)
+		if (err == nil) != tc.reach {
+			t.Errorf("%s: reached %v (%v), want %v", tc.what, err == nil, err, tc.reach)
+		}
+	}
+
+	// Unpublish: the running machine keeps it until its next start.
+	if out := m.mustMbctl(t, "machines", "unpublish", "pubweb", "8080"); !strings.Contains(out, "Unpublished host port 8080/tcp of machine pubweb") ||
+		!strings.Contains(out, "takes effect at its next start") {
+		t.Errorf("unpublish:\n%s", out)
+	}
+	if code := run.stop(t); code != 0 {
+		t.Errorf("stop: status %d\n%s", code, run.output())
+	}
+	run = m.startRun(t, "pubweb")
+	ygg, err := yggaddr.Address(m.Ygg.Subnet, "pubweb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the app to answer on its ygg address again", func() bool {
+		_, err := fetchVia(t.Context(), m.DialContext, "http://["+ygg.String()+"]:80/cgi-bin/whoami")
+		return err == nil
+	})
+	// The app answers in the machine, and the host port is closed.
+	var refused error
+	waitFor(t, "the host port to be closed from outside", func() bool {
+		_, refused = fetchVia(t.Context(), client.DialContext, page)
+		return errors.Is(refused, syscall.ECONNREFUSED)
+	})
+	if show := m.mustMbctl(t, "machines", "show", "pubweb"); !strings.Contains(show, "Published:    -") {
+		t.Errorf("machines show after unpublish:\n%s", show)
+	}
+	run.stop(t)
+}
