@@ -16,26 +16,25 @@ import (
 // publishHelp says where a published port is reachable; shared by the
 // publish verbs and machines pull --publish.
 const publishHelp = `A published port is systemd-nspawn's Port= in the machine's container.nspawn
-([Network] Port=tcp:HOSTPORT:PORT). When the machine starts, nspawn adds a
-DNAT rule on the host (nftables, or iptables where nftables is missing)
-that sends connections to HOSTPORT on any of the host's own addresses to
-PORT on the machine's address, and removes it when the machine stops.
+([Network] Port=tcp:HOSTPORT:PORT). When the machine starts, nspawn adds
+DNAT rules on the host (nftables table io.systemd.nat, made over netlink:
+no nft tool needed; iptables where the kernel lacks nftables) that send connections to HOSTPORT on any address of
+the host to PORT of the machine: over IPv4 to the machine's DHCP address,
+over IPv6 to its Yggdrasil address. It removes them when the machine stops.
 
-Where it is reachable:
-  other hosts            yes: the host's IPv4 address (its LAN or public
-                         address, HOSTIP:HOSTPORT), and the host's IPv6
-                         addresses, forwarded to the machine's IPv6 address
-  the host itself        yes, on the host's own addresses other than
-                         loopback (the bridge's 198.18.x.1, the LAN address)
-  127.0.0.1, [::1]       no: nspawn's rule leaves loopback alone; connect
-                         to a non-loopback address of the host instead
-  other machines         yes, on the host's bridge address
-The host's firewall must let the forwarded traffic through (nspawn's
-rule does not open it), and a host service listening on HOSTPORT itself
-no longer gets connections from outside. nspawn has no host address in
-Port=: a port is published on every address of the host, so there is no
-HOSTIP: form. A machine on the host's own network (template host_network)
-cannot publish: its ports are the host's already.`
+Where it is reachable (measured with systemd 252):
+  other hosts         yes, on the host's IPv4 and IPv6 addresses; the app
+                      sees the client's own address (a client inside
+                      fc00::/64, the machines' ULA prefix, is masqueraded)
+  the host itself     yes, on the host's own addresses other than loopback
+                      (the bridge's, the LAN's)
+  127.0.0.1, [::1]    no: nspawn's rules leave loopback alone
+  link-local IPv6     no: the kernel does not forward from fe80:: sources
+nspawn's Port= has no host address, so there is no HOSTIP: form: a port is
+published on every address of the host. A host service listening on
+HOSTPORT itself no longer gets connections from other hosts, and a host
+firewall that drops forwarded packets drops these too. A machine of template
+host_network cannot publish: its ports are the host's already.`
 
 // MachinesPublishOptions are the inputs of `machines publish` and
 // `machines unpublish`.

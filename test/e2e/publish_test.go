@@ -63,6 +63,15 @@ func TestPublishPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushT(t, server, reg.Addr()+"/demo/pubweb:1")
+	server4, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
+		Entrypoint:   []string{"httpd", "-f", "-p", "0.0.0.0:80", "-h", "/www"},
+		ExposedPorts: []string{"80/tcp"},
+	}, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushT(t, server4, reg.Addr()+"/demo/pubweb4:1")
+	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/pubweb4:1", "pubweb4")
 	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--publish", "8080:80", reg.Addr()+"/demo/pubweb:1", "pubweb")
 	if show := m.mustMbctl(t, "machines", "show", "pubweb"); !strings.Contains(show, "Published:    8080 -> 80/tcp") || !strings.Contains(show, "Port=tcp:8080:80") {
 		t.Errorf("machines show does not list the published port:\n%s", show)
@@ -127,6 +136,47 @@ func TestPublishPort(t *testing.T) {
 			t.Errorf("%s: reached %v (%v), want %v", tc.what, err == nil, err, tc.reach)
 		}
 	}
+
+	// A service of the host on the same port keeps its loopback clients;
+	// other hosts still reach the machine.
+	hostSvc, err := m.Listen("tcp4", "0.0.0.0:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go http.Serve(hostSvc, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "host service\n") }))
+	if got, err := fetchVia(t.Context(), m.DialContext, "http://127.0.0.1:8080/"); err != nil || got != "host service\n" {
+		t.Errorf("host -> 127.0.0.1:8080 with a host service there: %q, %v", got, err)
+	}
+	if got, err := fetchVia(t.Context(), client.DialContext, page); err != nil || !strings.Contains(got, "seen-from") {
+		t.Errorf("outside client with a host service on the port: %q, %v; want the machine's app", got, err)
+	}
+	hostSvc.Close()
+
+	// Another machine cannot take the host port; an IPv4-only app is
+	// reached over IPv6 through man8s-init's forwarder on its ygg address.
+	if out, err := m.mbctl(t.Context(), "machines", "publish", "pubweb4", "8080").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "host port 8080/tcp is published by machine pubweb already") {
+		t.Errorf("publish of pubweb's host port on pubweb4: %v\n%s", err, out)
+	}
+	m.mustMbctl(t, "machines", "publish", "pubweb4", "8081:80")
+	run4 := m.startRun(t, "pubweb4")
+	for _, tc := range []struct{ url, seen string }{
+		{"http://" + hostAddr4.Addr().String() + ":8081/cgi-bin/whoami", "seen-from " + clientAddr4.Addr().String() + "\n"},
+		{"http://[" + hostAddr6.Addr().String() + "]:8081/cgi-bin/whoami", "seen-from 127.0.0.1\n"},
+	} {
+		if !poll(60*time.Second, nil, func() bool {
+			last, lastErr = fetchVia(t.Context(), client.DialContext, tc.url)
+			return lastErr == nil
+		}) {
+			t.Errorf("the outside client did not get %s: %v\nmachine pubweb4:\n%s", tc.url, lastErr, run4.output())
+			continue
+		}
+		t.Logf("outside client -> IPv4-only app, %s: %q", tc.url, strings.TrimSpace(last))
+		if last != tc.seen {
+			t.Errorf("outside client -> %s: %q, want %q", tc.url, last, tc.seen)
+		}
+	}
+	run4.stop(t)
 
 	// Unpublish: the running machine keeps it until its next start.
 	if out := m.mustMbctl(t, "machines", "unpublish", "pubweb", "8080"); !strings.Contains(out, "Unpublished host port 8080/tcp of machine pubweb") ||
