@@ -375,6 +375,9 @@ them, and say what to do about each problem, before a start finds out:
   links              the nspawn settings link and machinectl image link
                      point to the machine's files
   binds              every Bind=/BindReadOnly= source exists
+  published ports    Port= lines parse, publish each host port once, and
+                     the machine has a network of its own (nspawn refuses
+                     Port= without one)
   environment        lines man8s-init ignores or reads otherwise than they
                      look (warnings); MAN8S_* values it would refuse;
                      the Yggdrasil address belongs to the machine's name

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 )
 
@@ -76,5 +77,36 @@ func TestCheckEnvReadiness(t *testing.T) {
 	if got == nil || got.Status != CheckFail || !strings.Contains(got.Detail, "MAN8S_READY") || !strings.Contains(got.Detail, "want none, restart or stop") ||
 		!strings.Contains(got.Detail, "needs /bin/sh") || strings.Contains(got.Detail, "\n") {
 		t.Errorf("check: %+v", got)
+	}
+}
+
+func TestCheckPorts(t *testing.T) {
+	p := Paths{Name: "web", Settings: "/c/web/container.nspawn"}
+	for _, tc := range []struct {
+		name, settings string
+		want           []string // "status what: detail" prefixes, in order
+	}{
+		{"none", "[Network]\nVirtualEthernet=yes\n", nil},
+		{"ok", "[Network]\nVirtualEthernet=yes\nPort=tcp:8080:80\nPort=53\n", []string{"ok published ports: 8080:80/tcp, 53:53/tcp"}},
+		{"bridge implies veth", "[Network]\nBridge=srvgrp0\nPort=80\n", []string{"ok published ports"}},
+		{"bad line", "[Network]\nVirtualEthernet=yes\nPort=http\n", []string{"warn published port: Port=http: host port"}},
+		{"twice", "[Network]\nVirtualEthernet=yes\nPort=8080:80\nPort=tcp:8080:81\n", []string{"warn published port 8080/tcp: Port=8080:80 and Port=tcp:8080:81"}},
+		{"no own network", "[Network]\nVirtualEthernet=no\nPort=80\n", []string{"fail published ports: Port= without a network"}},
+		{"host network", "[Exec]\nBoot=no\n[Network]\nPort=80\n", []string{"fail published ports"}},
+	} {
+		f, err := unitfile.Parse(strings.NewReader(tc.settings))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := checkPorts(p, f)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: %d results, want %d: %+v", tc.name, len(got), len(tc.want), got)
+			continue
+		}
+		for i, r := range got {
+			if s := string(r.Status) + " " + r.What + ": " + r.Detail; !strings.HasPrefix(s, tc.want[i]) {
+				t.Errorf("%s: result %q, want it to start with %q", tc.name, s, tc.want[i])
+			}
+		}
 	}
 }
