@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +44,23 @@ func fetchVia(ctx context.Context, dial func(context.Context, string, string) (n
 	return string(b), err
 }
 
+// udpExchange sends a datagram to addr from namespace h and returns the
+// first answer, waiting a second at most.
+func udpExchange(ctx context.Context, h *testbed.Host, addr string) (string, error) {
+	c, err := h.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 512)
+	n, err := c.Read(b)
+	return string(b[:n]), err
+}
+
 // Proof (issue 15, publishing on the host): a machine pulled with
 // --publish 8080:80 answers an outside client, a second network namespace
 // linked to the testbed host by a veth (198.18.7.2 -> 198.18.7.1:8080),
@@ -56,9 +75,24 @@ func TestPublishPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// httpd on [::]:80, and a UDP responder on [::]:5300.
+	udpecho := filepath.Join(t.TempDir(), "udpecho")
+	build := exec.Command("go", "build", "-trimpath", "-o", udpecho, "./testdata/udpecho")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building udpecho: %v\n%s", err, out)
+	}
+	echoBin, err := os.ReadFile(udpecho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := ociimage.Layer(ociimage.File("usr/bin/udpecho", echoBin, 0o755))
+	if err != nil {
+		t.Fatal(err)
+	}
 	server, err := ociimage.BusyboxApp(busybox, ociimage.AppConfig{
-		Entrypoint: []string{"httpd", "-f", "-p", "80", "-h", "/www"},
-	}, web)
+		Entrypoint: []string{"/bin/sh", "-c", "httpd -f -p 80 -h /www & exec /usr/bin/udpecho 5300"},
+	}, web, udp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +106,8 @@ func TestPublishPort(t *testing.T) {
 	}
 	pushT(t, server4, reg.Addr()+"/demo/pubweb4:1")
 	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", reg.Addr()+"/demo/pubweb4:1", "pubweb4")
-	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--publish", "8080:80", reg.Addr()+"/demo/pubweb:1", "pubweb")
-	if show := m.mustMbctl(t, "machines", "show", "pubweb"); !strings.Contains(show, "Published:    8080 -> 80/tcp") || !strings.Contains(show, "Port=tcp:8080:80") {
+	m.mustMbctl(t, "machines", "pull", "--quiet", "--yes", "--publish", "8080:80", "-p", "5300/udp", reg.Addr()+"/demo/pubweb:1", "pubweb")
+	if show := m.mustMbctl(t, "machines", "show", "pubweb"); !strings.Contains(show, "Published:    8080 -> 80/tcp, 5300 -> 5300/udp") || !strings.Contains(show, "Port=tcp:8080:80") {
 		t.Errorf("machines show does not list the published port:\n%s", show)
 	}
 
@@ -113,6 +147,17 @@ func TestPublishPort(t *testing.T) {
 		out, _ := m.Command(t.Context(), nft, "list", "ruleset").CombinedOutput()
 		t.Logf("nft list ruleset in the testbed host while the machine runs:\n%s", out)
 	}
+
+	// UDP: a datagram to the host's port reaches the machine's responder.
+	var udpGot string
+	waitFor(t, "a UDP answer through the published 5300/udp", func() bool {
+		udpGot, err = udpExchange(t.Context(), client, hostAddr4.Addr().String()+":5300")
+		return err == nil && strings.Contains(udpGot, "udp-pong")
+	})
+	if want := clientAddr4.Addr().String() + ":"; !strings.Contains(udpGot, want) {
+		t.Errorf("UDP: the app saw %q, want the client's address %s", udpGot, want)
+	}
+	t.Logf("outside client -> %s:5300/udp: %q", hostAddr4.Addr(), strings.TrimSpace(udpGot))
 
 	// What the host itself and others get: logged as measured, and
 	// checked against what the README says.
@@ -179,7 +224,7 @@ func TestPublishPort(t *testing.T) {
 	run4.stop(t)
 
 	// Unpublish: the running machine keeps it until its next start.
-	if out := m.mustMbctl(t, "machines", "unpublish", "pubweb", "8080"); !strings.Contains(out, "Unpublished host port 8080/tcp of machine pubweb") ||
+	if out := m.mustMbctl(t, "machines", "unpublish", "pubweb", "--all"); !strings.Contains(out, "Unpublished host port 8080/tcp of machine pubweb") ||
 		!strings.Contains(out, "takes effect at its next start") {
 		t.Errorf("unpublish:\n%s", out)
 	}
