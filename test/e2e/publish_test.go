@@ -62,12 +62,18 @@ func udpExchange(ctx context.Context, h *testbed.Host, addr string) (string, err
 }
 
 // Proof (issue 15, publishing on the host): a machine pulled with
-// --publish 8080:80 answers an outside client, a second network namespace
-// linked to the testbed host by a veth (198.18.7.2 -> 198.18.7.1:8080),
-// which nspawn's Port= DNATs to the machine; the app sees the client's
+// --publish 8080:80 -p 5300/udp answers an outside client, a second network
+// namespace linked to the testbed host by a veth (198.18.7.2 ->
+// 198.18.7.1:8080, fc00::7:2 -> [fc00::7:1]:8080, and UDP to :5300), which
+// nspawn's Port= DNATs to the machine; over IPv4 the app sees the client's
 // own address. The host itself reaches the port on its own non-loopback
-// addresses, not on 127.0.0.1. After unpublish and a restart the port is
-// closed from outside.
+// addresses, not on 127.0.0.1 or [::1], where a host service on the same
+// port keeps its clients; a link-local client gets no route. A second,
+// IPv4-only machine is reached over IPv6 through man8s-init's forwarder; it
+// cannot take the first one's host port, and neither can a clone, which
+// copies no Port= line. After unpublish --all and a restart the port is
+// closed from outside. What each client gets is logged (see README,
+// "Publishing ports on the host").
 func TestPublishPort(t *testing.T) {
 	m := newMachineHost(t)
 	reg := registry.StartT(t, registry.Options{})
@@ -196,6 +202,16 @@ func TestPublishPort(t *testing.T) {
 		t.Errorf("outside client with a host service on the port: %q, %v; want the machine's app", got, err)
 	}
 	hostSvc.Close()
+
+	// A clone does not take the source's ports, and cannot publish them.
+	if out, err := m.mbctl(t.Context(), "machines", "clone", "--quiet", "--yes", "--publish", "8080:80", "pubweb", "pubweb2").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "host port 8080/tcp is published by machine pubweb already") {
+		t.Errorf("clone --publish of pubweb's port: %v\n%s", err, out)
+	}
+	m.mustMbctl(t, "machines", "clone", "--quiet", "--yes", "pubweb", "pubweb2")
+	if show := m.mustMbctl(t, "machines", "show", "pubweb2"); strings.Contains(show, "Port=") || !strings.Contains(show, "Published:    -") {
+		t.Errorf("the clone has published ports:\n%s", show)
+	}
 
 	// Another machine cannot take the host port; an IPv4-only app is
 	// reached over IPv6 through man8s-init's forwarder on its ygg address.
