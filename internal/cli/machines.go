@@ -47,6 +47,8 @@ mbctl keeps your comments when it rewrites them.`)
 		NewCmdMachinesAutoUpdate(f, nil),
 		NewCmdMachinesDepend(f, nil),
 		NewCmdMachinesSet(f, nil),
+		NewCmdMachinesPublish(f, nil),
+		NewCmdMachinesUnpublish(f, nil),
 		NewCmdMachinesRun(f, nil),
 		NewCmdMachinesLogs(f, nil),
 		NewCmdMachinesShell(f, nil),
@@ -311,7 +313,7 @@ func printShow(w io.Writer, s machineShow) error {
 	for _, row := range [][2]string{
 		{"Name", s.Name}, {"State", state}, {"Image", s.Image}, {"Digest", s.Digest},
 		{"Ygg address", ygg}, {"Template", s.Template}, {"Init mode", s.InitMode},
-		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Secrets", strings.Join(s.Secrets, ", ")},
+		{"Created", formatTime(s.Created)}, {"Health", describeHealth(s.Health)}, {"Ports", describePorts(s.Ports)}, {"Published", describePublishedList(s.Published)}, {"Secrets", strings.Join(s.Secrets, ", ")},
 		{"Depends on", describeDeps(s.DependsOn, func(d unit.Dependency) string { return d.On })},
 		{"Needed by", describeDeps(s.Dependants, func(d unit.Dependency) string { return d.Machine })},
 		{"Restart", s.Restart},
@@ -378,6 +380,9 @@ them, and say what to do about each problem, before a start finds out:
   links              the nspawn settings link and machinectl image link
                      point to the machine's files
   binds              every Bind=/BindReadOnly= source exists
+  published ports    Port= lines parse, publish each host port once, and
+                     the machine has a network of its own (nspawn refuses
+                     Port= without one)
   environment        lines man8s-init ignores or reads otherwise than they
                      look (warnings); MAN8S_* values it would refuse;
                      the Yggdrasil address belongs to the machine's name

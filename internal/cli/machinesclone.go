@@ -40,8 +40,10 @@ with the image's content, not SRC's data.
 
 --cmd and --entrypoint give NEW a command of its own (another role of the
 same image, as in a cluster); --env and --env-file add or change variables.
-Not copied: SRC's secrets ('mbctl machines secret set NEW ...') and hand
-edits of SRC's container.nspawn, which name SRC's own dirs.`,
+Not copied: SRC's secrets ('mbctl machines secret set NEW ...'), hand
+edits of SRC's container.nspawn, which name SRC's own dirs, and the ports
+SRC publishes on the host (a host port belongs to one machine): give NEW
+its own with --publish.`,
 		Example: `  # a second volume server of a SeaweedFS cluster
   mbctl machines clone sw-volume sw-volume2 --yes
 
@@ -74,6 +76,7 @@ edits of SRC's container.nspawn, which name SRC's own dirs.`,
 		}
 		return nil
 	}
+	fl.StringArrayVarP(&po.Publish, "publish", "p", nil, "publish a port of NEW on the host: `HOSTPORT[:PORT][/tcp|udp]` (repeatable; SRC's are not copied)")
 	fl.BoolVar(&po.NoProbe, "no-probe", false, "do not probe how the entrypoint behaves as PID 1")
 	fl.BoolVarP(&po.Yes, "yes", "y", false, "never ask: unanswered volumes become data volumes")
 	fl.BoolVarP(&po.Quiet, "quiet", "q", false, "no progress output")

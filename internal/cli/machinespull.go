@@ -21,6 +21,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/fsutil"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
@@ -54,7 +55,9 @@ type MachinesPullOptions struct {
 	// Env are the --env KEY=VALUE flags, EnvFiles the --env-file files, in
 	// the order given.
 	Env, EnvFiles []string
-	InitMode      string
+	// Publish are the --publish specs, HOSTPORT[:PORT][/tcp|udp].
+	Publish  []string
+	InitMode string
 	// NoProbe skips the init probe; RunProbe runs it (default probe.Run;
 	// tests give a fake).
 	NoProbe    bool
@@ -141,6 +144,15 @@ itself reaches it. A host_network machine has no address of its own: it
 listens on the host's, and as its root is not the host's root it cannot
 listen on ports below 1024.
 
+Publishing: --publish HOSTPORT[:PORT][/tcp|udp] (repeatable) writes
+systemd-nspawn's Port= into container.nspawn: connections to HOSTPORT on
+the host's addresses go to PORT of the machine (default: HOSTPORT; tcp
+unless /udp). Not on 127.0.0.1 or [::1]: nspawn's rule leaves loopback
+alone. There is no HOSTIP: part, as nspawn's Port= has none; a host port
+another machine publishes is refused. 'mbctl machines publish --help' says
+where a published port is reachable; 'machines publish' and 'unpublish'
+change them later.
+
 Init mode: man8s-init supervises the app as PID 2 ("supervise"), unless the
 image brings its own init that insists on PID 1 (s6-overlay, systemd), which
 man8s-init then execs after setting up ("exec-pid1"). "auto" detects it.
@@ -179,6 +191,7 @@ Nothing is left behind on an error or Ctrl-C: every dir and link this run
 created is removed again.`,
 		Example: `  mbctl machines pull registry:2 Man8Registry --volume /var/lib/registry=data
   mbctl machines pull --yes nginx:1.27 web
+  mbctl machines pull --yes nginx:1.27 web --publish 8080:80   # http://HOSTIP:8080/ from other hosts
   mbctl machines pull ghcr.io/example/app:1 app --volume /config=config --volume /data=/srv/app-data
 
   # a machine of its own on the LAN (DHCP and SLAAC from the LAN's router)
@@ -215,6 +228,7 @@ created is removed again.`,
 	fl.StringArrayVar(&opts.Volumes, "volume", nil, "where a volume lives: PATH=config|data|skip|/abs/host/dir (repeatable)")
 	fl.StringArrayVarP(&opts.Env, "env", "e", nil, "set a variable of the app to a literal value: `KEY=VALUE` (repeatable; wins over --env-file and the image)")
 	fl.StringArrayVar(&opts.EnvFiles, "env-file", nil, "set the app's variables from `FILE`, KEY=VALUE lines read as man8env.env (repeatable)")
+	fl.StringArrayVarP(&opts.Publish, "publish", "p", nil, "publish a port on the host: `HOSTPORT[:PORT][/tcp|udp]`, nspawn's Port= (repeatable; no host address: nspawn publishes on all of them; see 'machines publish --help')")
 	fl.StringVar(&opts.InitMode, "init-mode", string(imageinit.Auto), "auto, supervise or exec-pid1")
 	fl.BoolVar(&opts.NoProbe, "no-probe", false, "do not probe how the entrypoint behaves as PID 1: the init mode follows its name alone")
 	fl.StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
@@ -256,9 +270,11 @@ type machinesPullReport struct {
 	EnvKeys []string `json:"env_keys"`
 	// IPv6Optional: the host has no IPv6 uplink, and man8env.env got
 	// MAN8S_IPV6=optional.
-	IPv6Optional bool           `json:"ipv6_optional"`
-	Layers       layersReport   `json:"layers"`
-	Unpacked     unpackedReport `json:"unpacked"`
+	IPv6Optional bool `json:"ipv6_optional"`
+	// Published are the ports published on the host (--publish).
+	Published []nspawnport.Port `json:"published_ports"`
+	Layers    layersReport      `json:"layers"`
+	Unpacked  unpackedReport    `json:"unpacked"`
 	// Root is the image root the machine runs on or was snapshotted from.
 	Root    *imageRootReport `json:"image_root,omitempty"`
 	Seconds float64          `json:"duration_seconds"`
@@ -358,12 +374,27 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	if err != nil {
 		return err
 	}
+	ports, err := parsePublishSpecs("--publish", opts.Publish)
+	if err != nil {
+		return err
+	}
+	if len(ports) > 0 {
+		if err := nspawnport.CheckTemplate(tmpl); err != nil {
+			return usagef("--publish: %v", err)
+		}
+		if err := machine.CheckPortsFree(cfg.Paths, opts.Name, ports); err != nil {
+			return fmt.Errorf("--publish: %w", err)
+		}
+	}
 	if opts.Adopt {
 		if _, err := os.Stat(p.ConfigDir); err == nil {
 			// A kept config dir: the new image is merged into its files,
 			// as an upgrade does.
 			if len(env) > 0 {
 				return usagef("--env and --env-file with --adopt: machine %s keeps its %s; edit it instead", opts.Name, p.Env)
+			}
+			if len(ports) > 0 {
+				return usagef("--publish with --adopt: machine %s keeps its %s and the ports it publishes; change them with 'mbctl machines publish %s ...' after the pull", opts.Name, p.Settings, opts.Name)
 			}
 			if err := machinesUpgradeRun(ctx, &MachinesUpgradeOptions{
 				MachineDeps: MachineDeps{IO: opts.IO, Config: opts.Config, Log: opts.Log}, Getenv: opts.Getenv, Ask: opts.Ask,
@@ -420,7 +451,7 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 	}
 	res, err := provision.Create(ctx, provision.Options{
 		Name: opts.Name, Dirs: cfg.Paths, Bridge: cfg.Network.Bridge, Uplink: uplink, Template: tmpl,
-		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env, NoIPv6Uplink: noIPv6,
+		Image: im, Ref: opts.Image, Subnet: subnet, Mode: mode, Volumes: vols, Env: env, NoIPv6Uplink: noIPv6, Ports: ports,
 		Cache: c, Pull: pull.Options{Progress: progress, Log: opts.Log},
 		Init: src, Probe: probeFn, Version: buildinfo.Get().Version, Log: opts.Log, Adopt: opts.Adopt, Strict: opts.Strict,
 		Entrypoint: entrypoint, Cmd: cmdArgs,
@@ -453,9 +484,17 @@ func machinesPullRun(ctx context.Context, opts *MachinesPullOptions) error {
 		r := pullReport(res, im, opts.Image, tmpl, src.Init, src.InitFrom, took)
 		r.EnvKeys = envKeys(env)
 		r.IPv6Optional = ipv6Optional
+		r.Published = ports
+		if r.Published == nil {
+			r.Published = []nspawnport.Port{}
+		}
 		return writeJSON(opts.IO.Out, r)
 	}
-	return printCreated(opts.IO.Out, res, im, envKeys(env), took)
+	if err := printCreated(opts.IO.Out, res, im, envKeys(env), took); err != nil {
+		return err
+	}
+	printPublishNote(opts.IO.Out, ports)
+	return nil
 }
 
 // pullNoIPv6Uplink says why the host has no IPv6 to the internet, or ""

@@ -22,9 +22,11 @@ import (
 	"github.com/man8s/mbctl/internal/cli/iostreams"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/host/config"
 	"github.com/man8s/mbctl/internal/host/machine"
+	"github.com/man8s/mbctl/internal/host/provision"
 	"github.com/man8s/mbctl/internal/host/provision/machinefiles"
 	"github.com/man8s/mbctl/internal/host/provision/probe"
 	"github.com/man8s/mbctl/internal/host/uplink"
@@ -353,6 +355,7 @@ func TestMachinesPullRun(t *testing.T) {
 		Volumes:  []string{"/var/lib/app=data", "/etc/app=config", "/srv/extra=" + custom},
 		EnvFiles: []string{envFileT(t, "APP_PORT=9090\nDB_PASSWORD=from file\n")},
 		Env:      []string{"DB_PASSWORD=p@ss \"w\" $x", "MAN8S_STOP_TIMEOUT=45"},
+		Publish:  []string{"8080:80", "5353:53/udp"},
 	})
 	o.IO.SetStderrTTY(true) // no bars with --json, even on a terminal
 	o.Getenv = func(k string) string { return map[string]string{envInit: busybox}[k] }
@@ -381,9 +384,10 @@ func TestMachinesPullRun(t *testing.T) {
 			{Path: "/var/lib/app", Kind: machine.VolumeData, Host: filepath.Join(p.StorageDir, "var/lib/app")},
 			{Path: "/srv/extra", Kind: machine.VolumeCustom, Host: custom},
 		},
-		EnvKeys:  []string{"APP_PORT", "DB_PASSWORD", "MAN8S_STOP_TIMEOUT"},
-		Layers:   layersReport{Total: 2, Downloaded: 2},
-		Unpacked: got.Unpacked,
+		EnvKeys:   []string{"APP_PORT", "DB_PASSWORD", "MAN8S_STOP_TIMEOUT"},
+		Published: []nspawnport.Port{{Protocol: "tcp", Host: 8080, Container: 80}, {Protocol: "udp", Host: 5353, Container: 53}},
+		Layers:    layersReport{Total: 2, Downloaded: 2},
+		Unpacked:  got.Unpacked,
 	}
 	if diff := cmp.Diff(want, got,
 		cmpopts.IgnoreFields(imageReport{}, "Digest", "Source"),
@@ -415,6 +419,22 @@ func TestMachinesPullRun(t *testing.T) {
 		if _, err := os.Lstat(f); err != nil {
 			t.Errorf("after the pull: %v", err)
 		}
+	}
+	// The published ports are in the settings, not in the merge base: they
+	// are the user's, and upgrades keep them.
+	if s, _ := os.ReadFile(p.Settings); !strings.Contains(string(s), "Bridge=srvgrp0\n# Published on the host") || !strings.Contains(string(s), "\nPort=tcp:8080:80\nPort=udp:5353:53\n") {
+		t.Errorf("settings lack the published ports:\n%s", s)
+	}
+	if s, err := os.ReadFile(filepath.Join(provision.StateDir(p), "base.nspawn")); err != nil || strings.Contains(string(s), "Port=") {
+		t.Errorf("merge base (%v):\n%s", err, s)
+	}
+	// Another machine cannot take a host port app1 publishes.
+	o, _, _ = pullOptsT(conf, MachinesPullOptions{Image: ref, Name: "app3", Yes: true, Publish: []string{"8080:81"}})
+	if err := machinesPullRun(t.Context(), o); err == nil || !strings.Contains(err.Error(), "host port 8080/tcp is published by machine app1 already") {
+		t.Errorf("pull with a taken host port: %v", err)
+	}
+	if _, err := os.Stat(machine.PathsFor(cfg.Paths, "app3").ConfigDir); !os.IsNotExist(err) {
+		t.Errorf("a refused pull made app3: %v", err)
 	}
 
 	// Asked on the terminal; the human summary; the layers from the cache.

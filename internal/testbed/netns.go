@@ -86,6 +86,12 @@ func handle(name string) (*netlink.Handle, error) {
 // linkNamespaces joins namespaces a and b with a veth pair named ifname on
 // both ends, addressed with addrA and addrB.
 func linkNamespaces(a, b, ifname string, addrA, addrB netip.Prefix) error {
+	return linkNamespacesAddrs(a, b, ifname, []netip.Prefix{addrA}, []netip.Prefix{addrB})
+}
+
+// linkNamespacesAddrs is linkNamespaces with any number of addresses on
+// each end.
+func linkNamespacesAddrs(a, b, ifname string, addrsA, addrsB []netip.Prefix) error {
 	ha, err := handle(a)
 	if err != nil {
 		return err
@@ -107,20 +113,25 @@ func linkNamespaces(a, b, ifname string, addrA, addrB netip.Prefix) error {
 		return fmt.Errorf("adding veth %s between %s and %s: %w", ifname, a, b, err)
 	}
 	for _, side := range []struct {
-		h    *netlink.Handle
-		ns   string
-		addr netip.Prefix
-	}{{ha, a, addrA}, {hb, b, addrB}} {
+		h     *netlink.Handle
+		ns    string
+		addrs []netip.Prefix
+	}{{ha, a, addrsA}, {hb, b, addrsB}} {
 		link, err := side.h.LinkByName(ifname)
 		if err != nil {
 			return fmt.Errorf("finding %s in %s: %w", ifname, side.ns, err)
 		}
-		addr, err := toNetlinkAddr(side.addr)
-		if err != nil {
-			return err
-		}
-		if err := side.h.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("adding %s to %s in %s: %w", side.addr, ifname, side.ns, err)
+		for _, pfx := range side.addrs {
+			addr, err := toNetlinkAddr(pfx)
+			if err != nil {
+				return err
+			}
+			if pfx.Addr().Is6() {
+				addr.Flags |= unix.IFA_F_NODAD // usable at once
+			}
+			if err := side.h.AddrReplace(link, addr); err != nil {
+				return fmt.Errorf("adding %s to %s in %s: %w", pfx, ifname, side.ns, err)
+			}
 		}
 		if err := side.h.LinkSetUp(link); err != nil {
 			return fmt.Errorf("bringing up %s in %s: %w", ifname, side.ns, err)

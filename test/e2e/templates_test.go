@@ -20,9 +20,9 @@ import (
 )
 
 // fetchVia gets url over connections that dial makes (from a namespace
-// other than the test's), in 2 s at most.
+// other than the test's), in 3 s at most.
 func fetchVia(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	c := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -72,9 +72,14 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 	if out, err := set.CombinedOutput(); err != nil {
 		t.Fatalf("secret set: %v\n%s", err, out)
 	}
+	// A published port (issue 15): its Port= line survives them too.
+	m.mustMbctl(t, "machines", "publish", "up1", "9090:80")
 	secretKept := func(when string) {
 		t.Helper()
 		settings := readFileT(t, filepath.Join(m.work, "configs/up1/container.nspawn"))
+		if strings.Count(settings, "\nPort=tcp:9090:80\n") != 1 {
+			t.Errorf("%s: the published port is not there once:\n%s", when, settings)
+		}
 		if !strings.Contains(settings, "BindReadOnly="+filepath.Join(m.work, "configs/up1/secrets")+":/run/secrets:idmap\n") {
 			t.Errorf("%s: the secrets bind is gone:\n%s", when, settings)
 		}
@@ -148,6 +153,7 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 	if out := m.mustMbctl(t, "machines", "run", "up1"); !strings.Contains(out, "app v1 level=1 mode=debug") || !strings.Contains(out, "rows: v1 v1 v2 v1 v1 ") {
 		t.Errorf("v1 after the rebuild:\n%s", out)
 	}
+	secretKept("after the rebuild")
 
 	// remove --keep-data keeps the config dir and the storage dir: a pull
 	// over them is refused without --adopt, and with it the machine is
@@ -160,6 +166,7 @@ func TestMachinesUpgradeRollback(t *testing.T) {
 	if out := m.mustMbctl(t, "machines", "run", "up1"); !strings.Contains(out, "app v2 level=2 mode=debug key=mine new=yes") || !strings.Contains(out, "rows: v1 v1 v2 v1 v1 v2 ") {
 		t.Errorf("after remove --keep-data and pull --adopt:\n%s", out)
 	}
+	secretKept("after pull --adopt")
 
 	m.mustMbctl(t, "machines", "remove", "--yes", "up1")
 	for _, dir := range []string{"machines", "configs", "storage"} {

@@ -75,6 +75,7 @@ func Check(p Paths) []CheckResult {
 	if settings != nil {
 		out = append(out, checkBinds(settings)...)
 		out = append(out, checkMacvlan(settings)...)
+		out = append(out, checkPorts(p, settings)...)
 	}
 	out = append(out, checkEnv(p)...)
 	return out
@@ -134,6 +135,75 @@ func checkSettings(p Paths) (*unitfile.File, CheckResult) {
 		return nil, r
 	}
 	return f, r
+}
+
+// checkPorts checks the published ports (Port=): each must parse, a host
+// port and protocol must be given once, and the machine must have its own
+// network, without which systemd-nspawn refuses to start ("Cannot use
+// --port= without private networking").
+func checkPorts(p Paths, f *unitfile.File) []CheckResult {
+	values := f.GetAll("Network", "Port")
+	if len(values) == 0 {
+		return nil
+	}
+	var out []CheckResult
+	lines, errs := portLines(f)
+	for _, err := range errs {
+		out = append(out, CheckResult{What: "published port", Status: CheckWarn, Path: p.Settings, Detail: err.Error() + "; systemd-nspawn ignores the line",
+			Fix: "write it as Port=tcp:HOSTPORT:PORT (or udp:), or 'mbctl machines publish " + p.Name + " HOSTPORT:PORT'"})
+	}
+	seen := map[string]string{}
+	for _, l := range lines {
+		if first, ok := seen[l.port.HostKey()]; ok {
+			out = append(out, CheckResult{What: "published port " + l.port.HostKey(), Status: CheckWarn, Path: p.Settings,
+				Detail: fmt.Sprintf("Port=%s and Port=%s publish one host port: systemd-nspawn takes the first and ignores the other", first, l.value),
+				Fix:    fmt.Sprintf("remove one ('mbctl machines unpublish %s %s' removes both)", p.Name, l.port.HostKey())})
+			continue
+		}
+		seen[l.port.HostKey()] = l.value
+	}
+	if !privateNetwork(f) {
+		out = append(out, CheckResult{What: "published ports", Status: CheckFail, Path: p.Settings,
+			Detail: "Port= without a network of the machine's own: systemd-nspawn refuses to start (\"Cannot use --port= without private networking\")",
+			Fix:    fmt.Sprintf("set VirtualEthernet=yes in [Network], or 'mbctl machines unpublish %s --all'", p.Name)})
+	}
+	if len(out) == 0 {
+		var ps []string
+		for _, l := range lines {
+			ps = append(ps, l.port.String())
+		}
+		out = append(out, CheckResult{What: "published ports", Status: CheckOK, Path: p.Settings, Detail: strings.Join(ps, ", ")})
+	}
+	return out
+}
+
+// privateNetwork reports whether settings f give the machine a network
+// namespace of its own, as systemd-nspawn reads [Network].
+func privateNetwork(f *unitfile.File) bool {
+	for _, k := range []string{"Private", "VirtualEthernet"} {
+		if v, ok := f.Get("Network", k); ok {
+			if b, err := parseBool(v); err == nil && b {
+				return true
+			}
+		}
+	}
+	for _, k := range []string{"Interface", "MACVLAN", "IPVLAN", "Bridge", "Zone", "VirtualEthernetExtra"} {
+		if v, ok := f.Get("Network", k); ok && strings.TrimSpace(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseBool reads a boolean as systemd does.
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "yes", "y", "true", "t", "on":
+		return true, nil
+	case "0", "no", "n", "false", "f", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean", v)
 }
 
 // checkLink checks that link is a symlink to target.

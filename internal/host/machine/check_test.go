@@ -91,3 +91,34 @@ func TestCheckMacvlan(t *testing.T) {
 		t.Errorf("checkMacvlan = %+v, want lo ok and m8s-absent0 failed with a fix naming MACVLAN=", rs)
 	}
 }
+
+func TestCheckPorts(t *testing.T) {
+	p := Paths{Name: "web", Settings: "/c/web/container.nspawn"}
+	for _, tc := range []struct {
+		name, settings string
+		want           []string // "status what: detail" prefixes, in order
+	}{
+		{"none", "[Network]\nVirtualEthernet=yes\n", nil},
+		{"ok", "[Network]\nVirtualEthernet=yes\nPort=tcp:8080:80\nPort=53\n", []string{"ok published ports: 8080:80/tcp, 53:53/tcp"}},
+		{"bridge implies veth", "[Network]\nBridge=srvgrp0\nPort=80\n", []string{"ok published ports"}},
+		{"bad line", "[Network]\nVirtualEthernet=yes\nPort=http\n", []string{"warn published port: Port=http: host port"}},
+		{"twice", "[Network]\nVirtualEthernet=yes\nPort=8080:80\nPort=tcp:8080:81\n", []string{"warn published port 8080/tcp: Port=8080:80 and Port=tcp:8080:81"}},
+		{"no own network", "[Network]\nVirtualEthernet=no\nPort=80\n", []string{"fail published ports: Port= without a network"}},
+		{"host network", "[Exec]\nBoot=no\n[Network]\nPort=80\n", []string{"fail published ports"}},
+	} {
+		f, err := unitfile.Parse(strings.NewReader(tc.settings))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := checkPorts(p, f)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: %d results, want %d: %+v", tc.name, len(got), len(tc.want), got)
+			continue
+		}
+		for i, r := range got {
+			if s := string(r.Status) + " " + r.What + ": " + r.Detail; !strings.HasPrefix(s, tc.want[i]) {
+				t.Errorf("%s: result %q, want it to start with %q", tc.name, s, tc.want[i])
+			}
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/host/config"
 )
 
@@ -32,6 +33,9 @@ type Info struct {
 	// its Yggdrasil address (see Prober.Reachability); nil when stopped
 	// or not published.
 	Ports *man8env.Reachability `json:"ports,omitempty"`
+	// Published are the ports the settings publish on the host (Port=,
+	// see Publish), applied by nspawn at the machine's start.
+	Published []nspawnport.Port `json:"published_ports"`
 	// Missing names the machine's paths that do not exist (a partial
 	// machine, e.g. after a crash or a manual deletion).
 	Missing []string `json:"missing,omitempty"`
@@ -52,6 +56,10 @@ func DescribeEnv(p Paths, st State) (Info, []byte, error) {
 		if _, err := os.Lstat(e.Path); errors.Is(err, fs.ErrNotExist) {
 			in.Missing = append(in.Missing, e.What)
 		}
+	}
+	in.Published, _ = PublishedPorts(p) // an unreadable file: machines check says why
+	if in.Published == nil {
+		in.Published = []nspawnport.Port{}
 	}
 	data, err := os.ReadFile(p.Env)
 	if errors.Is(err, fs.ErrNotExist) {

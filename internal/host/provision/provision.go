@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/protect"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/format/yggaddr"
@@ -70,6 +71,9 @@ type Options struct {
 	// NoIPv6Uplink, if set, says why the host has no IPv6 to the internet:
 	// the machine gets MAN8S_IPV6=optional (machinefiles.Params).
 	NoIPv6Uplink string
+	// Ports are published on the host (Port= in the settings); the
+	// caller has checked that no other machine publishes them.
+	Ports []nspawnport.Port
 	// Init is what gets installed at /man8s-init.
 	Init initinstall.Sources
 	// Probe, if set, probes how the image's entrypoint behaves as PID 1
@@ -488,7 +492,7 @@ func (c *creation) writeFiles(context.Context) error {
 		Name: o.Name, Template: o.Template, Bridge: o.Bridge, Uplink: o.Uplink, YggAddress: res.YggAddress,
 		ImageRef: o.Ref, ImageDigest: o.Image.Digest.String(), Image: c.appConfig(),
 		Mode: res.Mode, KillSignal: imageinit.KillSignal(res.Mode, res.Detection),
-		EnvFile: p.Env, Env: o.Env, NoIPv6Uplink: o.NoIPv6Uplink, Version: o.Version, Created: o.Now,
+		EnvFile: p.Env, Env: o.Env, NoIPv6Uplink: o.NoIPv6Uplink, Ports: o.Ports, Version: o.Version, Created: o.Now,
 	}
 	if o.Strict {
 		params.Strict, params.ResolvFile = true, filepath.Join(p.ConfigDir, machine.ResolvFile)

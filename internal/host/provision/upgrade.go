@@ -81,9 +81,10 @@ func WriteBase(p machine.Paths, settings *unitfile.File, env *envfile.File) erro
 // alone makes them: the merge base of the machine's first upgrade. The
 // variables given at pull are left out: they are the user's.
 func (c *creation) writeBase(params machinefiles.Params) error {
-	// A command given at pull is the user's, and so is MAN8S_IPV6=optional
-	// for a host without IPv6: an upgrade keeps it like any of the user's.
-	params.Env, params.Image, params.NoIPv6Uplink = nil, c.o.Image.Config.Config, ""
+	// A command, variables and published ports given at pull are the
+	// user's, and so is MAN8S_IPV6=optional for a host without IPv6: an
+	// upgrade keeps them like any of the user's edits.
+	params.Env, params.Ports, params.Image, params.NoIPv6Uplink = nil, nil, c.o.Image.Config.Config, ""
 	settings, err := machinefiles.Settings(params)
 	if err != nil {
 		return err

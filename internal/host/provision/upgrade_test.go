@@ -12,6 +12,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/machine"
 	"github.com/man8s/mbctl/internal/image/registry"
@@ -108,12 +109,17 @@ func TestUpgradeAndRollback(t *testing.T) {
 func testUpgradeAndRollback(t *testing.T, v1, v2 *registry.Image, legacy bool) {
 	o, root := testOptions(t, v1)
 	o.Volumes = []machine.Volume{{Path: "/var/lib/app", Kind: machine.VolumeData}}
+	o.Ports = []nspawnport.Port{{Protocol: nspawnport.TCP, Host: 8080, Container: 80}} // machines pull --publish
 	created, err := Create(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := created.Paths
 	editFiles(t, p, filepath.Join(root, "backup"))
+	// machines publish, later
+	if _, err := machine.Publish(o.Dirs, o.Name, []nspawnport.Port{{Protocol: nspawnport.UDP, Host: 5353, Container: 53}}); err != nil {
+		t.Fatal(err)
+	}
 	data := filepath.Join(p.StorageDir, "var/lib/app")
 	if err := os.WriteFile(filepath.Join(data, "rows"), []byte("written by v1"), 0o644); err != nil {
 		t.Fatal(err)
@@ -156,6 +162,12 @@ func testUpgradeAndRollback(t *testing.T, v1, v2 *registry.Image, legacy bool) {
 	for _, want := range []string{filepath.Join(root, "backup") + ":/backup\n", filepath.Join(p.StorageDir, "var/log/app") + ":/var/log/app:idmap\n"} {
 		if !strings.Contains(settings, want) {
 			t.Errorf("upgraded settings lack %q:\n%s", want, settings)
+		}
+	}
+	// Published ports are the user's: kept, once each.
+	for _, want := range []string{"\nPort=tcp:8080:80\n", "\nPort=udp:5353:53\n"} {
+		if strings.Count(settings, want) != 1 {
+			t.Errorf("upgraded settings do not have %q once:\n%s", want, settings)
 		}
 	}
 	if got := readFile(t, filepath.Join(p.StorageDir, "var/log/app/README")); got != "logs" {

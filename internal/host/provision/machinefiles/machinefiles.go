@@ -22,6 +22,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/envfile"
 	"github.com/man8s/mbctl/internal/format/man8env"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/signals"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/config"
@@ -85,6 +86,10 @@ type Params struct {
 	// MAN8S_IPV6=optional below a comment that says so, unless the image
 	// or Env sets MAN8S_IPV6.
 	NoIPv6Uplink string
+	// Ports are published on the host (machines pull --publish): Port=
+	// lines in [Network], in order. Like Env they are the user's: the
+	// merge base (writeBase) has none, so upgrades keep them.
+	Ports []nspawnport.Port
 	// Version is mbctl's version; Created when the files were made.
 	Version string
 	Created time.Time
@@ -248,6 +253,15 @@ func settings(p Params, tmpl string) (*unitfile.File, error) {
 	b.WriteString("\n[Network]\n")
 	if err := network(&b, p, tmpl, line, comment); err != nil {
 		return nil, err
+	}
+	if len(p.Ports) > 0 {
+		if err := nspawnport.CheckTemplate(tmpl); err != nil {
+			return nil, err
+		}
+		comment("Published on the host (mbctl machines publish/unpublish; applied at the machine's start).")
+	}
+	for _, port := range p.Ports {
+		line("Port", port.Value())
 	}
 
 	b.WriteString("\n[Files]\n")

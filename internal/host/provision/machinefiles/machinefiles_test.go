@@ -19,6 +19,7 @@ import (
 
 	"github.com/man8s/mbctl/internal/format/appargs"
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/provision/imageinit"
 )
@@ -81,11 +82,24 @@ func cases() map[string]Params {
 	hostNet.Template = "host_network"
 	hostNetStrict := hostNet
 	hostNetStrict.Name, hostNetStrict.Strict, hostNetStrict.EnvFile = "agent2", true, "/var/lib/man8machine_configs/agent2/man8env.env"
+	// nginx, published on the host (machines pull --publish).
+	nginx := params("webpub", "nginx:1.27", v1.Config{
+		Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
+		Entrypoint: []string{"/docker-entrypoint.sh"},
+		Cmd:        []string{"nginx", "-g", "daemon off;"},
+		StopSignal: "SIGQUIT",
+		// as the real image has it, plus a UDP and an SCTP port (left out)
+		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8443/udp": {}, "9/sctp": {}},
+		Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "curl -fsS http://localhost/ || exit 1"},
+			Interval: 5 * time.Second, Timeout: 3 * time.Second, StartPeriod: 10 * time.Second, Retries: 2},
+	}, imageinit.Supervise, imageinit.None)
+	nginx.Ports = []nspawnport.Port{{Protocol: "tcp", Host: 8080, Container: 80}, {Protocol: "udp", Host: 8443, Container: 8443}}
 	return map[string]Params{
 		"macvlan":             macvlan,
 		"host_network":        hostNet,
 		"host_network_strict": hostNetStrict,
 		"postgres":            postgres,
+		"nginx-published":     nginx,
 		"nginx": params("web", "nginx:1.27", v1.Config{
 			Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
 			Entrypoint: []string{"/docker-entrypoint.sh"},
@@ -498,5 +512,15 @@ func TestErrorsAllReported(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("Settings: %v, want an error naming %s", err, key)
 		}
+	}
+}
+
+// A machine on the host's network cannot publish: nspawn refuses Port=
+// without a private network.
+func TestPortsNeedOwnNetwork(t *testing.T) {
+	p := cases()["nginx-published"]
+	p.Template = "host_network"
+	if _, err := Settings(p); err == nil || !strings.Contains(err.Error(), "template host_network") {
+		t.Errorf("settings of a host_network machine with ports: %v", err)
 	}
 }

@@ -94,10 +94,12 @@ func MergeEnv(base, user, next *envfile.File, always ...string) ([]Change, error
 
 // listKeys are the settings that may be given more than once and are
 // merged by value: Environment= per variable, binds by set (a bind the
-// image no longer declares stays: it holds the machine's data).
+// image no longer declares stays: it holds the machine's data), published
+// ports by set (the user's: mbctl never removes one in a merge).
 var listKeys = map[[2]string]bool{
 	{"Exec", "Environment"}: true,
 	{"Files", "Bind"}:       true, {"Files", "BindReadOnly"}: true,
+	{"Network", "Port"}: true,
 }
 
 // MergeSettings merges next into user (see above) and returns what

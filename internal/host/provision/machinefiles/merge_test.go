@@ -121,3 +121,29 @@ Bind=/s/web/logs:/logs:idmap
 		t.Errorf("changes (-want +got):\n%s", diff)
 	}
 }
+
+// Published ports are the user's: an upgrade keeps every Port= line,
+// whether the base has none (a pull with --publish, machines publish) or
+// the base is the user's file itself (no record of what mbctl wrote).
+func TestMergeSettingsKeepsPorts(t *testing.T) {
+	base := "[Network]\nVirtualEthernet=yes\nBridge=srvgrp0\n"
+	user := "[Network]\nVirtualEthernet=yes\nBridge=srvgrp0\n# my web port\nPort=tcp:8080:80\nPort=udp:5353:53\n"
+	next := "[Network]\nVirtualEthernet=yes\nBridge=srvgrp1\n"
+	parse := func(s string) *unitfile.File {
+		f, err := unitfile.Parse(strings.NewReader(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for name, b := range map[string]string{"base without ports": base, "base is the user's file": user} {
+		u := parse(user)
+		if _, err := MergeSettings(parse(b), u, parse(next)); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.Replace(user, "srvgrp0", "srvgrp1", 1)
+		if diff := cmp.Diff(want, string(u.Bytes())); diff != "" {
+			t.Errorf("%s: merged file (-want +got):\n%s", name, diff)
+		}
+	}
+}
