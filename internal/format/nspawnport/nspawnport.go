@@ -143,11 +143,17 @@ func hostPart(s string) (string, bool) {
 }
 
 // CheckTemplate says whether a machine of settings template tmpl can
-// publish ports: nspawn's Port= needs the machine's own network namespace
-// (VirtualEthernet=), which a machine of template host_network has not.
+// publish ports. nspawn's Port= needs the machine's own network namespace
+// (VirtualEthernet=), which a host_network machine has not; a macvlan
+// machine has its own addresses on the LAN, where clients reach it, and
+// nspawn's rule would send the host's traffic to that LAN address, which
+// a host cannot reach on its own macvlan.
 func CheckTemplate(tmpl string) error {
-	if strings.TrimSpace(tmpl) == man8env.TemplateHostNetwork {
-		return fmt.Errorf("template %s shares the host's network: the machine's ports are the host's already, and systemd-nspawn refuses Port= without a private network; only machines with their own network (network_isolated, macvlan) publish ports", man8env.TemplateHostNetwork)
+	switch strings.TrimSpace(tmpl) {
+	case man8env.TemplateHostNetwork:
+		return fmt.Errorf("template %s shares the host's network: the machine's ports are the host's already, and systemd-nspawn refuses Port= without a private network; only machines of template %s publish ports", man8env.TemplateHostNetwork, man8env.TemplateNetworkIsolated)
+	case man8env.TemplateMacvlan:
+		return fmt.Errorf("template %s puts the machine on the LAN with addresses of its own: clients reach its ports there (its LAN IPv4 and IPv6, or its Yggdrasil address), and nspawn's Port= would send the host's traffic to its LAN address, which the host cannot reach over a macvlan; only machines of template %s publish ports", man8env.TemplateMacvlan, man8env.TemplateNetworkIsolated)
 	}
 	return nil
 }

@@ -105,10 +105,14 @@ func FuzzParseSpec(f *testing.F) {
 }
 
 func TestCheckTemplate(t *testing.T) {
-	if err := CheckTemplate("network_isolated"); err != nil {
-		t.Errorf("network_isolated: %v", err)
-	}
-	if err := CheckTemplate("host_network"); err == nil || !strings.Contains(err.Error(), "refuses Port= without a private network") {
-		t.Errorf("host_network: %v", err)
+	for _, tc := range []struct{ tmpl, err string }{
+		{"network_isolated", ""},
+		{"host_network", "refuses Port= without a private network"},
+		{"macvlan", "clients reach its ports there"},
+	} {
+		err := CheckTemplate(tc.tmpl)
+		if (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("CheckTemplate(%s) = %v, want %q", tc.tmpl, err, tc.err)
+		}
 	}
 }
