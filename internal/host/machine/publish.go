@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/host/config"
+	"golang.org/x/sys/unix"
 )
 
 // Published ports (issue 15): systemd-nspawn's Port= lines in [Network] of
@@ -153,6 +155,11 @@ func Publish(dirs config.Paths, name string, ports []nspawnport.Port) (PublishRe
 	if err := CheckPortList(ports); err != nil {
 		return res, err
 	}
+	unlock, err := lockPorts(dirs)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
 	f, mode, err := openSettings(p, true)
 	if err != nil {
 		return res, err
@@ -269,4 +276,33 @@ func portsOf(f *unitfile.File) []nspawnport.Port {
 		out[i] = l.port
 	}
 	return out
+}
+
+// portsLock, in the config dir, is flock'ed by each Publish from its look
+// at the other machines' ports to its write, so that two publishes at
+// once cannot both take one host port.
+const portsLock = ".publish.lock"
+
+// lockPorts takes the host's publish lock, waiting for another publish to
+// finish (it holds the lock for milliseconds).
+func lockPorts(dirs config.Paths) (func(), error) {
+	if err := os.MkdirAll(dirs.Configs, 0o755); err != nil {
+		return nil, fmt.Errorf("publish lock: %w", err)
+	}
+	path := filepath.Join(dirs.Configs, portsLock)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("publish lock %s: %w", path, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("publish lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }

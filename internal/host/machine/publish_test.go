@@ -1,8 +1,10 @@
 package machine
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -132,5 +134,36 @@ func TestPublishRefused(t *testing.T) {
 	mustWrite(t, p.Env, "MAN8S_CONTAINER_TEMPLATE=host_network\n")
 	if _, err := Publish(dirs, "hostnet", []nspawnport.Port{{Protocol: "tcp", Host: 80, Container: 80}}); err == nil || !strings.Contains(err.Error(), "template host_network") {
 		t.Errorf("publish on a host_network machine: %v", err)
+	}
+}
+
+// Publishes of one host port on many machines at once: one wins, the
+// others are refused, naming the machine that has it.
+func TestPublishAtOnce(t *testing.T) {
+	dirs := testDirs(t)
+	const n = 8
+	for i := range n {
+		p, _ := fakeMachine(t, dirs, fmt.Sprintf("m%d", i))
+		mustWrite(t, p.Settings, publishSettings)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = Publish(dirs, fmt.Sprintf("m%d", i), []nspawnport.Port{spec(t, "9000:80")})
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !strings.Contains(err.Error(), "host port 9000/tcp is published by machine m"):
+			t.Errorf("m%d: %v", i, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d machines publish host port 9000, want 1: %v", won, errs)
 	}
 }
