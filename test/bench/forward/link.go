@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,37 +37,30 @@ const (
 	linkMachine  = "fc00::1"
 	linkClient   = "fc00::2"
 	linkPrefixes = 64
+	// pathEnv names the path of a role's run: "veth" (the default) or
+	// "ygg", where machineEnv is the machine's address (its host's
+	// Yggdrasil address; see ygg.go).
+	pathEnv    = "MBCTL_BENCH_FORWARD_PATH"
+	machineEnv = "MBCTL_BENCH_FORWARD_MACHINE"
 )
+
+// rolePath is the path a role process measures and the machine's address
+// on it.
+func rolePath() (name, machine string) {
+	name, machine = os.Getenv(pathEnv), os.Getenv(machineEnv)
+	if name == "" {
+		name = "veth"
+	}
+	if machine == "" {
+		machine = linkMachine
+	}
+	return name, machine
+}
 
 // runLink runs the throughput and connection-rate cases across the veth.
 func runLink(ctx context.Context, rounds int, d time.Duration, streams int) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	start := func(role string) (*exec.Cmd, io.WriteCloser, *bufio.Reader, error) {
-		cmd := exec.CommandContext(ctx, "unshare", "--net", "--", self,
-			"-rounds", strconv.Itoa(rounds), "-duration", d.String(), "-streams", strconv.Itoa(streams))
-		cmd.Env = append(os.Environ(), roleEnv+"="+role)
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, nil, nil, fmt.Errorf("starting the %s namespace: %w", role, err)
-		}
-		r := bufio.NewReader(out)
-		if line, err := r.ReadString('\n'); err != nil || line != "ns\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return nil, nil, nil, fmt.Errorf("the %s namespace did not start: %q %v", role, line, err)
-		}
-		return cmd, in, r, nil
+		return startRole(ctx, []string{"unshare", "--net", "--"}, role, nil, rounds, d, streams)
 	}
 	m, mIn, mOut, err := start("machine")
 	if err != nil {
@@ -81,12 +75,50 @@ func runLink(ctx context.Context, rounds int, d time.Duration, streams int) erro
 	if err := joinNamespaces(m.Process.Pid, c.Process.Pid); err != nil {
 		return err
 	}
+	return runRoles(mIn, mOut, cIn, cOut)
+}
+
+// startRole runs the bench as role (machine or client) under the command
+// prefix that puts it in its network namespace, with env added, and waits
+// for its first line.
+func startRole(ctx context.Context, prefix []string, role string, env []string, rounds int, d time.Duration, streams int) (*exec.Cmd, io.WriteCloser, *bufio.Reader, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	args := append(slices.Clone(prefix[1:]), self, "-rounds", strconv.Itoa(rounds), "-duration", d.String(), "-streams", strconv.Itoa(streams))
+	cmd := exec.CommandContext(ctx, prefix[0], args...)
+	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, fmt.Errorf("starting the %s namespace: %w", role, err)
+	}
+	r := bufio.NewReader(out)
+	if line, err := r.ReadString('\n'); err != nil || line != "ns\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, nil, nil, fmt.Errorf("the %s namespace did not start: %q %v", role, line, err)
+	}
+	return cmd, in, r, nil
+}
+
+// runRoles starts the machine's apps, hands their ports to the client and
+// copies the client's report to stdout until it ends.
+func runRoles(mIn io.Writer, mOut *bufio.Reader, cIn io.Writer, cOut io.Reader) error {
 	fmt.Fprintln(mIn, "go")
 	ready, err := mOut.ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("the machine namespace's apps: %w", err)
 	}
-	fmt.Fprint(cIn, ready) // "ready PORT4 PORT6"
+	fmt.Fprint(cIn, ready) // "ready PORT4 PORT6 PORTREF"
 	_, err = io.Copy(os.Stdout, cOut)
 	return err
 }
@@ -171,7 +203,8 @@ func linkMachineRole(ctx context.Context, in *bufio.Reader) error {
 	if err != nil {
 		return err
 	}
-	v6, err := startApp("tcp6", "["+linkMachine+"]:0")
+	_, addr := rolePath()
+	v6, err := startApp("tcp6", "["+addr+"]:0")
 	if err != nil {
 		return err
 	}
@@ -179,14 +212,14 @@ func linkMachineRole(ctx context.Context, in *bufio.Reader) error {
 	defer cancel()
 	go forward.Run(ctx, forward.Options{
 		Ports: []man8env.Port{{Num: uint16(v4.port()), Proto: man8env.TCP}},
-		Ygg:   netip.MustParseAddr(linkMachine),
+		Ygg:   netip.MustParseAddr(addr),
 		Addrs: func() ([]netip.Addr, error) { return nil, nil },
 		Log:   slog.New(slog.DiscardHandler),
 	})
-	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", linkMachine, v4.port()), 10*time.Second); err != nil {
+	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", addr, v4.port()), 10*time.Second); err != nil {
 		return fmt.Errorf("the forwarder never listened: %w", err)
 	}
-	refPort, stopRef, err := startReferenceProxy(ctx, v4.port())
+	refPort, stopRef, err := startReferenceProxy(ctx, addr, v4.port())
 	if err != nil {
 		return err
 	}
@@ -198,15 +231,15 @@ func linkMachineRole(ctx context.Context, in *bufio.Reader) error {
 
 // startReferenceProxy runs HAProxy, if installed, as the reference
 // user-space proxy: TCP mode, splicing (option splice-auto), one thread per
-// CPU, from [linkMachine]:port to the IPv4-only app. It returns the port,
-// 0 without HAProxy, and how to stop it.
-func startReferenceProxy(ctx context.Context, appPort int) (int, func(), error) {
+// CPU, from [addr]:port to the IPv4-only app. It returns the port, 0
+// without HAProxy, and how to stop it.
+func startReferenceProxy(ctx context.Context, addr string, appPort int) (int, func(), error) {
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "forward bench: no haproxy on PATH (scripts/install-deps.sh bench installs it): no reference proxy")
 		return 0, func() {}, nil
 	}
-	ln, err := net.Listen("tcp6", "["+linkMachine+"]:0")
+	ln, err := net.Listen("tcp6", "["+addr+"]:0")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -227,7 +260,7 @@ defaults
 listen reference
 	bind [%s]:%d
 	server app 127.0.0.1:%d
-`, linkMachine, port, appPort)
+`, addr, port, appPort)
 	cfg := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(dir)
@@ -245,7 +278,7 @@ listen reference
 		cmd.Wait()
 		os.RemoveAll(dir)
 	}
-	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", linkMachine, port), 10*time.Second); err != nil {
+	if err := waitDial(ctx, fmt.Sprintf("[%s]:%d", addr, port), 10*time.Second); err != nil {
 		stop()
 		return 0, nil, fmt.Errorf("haproxy never listened on port %d: %w", port, err)
 	}
@@ -261,17 +294,23 @@ func linkClientRole(ctx context.Context, in *bufio.Reader, rounds int, d time.Du
 	if len(f) != 4 || f[0] != "ready" {
 		return fmt.Errorf("the machine said %q", line)
 	}
+	path, addr := rolePath()
 	targets := []struct{ name, addr string }{
-		{"direct", "[" + linkMachine + "]:" + f[2]},
-		{"forwarded", "[" + linkMachine + "]:" + f[1]},
+		{"direct", "[" + addr + "]:" + f[2]},
+		{"forwarded", "[" + addr + "]:" + f[1]},
 	}
 	if f[3] != "0" {
-		targets = append(targets, struct{ name, addr string }{"haproxy", "[" + linkMachine + "]:" + f[3]})
+		targets = append(targets, struct{ name, addr string }{"haproxy", "[" + addr + "]:" + f[3]})
 	}
 	if err := waitDial(ctx, targets[0].addr, 10*time.Second); err != nil {
 		return err
 	}
-	fmt.Printf("across a veth pair (client %s, machine %s): forwarded %s, direct %s", linkClient, linkMachine, targets[1].addr, targets[0].addr)
+	switch path {
+	case "ygg":
+		fmt.Printf("over Yggdrasil between two testbed hosts (machine %s): forwarded %s, direct %s", addr, targets[1].addr, targets[0].addr)
+	default:
+		fmt.Printf("across a veth pair (client %s, machine %s): forwarded %s, direct %s", linkClient, addr, targets[1].addr, targets[0].addr)
+	}
 	if len(targets) > 2 {
 		fmt.Printf(", reference proxy (HAProxy, splicing) %s", targets[2].addr)
 	}
@@ -289,21 +328,21 @@ func linkClientRole(ctx context.Context, in *bufio.Reader, rounds int, d time.Du
 				return err
 			}
 			thr[i], rate[i] = append(thr[i], bps), append(rate[i], cps)
-			fmt.Printf("link round %d %-9s throughput %8.0f MB/s   connections %7.0f /s\n", r+1, targets[i].name, bps/1e6, cps)
+			fmt.Printf("%s round %d %-9s throughput %8.0f MB/s   connections %7.0f /s\n", path, r+1, targets[i].name, bps/1e6, cps)
 		}
 	}
 	td, tf, cd, cf := median(thr[0]), median(thr[1]), median(rate[0]), median(rate[1])
-	fmt.Printf("link median throughput %.0f MB/s direct, %.0f MB/s forwarded: %.2f\n", td/1e6, tf/1e6, tf/td)
-	fmt.Printf("link median connection rate %.0f /s direct, %.0f /s forwarded: %.2f\n", cd, cf, cf/cd)
+	fmt.Printf("%s median throughput %.0f MB/s direct, %.0f MB/s forwarded: %.2f\n", path, td/1e6, tf/1e6, tf/td)
+	fmt.Printf("%s median connection rate %.0f /s direct, %.0f /s forwarded: %.2f\n", path, cd, cf, cf/cd)
 	if len(targets) > 2 {
 		th, ch := median(thr[2]), median(rate[2])
-		fmt.Printf("link median reference proxy (HAProxy): throughput %.0f MB/s, %.2f of direct (forwarder/HAProxy %.2f); connection rate %.0f /s, %.2f of direct (forwarder/HAProxy %.2f)\n",
-			th/1e6, th/td, tf/th, ch, ch/cd, cf/ch)
+		fmt.Printf("%s median reference proxy (HAProxy): throughput %.0f MB/s, %.2f of direct (forwarder/HAProxy %.2f); connection rate %.0f /s, %.2f of direct (forwarder/HAProxy %.2f)\n",
+			path, th/1e6, th/td, tf/th, ch, ch/cd, cf/ch)
 	}
 	verdict := "met"
 	if tf/td < 0.8 {
 		verdict = "NOT met"
 	}
-	fmt.Printf("goal across the veth: forwarded throughput >= 0.8x direct: %s (%.2f)\n", verdict, tf/td)
+	fmt.Printf("goal over the %s path: forwarded throughput >= 0.8x direct: %s (%.2f)\n", path, verdict, tf/td)
 	return nil
 }

@@ -27,8 +27,10 @@
 // It prints each case's median and the ratios forwarded/direct; the goal
 // is a throughput ratio of at least 0.8. Traffic stays on loopback; with
 // -link (the default) the throughput and rate cases run once more across
-// a veth pair between two new network namespaces (link.go), where HAProxy
-// (if installed) forwards too, as the reference user-space proxy.
+// a veth pair between two new network namespaces (link.go), and with -ygg
+// (the default) over Yggdrasil between two testbed hosts (ygg.go); on
+// both HAProxy (if installed) forwards too, as the reference user-space
+// proxy.
 package main
 
 import (
@@ -72,6 +74,7 @@ func main() {
 		os.Exit(child(port))
 	}
 	link := flag.Bool("link", true, "also measure across a veth pair between two new network namespaces (the client in one, the apps and the forwarder in the other), as a machine is reached")
+	ygg := flag.Bool("ygg", true, "also measure over Yggdrasil between two testbed hosts (real yggdrasil peered over a veth), as a machine on another host reaches one")
 	rounds := flag.Int("rounds", 3, "rounds; each case runs once per round, direct and forwarded alternating, and the median is reported")
 	duration := flag.Duration("duration", 3*time.Second, "how long each throughput and connection-rate case runs")
 	streams := flag.Int("streams", 2, "parallel connections of the throughput case")
@@ -89,13 +92,18 @@ func main() {
 		fmt.Fprintf(os.Stderr, "forward bench: %v\n", err)
 		os.Exit(1)
 	}
-	if !*link {
-		return
-	}
-	fmt.Println()
-	if err := runLink(ctx, *rounds, *duration, *streams); err != nil {
-		fmt.Fprintf(os.Stderr, "forward bench: %v\n", err)
-		os.Exit(1)
+	for _, path := range []struct {
+		on  bool
+		run func(context.Context, int, time.Duration, int) error
+	}{{*link, runLink}, {*ygg, runYgg}} {
+		if !path.on {
+			continue
+		}
+		fmt.Println()
+		if err := path.run(ctx, *rounds, *duration, *streams); err != nil {
+			fmt.Fprintf(os.Stderr, "forward bench: %v\n", err)
+			os.Exit(1)
+		}
 	}
 }
 
