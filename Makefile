@@ -94,7 +94,7 @@ test-unit: ## unit tests only (no root needed for most)
 e2e: deps ## the end-to-end suite against real nspawn, networkd, yggdrasil, registry
 	$(GO) test -count=1 -v $(MBCTL_TAGS) $(E2E_PKGS)
 
-bench: build ## startup benchmark (man8s-init vs a busybox script), forwarder benchmark (vs direct IPv6), then pull benchmark: mbctl vs skopeo+umoci, podman, crane, gzip|tar (root)
+bench: build ## startup benchmark (man8s-init vs a busybox script), forwarder benchmark (vs direct IPv6 and HAProxy), 20 machines of one image, then pull benchmark: mbctl vs skopeo+umoci, podman, crane, gzip|tar (root)
 	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 	$(GO) run ./test/bench/forward $(FORWARDFLAGS)
@@ -105,7 +105,8 @@ bench-startup: build ## startup benchmark only: nspawn start → app on its ygg 
 	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/startup -init $(BIN)/man8s-init $(STARTUPFLAGS)
 
-bench-forward: ## forwarder benchmark only: throughput, connection rate and RSS of man8s-init's forwarder vs a direct IPv6 connection and HAProxy (loopback, then across a veth)
+bench-forward: ## forwarder benchmark only: throughput, connection rate and RSS of man8s-init's forwarder vs a direct IPv6 connection and HAProxy (loopback, across a veth, over Yggdrasil) (root)
+	@scripts/install-deps.sh bench
 	$(GO) run ./test/bench/forward $(FORWARDFLAGS)
 
 bench-go: ## the packages' Go micro-benchmarks (unpack, cache)
