@@ -20,7 +20,14 @@ func mbctlIn(t *testing.T, h *testbed.Host, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	out, err := h.Command(ctx, bins.mbctl, args...).CombinedOutput()
+	return exitAndOutput(t, h.Command(ctx, bins.mbctl, args...), args)
+}
+
+// exitAndOutput runs cmd (mbctl with args) and returns its exit status
+// and combined output; a failure to run it at all ends the test.
+func exitAndOutput(t *testing.T, cmd *exec.Cmd, args []string) (int, string) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:

@@ -45,8 +45,10 @@ func roleImage(t *testing.T, ref string) {
 	pushT(t, img, ref)
 }
 
-// getRole asks machine name's app for its role over its Yggdrasil address.
-func (m *machineHost) getRole(t *testing.T, name string) string {
+// getYgg fetches / from port 8080 of machine name's Yggdrasil address,
+// from inside the host, once it answers 200 (the apps here answer with
+// their role or a word that says what they reached).
+func (m *machineHost) getYgg(t *testing.T, name string) string {
 	t.Helper()
 	addr, err := yggaddr.Address(m.Ygg.Subnet, name)
 	if err != nil {
@@ -159,10 +161,10 @@ func TestStrictMachinesShareOneRoot(t *testing.T) {
 	for _, r := range []*runningMachine{runA, runB} {
 		waitForOutput(t, r, "serving")
 	}
-	if got := m.getRole(t, "s-alpha"); got != "alpha" {
+	if got := m.getYgg(t, "s-alpha"); got != "alpha" {
 		t.Errorf("s-alpha answers %q", got)
 	}
-	if got := m.getRole(t, "s-beta"); got != "beta" {
+	if got := m.getYgg(t, "s-beta"); got != "beta" {
 		t.Errorf("s-beta answers %q", got)
 	}
 	for _, r := range []*runningMachine{runA, runB} {
@@ -215,7 +217,7 @@ func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
 	}
 	m.mustMbctl(t, "machines", "snapshot", "b-one", "fresh", "--volumes")
 	run := m.startRun(t, "b-one")
-	if got := m.getRole(t, "b-one"); got != "one" {
+	if got := m.getYgg(t, "b-one"); got != "one" {
 		t.Errorf("b-one answers %q", got)
 	}
 	if !strings.Contains(run.output(), "root writable") {
@@ -246,7 +248,7 @@ func TestMachinesOnBtrfsAreSnapshots(t *testing.T) {
 		t.Errorf("after restore --volumes the page the run wrote is still there: %v", err)
 	}
 	run = m.startRun(t, "b-one")
-	if got := m.getRole(t, "b-one"); got != "one" {
+	if got := m.getYgg(t, "b-one"); got != "one" {
 		t.Errorf("b-one after the restore answers %q", got)
 	}
 	run.stop(t)
@@ -318,7 +320,7 @@ func TestClusterFromOneImage(t *testing.T) {
 		})
 	}
 	waitForOutput(t, runs[0], "serving")
-	if got, want := m.getRole(t, "sw-filer"), "filer(c1)<-volume(c1)<-master(c1)"; got != want {
+	if got, want := m.getYgg(t, "sw-filer"), "filer(c1)<-volume(c1)<-master(c1)"; got != want {
 		t.Errorf("the filer answers %q, want %q", got, want)
 	}
 	for _, r := range runs {

@@ -3,14 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/man8s/mbctl/internal/format/yggaddr"
 	"github.com/man8s/mbctl/internal/testbed"
 	"github.com/man8s/mbctl/internal/testbed/ociimage"
 	"github.com/man8s/mbctl/internal/testbed/registry"
@@ -228,16 +224,7 @@ func (v *v4Host) mbctlOut(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	out, err := v.mb.Command(ctx, args...).CombinedOutput()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, string(out)
-	case errors.As(err, &exitErr):
-		return exitErr.ExitCode(), string(out)
-	}
-	t.Fatalf("mbctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	return 0, ""
+	return exitAndOutput(t, v.mb.Command(ctx, args...), args)
 }
 
 // setup runs `host setup` (the bridge's IPv4 subnet is the testbed's,
@@ -288,32 +275,6 @@ func (v *v4Host) pull(t *testing.T, ref, name string, args ...string) string {
 		t.Fatalf("machines pull %s %s: %v\n%s", ref, name, err, out)
 	}
 	return string(out)
-}
-
-// getYgg fetches / from machine name's port 8080 on its Yggdrasil
-// address, from inside the host.
-func (v *v4Host) getYgg(t *testing.T, name string) string {
-	t.Helper()
-	addr, err := yggaddr.Address(v.Ygg.Subnet, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) { return v.DialContext(ctx, network, a) },
-	}}
-	url := "http://" + netip.AddrPortFrom(addr, 8080).String() + "/"
-	var body string
-	waitFor(t, name+" to answer on "+url, func() bool {
-		resp, err := client.Get(url)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		body = strings.TrimSpace(string(b))
-		return err == nil && resp.StatusCode == http.StatusOK
-	})
-	return body
 }
 
 // forwardInto listens on loopback inside h and forwards each connection

@@ -25,20 +25,25 @@ func TestRenderGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		golden := filepath.Join("testdata", f.Name+".golden")
-		if *update {
-			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
+		checkGolden(t, filepath.Join("testdata", f.Name+".golden"), f)
+	}
+}
+
+// checkGolden compares f with the golden file (go test -update writes it).
+func checkGolden(t *testing.T, golden string, f Rendered) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if d := cmp.Diff(string(want), string(f.Content)); d != "" {
-			t.Errorf("%s differs from %s (-want +got):\n%s", f.Name, golden, d)
-		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if d := cmp.Diff(string(want), string(f.Content)); d != "" {
+		t.Errorf("%s differs from %s (-want +got):\n%s", f.Name, golden, d)
 	}
 }
 
@@ -60,20 +65,7 @@ func TestRenderNoIPv6UplinkGolden(t *testing.T) {
 			}
 			continue
 		}
-		golden := filepath.Join("testdata", "80-man8s-srvgrp0-no-ipv6-uplink.network.golden")
-		if *update {
-			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if d := cmp.Diff(string(want), string(f.Content)); d != "" {
-			t.Errorf("%s differs from %s (-want +got):\n%s", f.Name, golden, d)
-		}
+		checkGolden(t, filepath.Join("testdata", "80-man8s-srvgrp0-no-ipv6-uplink.network.golden"), f)
 		if !strings.Contains(string(f.Content), "[IPv6SendRA]\n# This host has no IPv6 uplink") || strings.Count(string(f.Content), NoDefaultRouter+"\n") != 1 {
 			t.Errorf("no %s right below [IPv6SendRA]:\n%s", NoDefaultRouter, f.Content)
 		}

@@ -82,8 +82,7 @@ func cases() map[string]Params {
 	hostNet.Template = "host_network"
 	hostNetStrict := hostNet
 	hostNetStrict.Name, hostNetStrict.Strict, hostNetStrict.EnvFile = "agent2", true, "/var/lib/man8machine_configs/agent2/man8env.env"
-	// nginx, published on the host (machines pull --publish).
-	nginx := params("webpub", "nginx:1.27", v1.Config{
+	nginxConfig := v1.Config{
 		Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
 		Entrypoint: []string{"/docker-entrypoint.sh"},
 		Cmd:        []string{"nginx", "-g", "daemon off;"},
@@ -92,7 +91,9 @@ func cases() map[string]Params {
 		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8443/udp": {}, "9/sctp": {}},
 		Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "curl -fsS http://localhost/ || exit 1"},
 			Interval: 5 * time.Second, Timeout: 3 * time.Second, StartPeriod: 10 * time.Second, Retries: 2},
-	}, imageinit.Supervise, imageinit.None)
+	}
+	// nginx, published on the host (machines pull --publish).
+	nginx := params("webpub", "nginx:1.27", nginxConfig, imageinit.Supervise, imageinit.None)
 	nginx.Ports = []nspawnport.Port{{Protocol: "tcp", Host: 8080, Container: 80}, {Protocol: "udp", Host: 8443, Container: 8443}}
 	return map[string]Params{
 		"macvlan":             macvlan,
@@ -100,16 +101,7 @@ func cases() map[string]Params {
 		"host_network_strict": hostNetStrict,
 		"postgres":            postgres,
 		"nginx-published":     nginx,
-		"nginx": params("web", "nginx:1.27", v1.Config{
-			Env:        []string{debianPath, "NGINX_VERSION=1.27.3", "NJS_VERSION=0.8.8", "PKG_RELEASE=1~bookworm"},
-			Entrypoint: []string{"/docker-entrypoint.sh"},
-			Cmd:        []string{"nginx", "-g", "daemon off;"},
-			StopSignal: "SIGQUIT",
-			// as the real image has it, plus a UDP and an SCTP port (left out)
-			ExposedPorts: map[string]struct{}{"80/tcp": {}, "8443/udp": {}, "9/sctp": {}},
-			Healthcheck: &v1.HealthConfig{Test: []string{"CMD-SHELL", "curl -fsS http://localhost/ || exit 1"},
-				Interval: 5 * time.Second, Timeout: 3 * time.Second, StartPeriod: 10 * time.Second, Retries: 2},
-		}, imageinit.Supervise, imageinit.None),
+		"nginx":               params("web", "nginx:1.27", nginxConfig, imageinit.Supervise, imageinit.None),
 		"registry": params("registry", "registry:2", v1.Config{
 			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			Entrypoint: []string{"/entrypoint.sh"},
