@@ -155,7 +155,7 @@ func Publish(dirs config.Paths, name string, ports []nspawnport.Port) (PublishRe
 	if err := CheckPortList(ports); err != nil {
 		return res, err
 	}
-	unlock, err := lockPorts(dirs)
+	unlock, err := LockPorts(dirs)
 	if err != nil {
 		return res, err
 	}
@@ -279,13 +279,14 @@ func portsOf(f *unitfile.File) []nspawnport.Port {
 }
 
 // portsLock, in the config dir, is flock'ed by each Publish from its look
-// at the other machines' ports to its write, so that two publishes at
-// once cannot both take one host port.
+// at the other machines' ports to its write, and by a pull with ports
+// from its last look to the move of its config dir into place, so that
+// two of them at once cannot both take one host port.
 const portsLock = ".publish.lock"
 
-// lockPorts takes the host's publish lock, waiting for another publish to
-// finish (it holds the lock for milliseconds).
-func lockPorts(dirs config.Paths) (func(), error) {
+// LockPorts takes the host's publish lock, waiting for another holder to
+// finish (each holds it for milliseconds).
+func LockPorts(dirs config.Paths) (func(), error) {
 	if err := os.MkdirAll(dirs.Configs, 0o755); err != nil {
 		return nil, fmt.Errorf("publish lock: %w", err)
 	}

@@ -554,6 +554,19 @@ func (c *creation) protect(context.Context) (err error) {
 // rootfs goes last among the dirs: until then no machine of that name is
 // visible to nspawn.
 func (c *creation) install(ctx context.Context) error {
+	if len(c.o.Ports) > 0 {
+		// The caller checked the ports before the download; a publish
+		// since then may have taken one. Hold the lock until the settings
+		// are in place, where the next publish sees them.
+		unlock, err := machine.LockPorts(c.o.Dirs)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if err := machine.CheckPortsFree(c.o.Dirs, c.o.Name, c.o.Ports); err != nil {
+			return fmt.Errorf("publishing ports of machine %s: %w", c.o.Name, err)
+		}
+	}
 	if !isLink(c.rootfs) { // a strict rootfs links to a read-only root
 		if err := os.Chmod(c.rootfs, 0o755); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/man8s/mbctl/internal/format/envfile"
+	"github.com/man8s/mbctl/internal/format/nspawnport"
 	"github.com/man8s/mbctl/internal/format/unitfile"
 	"github.com/man8s/mbctl/internal/fsutil/journal"
 	"github.com/man8s/mbctl/internal/host/config"
@@ -478,5 +479,43 @@ func TestCleanOrphansAndLive(t *testing.T) {
 		if _, err := os.Stat(p); (err == nil) != want {
 			t.Errorf("%s: exists %v, want %v", p, err == nil, want)
 		}
+	}
+}
+
+// A port published since the caller's check (another machine's
+// `machines publish` during the download) stops the create at its last
+// step, under the publish lock, and the create leaves nothing behind.
+func TestCreateRefusesPortTakenMeanwhile(t *testing.T) {
+	im := appImage(t)
+	o, root := testOptions(t, im)
+	first := o
+	first.Name, first.Volumes = "app0", nil
+	if _, err := Create(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := machine.Publish(o.Dirs, "app0", []nspawnport.Port{{Protocol: nspawnport.TCP, Host: 8080, Container: 80}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := tree.Snapshot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Ports = []nspawnport.Port{{Protocol: nspawnport.TCP, Host: 8080, Container: 8080}}
+	if _, err := Create(t.Context(), o); err == nil || !strings.Contains(err.Error(), "host port 8080/tcp is published by machine app0") {
+		t.Fatalf("Create = %v, want the port named as app0's", err)
+	}
+	after, err := tree.Snapshot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The lock file may be new; nothing else.
+	var diff []string
+	for _, d := range tree.Diff(before, after) {
+		if !strings.Contains(d, ".publish.lock") {
+			diff = append(diff, d)
+		}
+	}
+	if len(diff) > 0 {
+		t.Errorf("a refused Create changed the host:\n%s", strings.Join(diff, "\n"))
 	}
 }
