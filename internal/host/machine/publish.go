@@ -278,19 +278,23 @@ func portsOf(f *unitfile.File) []nspawnport.Port {
 	return out
 }
 
-// portsLock, in the config dir, is flock'ed by each Publish from its look
-// at the other machines' ports to its write, and by a pull with ports
-// from its last look to the move of its config dir into place, so that
-// two of them at once cannot both take one host port.
-const portsLock = ".publish.lock"
+// portsLock, in the scratch dir (paths.scratch, beside the run journals,
+// not among the machines' config dirs), is flock'ed by each Publish from
+// its look at the other machines' ports to its write, and by a pull with
+// ports from its last look to the move of its config dir into place, so
+// that two of them at once cannot both take one host port.
+const portsLock = "publish.lock"
 
 // LockPorts takes the host's publish lock, waiting for another holder to
 // finish (each holds it for milliseconds).
 func LockPorts(dirs config.Paths) (func(), error) {
-	if err := os.MkdirAll(dirs.Configs, 0o755); err != nil {
+	if dirs.Scratch == "" {
+		return nil, errors.New("publish lock: paths.scratch is not set")
+	}
+	if err := os.MkdirAll(dirs.Scratch, 0o755); err != nil {
 		return nil, fmt.Errorf("publish lock: %w", err)
 	}
-	path := filepath.Join(dirs.Configs, portsLock)
+	path := filepath.Join(dirs.Scratch, portsLock)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("publish lock %s: %w", path, err)

@@ -15,7 +15,8 @@ func testDirs(t *testing.T) config.Paths {
 	t.Helper()
 	root := t.TempDir()
 	d := config.Paths{Machines: filepath.Join(root, "machines"), Configs: filepath.Join(root, "configs"),
-		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "nspawn"), Machinectl: filepath.Join(root, "machinectl")}
+		Storage: filepath.Join(root, "storage"), Nspawn: filepath.Join(root, "nspawn"), Machinectl: filepath.Join(root, "machinectl"),
+		Scratch: filepath.Join(root, "scratch")}
 	for _, p := range []string{d.Machines, d.Configs, d.Storage, d.Nspawn, d.Machinectl} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			t.Fatal(err)
