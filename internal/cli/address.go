@@ -66,13 +66,7 @@ machines' configuration before NAME is pulled.`,
   curl "http://[$(mbctl address get Man8Registry)]:5000/v2/"`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return addressGetRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, addressGetRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print name, suffix, address and the subnet's source as JSON")
 	return cmd
@@ -121,13 +115,7 @@ full address is included when this host's subnet is known.`,
   ::1d44:bc13:a177:c4d`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return addressGetSuffixRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, addressGetSuffixRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print name, suffix and (when known) the full address as JSON")
 	return cmd

@@ -233,13 +233,7 @@ check NAME' checks everything else.`,
   mbctl machines show registry --json | jq .state.leader`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesShowRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesShowRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON (settings and environment as text)")
 	return cmd
@@ -392,13 +386,7 @@ Nothing is changed. Exits 1 when a check fails (warnings alone exit 0).`,
   mbctl machines check registry --json | jq '.checks[] | select(.status != "ok")'`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesCheckRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesCheckRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print every check as JSON")
 	return cmd
@@ -486,13 +474,7 @@ Works on the leftovers of a machine whose creation was cut short.`,
   mbctl machines remove registry --yes --keep-data`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesRemoveRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesRemoveRun),
 	}
 	cmd.Flags().BoolVarP(&opts.Yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&opts.KeepData, "keep-data", false, "keep the config dir and the storage dir (files, secrets, data): 'machines rebuild' or 'machines pull --adopt' makes the machine again")

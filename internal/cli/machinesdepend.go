@@ -59,13 +59,7 @@ dependencies both ways.`,
   mbctl machines depend app --on cache --remove`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesDependRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesDependRun),
 	}
 	cmd.Flags().StringSliceVar(&opts.On, "on", nil, "the machine(s) NAME depends on (repeatable)")
 	cmd.Flags().BoolVar(&opts.Wants, "wants", false, "Wants= instead of Requires=: start after OTHER, but also without it")
@@ -200,13 +194,7 @@ machine keeps running and the policy counts from its next end.`,
   mbctl machines set registry --restart no --json`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesSetRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesSetRun),
 	}
 	cmd.Flags().StringVar(&opts.Restart, "restart", "", "restart policy: "+strings.Join(unit.RestartPolicies, ", "))
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print what was written as JSON")

@@ -69,13 +69,7 @@ Without a systemd system bus (containers, minimal hosts) nspawn runs with
 		Example:           `  mbctl machines run registry`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesRunRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesRunRun),
 	}
 }
 
@@ -147,13 +141,7 @@ needs systemd as PID 1; elsewhere use 'mbctl machines run NAME'.`,
 		Example:           fmt.Sprintf("  mbctl machines %s registry", verb),
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesServiceRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesServiceRun),
 	}
 }
 
@@ -207,13 +195,7 @@ to that terminal instead.`,
   mbctl machines logs registry -n 50`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesLogsRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesLogsRun),
 	}
 	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing new lines")
 	cmd.Flags().IntVarP(&opts.Lines, "lines", "n", 0, "show only the last N lines")

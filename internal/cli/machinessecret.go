@@ -208,13 +208,7 @@ set. Values are never shown.`,
   mbctl machines secret list bitwarden --json | jq -r '.[].name'`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesSecretListRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesSecretListRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print as JSON")
 	return cmd

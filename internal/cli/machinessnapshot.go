@@ -120,13 +120,7 @@ image digest the machine ran, and whether it holds the volumes.`,
   before-upgrade   2026-12-04 01:02:03  sha256:5c30fbb8ae53  yes`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesSnapshotsRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesSnapshotsRun),
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the snapshots as a JSON array")
 	return cmd

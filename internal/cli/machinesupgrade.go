@@ -88,13 +88,7 @@ running machine is refused.`,
   mbctl machines upgrade db --image postgres:17 --volume /var/log/postgresql=data`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesUpgradeRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesUpgradeRun),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Image, "image", "", "follow this image reference from now on (default: the machine's own)")
@@ -384,13 +378,7 @@ A running machine needs --restart (restarted after the swap).`,
 		Example:           `  mbctl machines rollback db --restart`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesRollbackRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesRollbackRun),
 	}
 	cmd.Flags().BoolVar(&opts.Restart, "restart", false, "restart a running machine after the swap")
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the rollback as JSON")
@@ -467,13 +455,7 @@ host, or after breaking the root file system. A running machine is refused.`,
   mbctl machines rebuild db`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: completeMachines(f),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return machinesRebuildRun(cmd.Context(), opts)
-		},
+		RunE:              runOnName(&opts.Name, opts, runF, machinesRebuildRun),
 	}
 	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform os/arch[/variant] (default: this host's)")
 	cmd.Flags().BoolVarP(&opts.Quiet, "quiet", "q", false, "no progress output")

@@ -180,6 +180,18 @@ func groupCmd(use, short, long string) *cobra.Command {
 	}
 }
 
+// runOnName is the RunE of a command whose one argument is a name (a
+// machine's): it sets *name and runs runF when a test gave one, else run.
+func runOnName[O any](name *string, opts O, runF, run func(context.Context, O) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		*name = args[0]
+		if runF != nil {
+			return runF(cmd.Context(), opts)
+		}
+		return run(cmd.Context(), opts)
+	}
+}
+
 // exactArgs is cobra.ExactArgs with a usage error that names the arguments.
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
