@@ -36,7 +36,7 @@ func checkUplink(cfg config.Config, probe func() (uplink.Uplink, error)) []Resul
 		r4 = ok(v4, "default route %s", u.IPv4)
 	}
 	dec, decErr := uplink.Decide(cfg.Network.IPv6Uplink, func() (uplink.Uplink, error) { return u, err })
-	noRouter, written := bridgeNoDefaultRouter(filepath.Join(cfg.Paths.Networkd, "80-man8s-"+bridge+".network"))
+	noRouter, written := bridgeNoDefaultRouter(filepath.Join(cfg.Paths.Networkd, hostsetup.NetworkFile(bridge)))
 	var r6 Result
 	switch {
 	case decErr != nil:

@@ -78,6 +78,10 @@ type Bridge struct {
 	IPv6Uplink bool
 }
 
+// NetworkFile is the name of the .network that setup writes for bridge
+// into paths.networkd.
+func NetworkFile(bridge string) string { return "80-man8s-" + bridge + ".network" }
+
 // NoDefaultRouter is the line of the bridge's [IPv6SendRA] on a host
 // without IPv6 uplink: its router advertisements offer no default route.
 const NoDefaultRouter = "RouterLifetimeSec=0"
@@ -114,7 +118,7 @@ func RenderFor(b Bridge) ([]Rendered, error) {
 		kind          Kind
 	}{
 		{shippedNetdev, "80-man8s-" + bridge + ".netdev", NetworkdFile},
-		{shippedNetwork, "80-man8s-" + bridge + ".network", NetworkdFile},
+		{shippedNetwork, NetworkFile(bridge), NetworkdFile},
 		{shippedSysctl, shippedSysctl, SysctlFile},
 	} {
 		data, err := fs.ReadFile(systemdconfigs.Files, f.shipped)
