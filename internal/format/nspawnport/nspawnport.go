@@ -22,10 +22,11 @@ import (
 	"github.com/man8s/mbctl/internal/format/man8env"
 )
 
-// Protocols of a Port.
+// Protocols of a Port: those of man8env's ports (an image's EXPOSE, the
+// forwarder's), spelled alike.
 const (
-	TCP = "tcp"
-	UDP = "udp"
+	TCP = man8env.TCP
+	UDP = man8env.UDP
 )
 
 // Port is one published port: Host on the host forwarded to Container in
